@@ -4,9 +4,13 @@
 class FacebatchError(Exception):
     """An error the user caused or can fix (bad path, bad option, busy library).
 
-    The CLI prints its message as one line and exits non-zero; library code raises it
+    The CLI prints its message as one line and exits with `exit_code`; library code raises it
     instead of letting an OSError or ValueError surface as a traceback.
     """
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 class PhotoError(Exception):

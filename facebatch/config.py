@@ -1,0 +1,88 @@
+"""Settings: the CLI builds one frozen, validated object per command and hands it to the library.
+
+Defaults live here, once, with the measurement that chose them (see README, "Defaults").
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from facebatch.errors import FacebatchError
+
+DEFAULT_LIBRARY = "facebatch-library"
+
+# Longest side of the copy MTCNN runs on. Measured on ../shared/datasets (benchmarks/detect_size.py):
+# see README "Defaults". Smaller is faster; faces below ~20 px at this scale are missed.
+DEFAULT_DETECT_MAX_SIDE = 1280
+# Faces smaller than this (shorter box side, original pixels) are dropped: their embeddings are noise.
+DEFAULT_MIN_FACE = 20
+# MTCNN's final-stage probability; below this most detections on the no-face set are false.
+DEFAULT_MIN_SCORE = 0.9
+DEFAULT_BATCH_SIZE = 32
+# Photos per shard: big enough that a shard's Parquet files are not tiny, small enough that a
+# killed scan loses little work and the progress bar moves. Small libraries get smaller shards.
+DEFAULT_SHARD_SIZE = 256
+
+
+@dataclass(frozen=True)
+class DetectionSettings:
+    """How faces are found. Picklable: it travels to every worker."""
+
+    max_side: int = DEFAULT_DETECT_MAX_SIDE
+    min_face: int = DEFAULT_MIN_FACE
+    min_score: float = DEFAULT_MIN_SCORE
+
+    def __post_init__(self) -> None:
+        if self.max_side < 160:
+            raise FacebatchError(f"--detect-size must be at least 160 pixels, got {self.max_side}")
+        if self.min_face < 1:
+            raise FacebatchError(f"--min-face must be at least 1 pixel, got {self.min_face}")
+        if not 0.0 <= self.min_score <= 1.0:
+            raise FacebatchError(f"--min-score must be between 0 and 1, got {self.min_score}")
+
+
+@dataclass(frozen=True)
+class ScanConfig:
+    roots: tuple[str, ...]
+    library: Path
+    weights: str = "casia-webface"
+    detection: DetectionSettings = field(default_factory=DetectionSettings)
+    batch_size: int = DEFAULT_BATCH_SIZE
+    shard_size: int | None = None  # None: DEFAULT_SHARD_SIZE, smaller for small libraries
+    workers: int | None = None  # None: one worker process per core (local cluster only)
+    threads_per_worker: int = 1
+    scheduler: str | None = None  # address of an existing Dask scheduler
+    device: str = "cpu"
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    force: bool = False  # redo model work even for unchanged photos
+    retry_errors: bool = False  # re-read photos whose last scan failed though the file is unchanged
+
+    def __post_init__(self) -> None:
+        if not self.roots:
+            raise FacebatchError("give at least one photo folder to scan")
+        if self.batch_size < 1:
+            raise FacebatchError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.shard_size is not None and self.shard_size < 1:
+            raise FacebatchError(f"--shard-size must be at least 1, got {self.shard_size}")
+        if self.workers is not None and self.workers < 1:
+            raise FacebatchError(f"--workers must be at least 1, got {self.workers}")
+        if self.threads_per_worker < 1:
+            raise FacebatchError(f"--threads-per-worker must be at least 1, got {self.threads_per_worker}")
+        if self.scheduler is not None and self.workers is not None:
+            raise FacebatchError("--workers starts a local cluster; it cannot be combined with --scheduler")
+        if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise FacebatchError(f"--device must be cpu, cuda or cuda:N, got {self.device!r}")
+
+    def local_workers(self) -> int:
+        """Worker processes for a local cluster: the cores shared out by threads per worker."""
+        if self.workers is not None:
+            return self.workers
+        return max(1, (os.cpu_count() or 1) // self.threads_per_worker)
+
+
+def library_path(option: str | None) -> Path:
+    """--library, else $FACEBATCH_LIBRARY, else ./facebatch-library (click resolves the env var)."""
+    return Path(option or DEFAULT_LIBRARY).expanduser().absolute()

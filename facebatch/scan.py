@@ -1,0 +1,266 @@
+"""Scan orchestration: discover, plan against the library, run shards on Dask, write as they finish.
+
+The driver owns the library: workers return Arrow tables and the driver writes each shard
+atomically, so the library needs no shared filesystem (the photos do: every worker reads them
+by the same path).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import pyarrow as pa
+
+from facebatch.config import DEFAULT_SHARD_SIZE, ScanConfig
+from facebatch.discovery import Discovery, PhotoFile, discover
+from facebatch.errors import FacebatchError, PhotoError
+from facebatch.pipeline import STAGES, PipelineBuilder, ShardResult, photo_row, run_shard
+from facebatch.schema import FACES_SCHEMA, LIVE_STATUSES, PHOTOS_SCHEMA, STATUS_ERROR, STATUS_GONE
+from facebatch.store import Library
+from facebatch.weights import resolve_weights
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ScanPlan:
+    todo: list[PhotoFile]  # new or changed: hashed on a worker, model work unless the content is known
+    unchanged: int
+    gone: list[dict[str, Any]]  # latest rows of files no longer on disk
+    previous: dict[str, dict[str, Any]]  # photo_id -> a live row, to reuse for moved or touched files
+    total: int  # photos found on disk
+
+
+@dataclass
+class ScanSummary:
+    library: str
+    found: int = 0
+    unchanged: int = 0
+    processed: int = 0  # photos that went through the models
+    reused: int = 0  # moved or touched files whose content was known
+    gone: int = 0
+    faces: int = 0
+    errors: Counter = field(default_factory=Counter)
+    stage_seconds: Counter = field(default_factory=Counter)
+    elapsed: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> int:
+        return sum(self.errors.values())
+
+    def line(self) -> str:
+        errors = f"{self.failed} errors"
+        if self.errors:
+            errors += " (" + ", ".join(f"{kind} {n}" for kind, n in sorted(self.errors.items())) + ")"
+        rate = (self.processed + self.reused) / self.elapsed if self.elapsed > 0 else 0.0
+        return (
+            f"{self.found} photos: {self.processed} scanned, {self.reused} moved, {self.unchanged} unchanged, "
+            f"{self.gone} gone; {self.faces} faces; {errors}; {self.elapsed:.1f}s ({rate:.2f} photos/s)"
+        )
+
+
+# Called with (photos done, photos to do, faces found, errors) after every shard.
+ProgressCallback = Callable[[int, int, int, int], None]
+
+
+def scan(config: ScanConfig, progress: ProgressCallback | None = None) -> ScanSummary:
+    """Bring the library up to date with the photo folders; safe to kill and run again."""
+    started = time.monotonic()
+    library = Library(config.library)
+    discovery = _discover(config, library)
+    weights = resolve_weights(config.weights)
+    summary = ScanSummary(library=str(library.root), warnings=list(discovery.warnings))
+    with library.lock():
+        library.create(weights.tag)
+        library.remove_unfinished_parts()
+        library.reconcile()  # repairs what a scan killed between writing a shard and reconciling left
+        plan = plan_scan(library.read_photos(), discovery.photos, config)
+        summary.found, summary.unchanged = plan.total, plan.unchanged
+        if plan.gone:
+            _write_gone(library, plan.gone, weights.tag)
+            summary.gone = len(plan.gone)
+        if plan.todo:
+            builder = PipelineBuilder(config.detection, weights, config.batch_size, config.device)
+            _run_shards(config, library, builder, plan, summary, progress)
+        library.reconcile()
+    summary.elapsed = time.monotonic() - started
+    return summary
+
+
+def _discover(config: ScanConfig, library: Library) -> Discovery:
+    """A missing or unreadable photo folder is a usage error: exit 2."""
+    try:
+        return discover(config.roots, include=config.include, exclude=config.exclude, skip_dirs=[library.root])
+    except FacebatchError as error:
+        raise FacebatchError(str(error), exit_code=2) from None
+
+
+def plan_scan(photos: pa.Table, found: Sequence[PhotoFile], config: ScanConfig) -> ScanPlan:
+    """Which photos need work: unchanged ones are the same path, size and mtime as their last row."""
+    photos = photos.set_column(photos.schema.get_field_index("mtime"), "mtime", photos["mtime"].cast(pa.int64()))
+    latest = {row["path"]: row for row in photos.to_pylist()}  # rows come in part order: last wins
+    todo, unchanged = [], 0
+    for file in found:
+        row = latest.get(file.path)
+        if row is not None and not config.force and _same_file(row, file):
+            if row["status"] != STATUS_ERROR or not config.retry_errors:
+                unchanged += 1
+                continue
+        todo.append(file)
+    found_paths = {f.path for f in found}
+    roots = [os.path.abspath(r) for r in config.roots]
+    gone = [
+        row
+        for path, row in latest.items()
+        if row["status"] != STATUS_GONE
+        and path not in found_paths
+        and _under_any(path, roots)
+        and not os.path.lexists(path)  # still there but filtered out by --include/--exclude: keep it
+    ]
+    previous = {}
+    if not config.force:
+        previous = {
+            row["photo_id"]: row
+            for row in latest.values()
+            if row["status"] in LIVE_STATUSES and row["photo_id"] is not None
+        }
+    return ScanPlan(todo=todo, unchanged=unchanged, gone=gone, previous=previous, total=len(found))
+
+
+def _same_file(row: dict[str, Any], file: PhotoFile) -> bool:
+    return row["size_bytes"] == file.size_bytes and row["mtime"] == file.mtime_ns
+
+
+def _under_any(path: str, roots: Sequence[str]) -> bool:
+    return any(path == root or path.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
+
+
+def _write_gone(library: Library, rows: list[dict[str, Any]], model: str) -> None:
+    now = datetime.now(timezone.utc)
+    tombstones = [
+        {**row, "status": STATUS_GONE, "n_faces": 0, "error_kind": None, "error": None, "scanned_at": now}
+        for row in rows
+    ]
+    stats = {"kind": "gone", "photos": len(rows), "faces": 0, "model": model, "finished_at": now.isoformat()}
+    library.write_shard(pa.Table.from_pylist(tombstones, PHOTOS_SCHEMA), FACES_SCHEMA.empty_table(), stats, model)
+
+
+def shard_files(files: Sequence[PhotoFile], shard_size: int | None, workers: int) -> list[list[PhotoFile]]:
+    """Consecutive runs of photos; small scans get small shards so every worker has work."""
+    if shard_size is None:
+        shard_size = max(1, min(DEFAULT_SHARD_SIZE, -(-len(files) // (workers * 4))))
+    return [list(files[i : i + shard_size]) for i in range(0, len(files), shard_size)]
+
+
+def _run_shards(
+    config: ScanConfig,
+    library: Library,
+    builder: PipelineBuilder,
+    plan: ScanPlan,
+    summary: ScanSummary,
+    progress: ProgressCallback | None,
+) -> None:
+    from distributed import as_completed
+
+    known_ids = frozenset(plan.previous)
+    done = 0
+    with dask_client(config) as client:
+        workers = max(1, len(client.scheduler_info().get("workers", {})))
+        shards = shard_files(plan.todo, config.shard_size, workers)
+        known = client.scatter(known_ids, broadcast=True) if known_ids else known_ids
+        run_id = uuid.uuid4().hex[:8]
+        futures = {
+            client.submit(run_shard, builder, shard, known, key=f"facebatch-shard-{run_id}-{i}", pure=False): shard
+            for i, shard in enumerate(shards)
+        }
+        if progress:
+            progress(0, len(plan.todo), 0, 0)
+        for future in as_completed(futures):
+            shard = futures.pop(future)
+            result = _shard_result(future, shard)
+            _write_result(library, result, plan, summary, builder.weights.tag)
+            done += len(shard)
+            if progress:
+                progress(done, len(plan.todo), summary.faces, summary.failed)
+
+
+def _shard_result(future: Any, shard: list[PhotoFile]) -> ShardResult:
+    """A shard whose worker died (after Dask's retries) becomes error rows, not a failed scan."""
+    try:
+        return future.result()
+    except Exception as exc:  # noqa: BLE001 - KilledWorker, CommClosedError, an unpicklable result...
+        error = PhotoError("worker_failed", f"the worker processing this photo failed: {type(exc).__name__}: {exc}")
+        rows = [photo_row(file, None, error=error) for file in shard]
+        return ShardResult(
+            photos=pa.Table.from_pylist(rows, PHOTOS_SCHEMA),
+            faces=FACES_SCHEMA.empty_table(),
+            reused=[],
+            stage_seconds={},
+            errors={"worker_failed": len(rows)},
+        )
+
+
+def _write_result(library: Library, result: ShardResult, plan: ScanPlan, summary: ScanSummary, model: str) -> None:
+    now = datetime.now(timezone.utc)
+    reused_rows = [
+        {**plan.previous[photo_id], "path": file.path, "size_bytes": file.size_bytes, "mtime": file.mtime_ns,
+         "scanned_at": now}
+        for file, photo_id in result.reused
+    ]
+    photos = result.photos
+    if reused_rows:
+        photos = pa.concat_tables([photos, pa.Table.from_pylist(reused_rows, PHOTOS_SCHEMA)])
+    stats = {
+        "kind": "scan",
+        "photos": photos.num_rows,
+        "scanned": result.photos.num_rows,
+        "reused": len(reused_rows),
+        "faces": result.faces.num_rows,
+        "errors": result.errors,
+        "stage_seconds": result.stage_seconds,
+        "model": model,
+        "finished_at": now.isoformat(),
+    }
+    library.write_shard(photos, result.faces, stats, model)
+    summary.processed += result.photos.num_rows
+    summary.reused += len(reused_rows)
+    summary.faces += result.faces.num_rows
+    summary.errors.update(result.errors)
+    summary.stage_seconds.update(result.stage_seconds)
+
+
+@contextmanager
+def dask_client(config: ScanConfig) -> Iterator[Any]:
+    """A client of the given scheduler, or of a local cluster of worker processes that dies with us."""
+    from distributed import Client, LocalCluster
+
+    if config.scheduler:
+        try:
+            client = Client(config.scheduler, timeout="20s")
+        except (OSError, TimeoutError) as exc:
+            raise FacebatchError(f"cannot reach the Dask scheduler at {config.scheduler}: {exc}") from None
+        with client:
+            yield client
+        return
+    # Worker processes load torch once each; one Dask thread each unless asked, torch uses the rest.
+    with LocalCluster(
+        n_workers=config.local_workers(),
+        threads_per_worker=config.threads_per_worker,
+        processes=True,
+        dashboard_address=None,
+        silence_logs=logging.ERROR,
+    ) as cluster, Client(cluster) as client:
+        yield client
+
+
+__all__ = ["ScanPlan", "ScanSummary", "STAGES", "plan_scan", "scan", "shard_files"]

@@ -1,0 +1,45 @@
+"""The library's tables, in one place. The README's "Tables" section documents the same columns."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+EMBEDDING_DIM = 512
+
+# Photo statuses. `gone`: the file was scanned once and is no longer on disk; its faces are dropped.
+STATUS_OK = "ok"
+STATUS_NO_FACES = "no_faces"
+STATUS_ERROR = "error"
+STATUS_GONE = "gone"
+LIVE_STATUSES = frozenset({STATUS_OK, STATUS_NO_FACES})
+
+PHOTOS_SCHEMA = pa.schema(
+    [
+        pa.field("photo_id", pa.string(), nullable=True),  # content hash; null when the file can't be read
+        pa.field("path", pa.string(), nullable=False),
+        pa.field("size_bytes", pa.int64(), nullable=False),
+        pa.field("mtime", pa.timestamp("ns", tz="UTC"), nullable=False),
+        pa.field("width", pa.int32(), nullable=True),  # after EXIF rotation
+        pa.field("height", pa.int32(), nullable=True),
+        pa.field("n_faces", pa.int32(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),  # ok | no_faces | error | gone
+        pa.field("error_kind", pa.string(), nullable=True),  # empty_file, not_an_image, truncated, ...
+        pa.field("error", pa.string(), nullable=True),
+        pa.field("scanned_at", pa.timestamp("ms", tz="UTC"), nullable=False),
+    ]
+)
+
+FACES_SCHEMA = pa.schema(
+    [
+        pa.field("face_id", pa.string(), nullable=False),  # hash of photo_id and box: stable across re-scans
+        pa.field("photo_id", pa.string(), nullable=False),
+        pa.field("path", pa.string(), nullable=False),  # a live path of that photo
+        pa.field("face_index", pa.int16(), nullable=False),  # order in the photo, by detection score
+        pa.field("box", pa.list_(pa.float32(), 4), nullable=False),  # x1, y1, x2, y2, original pixels
+        pa.field("score", pa.float32(), nullable=False),
+        # x, y of left eye, right eye, nose, mouth left, mouth right, original pixels
+        pa.field("landmarks", pa.list_(pa.float32(), 10), nullable=False),
+        pa.field("embedding", pa.list_(pa.float32(), EMBEDDING_DIM), nullable=False),  # L2-normalised
+        pa.field("model", pa.string(), nullable=False),  # weights name@checksum
+    ]
+)
