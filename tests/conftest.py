@@ -1,0 +1,19 @@
+"""Shared fixtures: where the real data lives, and skipping with a reason when it doesn't."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+PROJECT = Path(__file__).resolve().parents[1]
+SAMPLE_DATA = PROJECT / "sample_data"
+DATASETS = PROJECT.parent / "shared" / "datasets"
+
+
+def dataset(name: str) -> Path:
+    """A folder of ../shared/datasets, or skip: those photos are internal and not in the repo."""
+    folder = DATASETS / name
+    if not folder.is_dir():
+        pytest.skip(f"{folder} is absent (internal test photos, see ../shared/datasets/README.md)")
+    return folder

@@ -1,0 +1,106 @@
+"""Scan planning and shard plumbing, without models."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime, timezone
+
+import pyarrow as pa
+
+from facebatch.config import ScanConfig
+from facebatch.discovery import PhotoFile
+from facebatch.progress import format_seconds, render
+from facebatch.scan import ScanSummary, plan_scan, shard_files
+from facebatch.schema import PHOTOS_SCHEMA
+
+
+def table(*rows: dict) -> pa.Table:
+    now = datetime.now(timezone.utc)
+    full = [
+        {"photo_id": None, "size_bytes": 10, "mtime": 1000, "n_faces": 0, "status": "ok", "scanned_at": now, **r}
+        for r in rows
+    ]
+    return pa.Table.from_pylist(full, PHOTOS_SCHEMA)
+
+
+def config(tmp_path, **kwargs) -> ScanConfig:
+    return ScanConfig(roots=(str(tmp_path),), library=tmp_path / "lib", **kwargs)
+
+
+def test_unchanged_photos_need_no_work_and_changed_ones_do(tmp_path):
+    root = str(tmp_path)
+    photos = table(
+        {"photo_id": "a", "path": f"{root}/a.jpg"},
+        {"photo_id": "b", "path": f"{root}/b.jpg"},
+        {"photo_id": "c", "path": f"{root}/c.jpg", "status": "error"},
+    )
+    found = [
+        PhotoFile(f"{root}/a.jpg", 10, 1000),  # same
+        PhotoFile(f"{root}/b.jpg", 10, 2000),  # touched: hashed on a worker, reused if the same content
+        PhotoFile(f"{root}/c.jpg", 10, 1000),  # failed last time, unchanged
+        PhotoFile(f"{root}/d.jpg", 10, 1000),  # new
+    ]
+    plan = plan_scan(photos, found, config(tmp_path))
+    assert [f.path for f in plan.todo] == [f"{root}/b.jpg", f"{root}/d.jpg"]
+    assert plan.unchanged == 2
+    assert set(plan.previous) == {"a", "b"}
+    assert plan.gone == []
+
+    retry = plan_scan(photos, found, config(tmp_path, retry_errors=True))
+    assert [f.path for f in retry.todo] == [f"{root}/b.jpg", f"{root}/c.jpg", f"{root}/d.jpg"]
+    forced = plan_scan(photos, found, config(tmp_path, force=True))
+    assert len(forced.todo) == 4 and forced.previous == {}
+
+
+def test_photos_missing_under_the_root_are_gone_others_are_not(tmp_path):
+    root = str(tmp_path)
+    kept_but_excluded = tmp_path / "kept.png"
+    kept_but_excluded.write_bytes(b"x")
+    photos = table(
+        {"photo_id": "a", "path": f"{root}/deleted.jpg"},
+        {"photo_id": "b", "path": str(kept_but_excluded)},
+        {"photo_id": "c", "path": "/elsewhere/x.jpg"},
+        {"photo_id": "d", "path": f"{root}/already.jpg", "status": "gone"},
+        {"photo_id": "e", "path": f"{root}-sibling/y.jpg"},
+    )
+    plan = plan_scan(photos, [], config(tmp_path))
+    assert [row["path"] for row in plan.gone] == [f"{root}/deleted.jpg"]
+
+
+def test_the_latest_row_of_a_path_decides(tmp_path):
+    root = str(tmp_path)
+    photos = table(
+        {"photo_id": "old", "path": f"{root}/a.jpg", "mtime": 1},
+        {"photo_id": "new", "path": f"{root}/a.jpg", "mtime": 1000},
+    )
+    plan = plan_scan(photos, [PhotoFile(f"{root}/a.jpg", 10, 1000)], config(tmp_path))
+    assert plan.todo == [] and plan.unchanged == 1 and set(plan.previous) == {"new"}
+
+
+def test_shards_cover_every_photo_once():
+    files = [PhotoFile(f"/p/{i:03d}.jpg", 1, 1) for i in range(1001)]
+    shards = shard_files(files, None, workers=2)
+    assert sum(len(s) for s in shards) == 1001
+    assert [f for s in shards for f in s] == files
+    assert max(len(s) for s in shards) == 126  # ceil(1001 / 8): every worker gets several shards
+    assert len(shard_files(files[:5], None, workers=2)) == 5
+    assert [len(s) for s in shard_files(files[:10], 4, workers=2)] == [4, 4, 2]
+    big = [PhotoFile(f"/p/{i}.jpg", 1, 1) for i in range(10_000)]
+    assert max(len(s) for s in shard_files(big, None, workers=2)) == 256
+
+
+def test_summary_line_counts_errors_by_kind():
+    summary = ScanSummary(library="/lib", found=10, unchanged=3, processed=6, reused=1, gone=2, faces=9,
+                          errors=Counter({"truncated": 2, "empty_file": 1}), elapsed=3.5)
+    assert summary.line() == (
+        "10 photos: 6 scanned, 1 moved, 3 unchanged, 2 gone; 9 faces; "
+        "3 errors (empty_file 1, truncated 2); 3.5s (2.00 photos/s)"
+    )
+
+
+def test_progress_line():
+    assert render(50, 200, 70, 0, 10.0) == (
+        "[######..................] 50/200 photos  70 faces  5.0 photos/s  30s left"
+    )
+    assert render(200, 200, 1, 2, 100.0) == "[########################] 200/200 photos  1 faces  2 errors  2.0 photos/s"
+    assert format_seconds(3725) == "1h02m"
