@@ -44,6 +44,8 @@ class FaceDetector:
         """Every face in the photo with score >= min_score and size >= min_face, best first."""
         image, to_original = detection_copy(photo, self.settings.max_side)
         min_size = max(MTCNN_MIN_SIZE, self.settings.min_face / to_original)
+        if min(image.size) < min_size:  # smaller than the smallest face: MTCNN has no scale to run
+            return []
         boxes, points = self._run_mtcnn(np.asarray(image), min_size)
         faces = [
             _to_face(box, landmarks, to_original, photo.width, photo.height)
