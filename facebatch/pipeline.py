@@ -124,6 +124,24 @@ class FacePipeline:
             errors=dict(rows.errors),
         )
 
+    def find_faces(
+        self, data: bytes, seconds: Counter | None = None
+    ) -> tuple[DecodedPhoto, list[Face], list[np.ndarray]]:
+        """Decode, detect and crop one photo: the photo, its faces (best first) and their 160x160 crops."""
+        clock = _StageClock(Counter() if seconds is None else seconds)
+        with clock("decode"):
+            photo = decode_photo(data, min_long_side=self.detector.settings.max_side)
+        with clock("detect"):
+            faces = self.detector.detect(photo)
+        with clock("crop"):
+            crops = _crops(data, photo, faces)
+        return photo, faces, crops
+
+    def embed_photo(self, path: str) -> tuple[DecodedPhoto, list[Face], np.ndarray]:
+        """Every face of one photo with its embedding, exactly as `scan` computes them (verify, identify)."""
+        photo, faces, crops = self.find_faces(read_photo_bytes(path))
+        return photo, faces, self.embedder.embed(np.stack(crops) if crops else _no_crops())
+
     def _process_photo(self, file: PhotoFile, known_ids: frozenset[str], rows: _ShardRows) -> None:
         clock = _StageClock(rows.seconds)
         photo_id = None
@@ -134,12 +152,7 @@ class FacePipeline:
             if photo_id in known_ids:
                 rows.reused.append((file, photo_id))
                 return
-            with clock("decode"):
-                photo = decode_photo(data, min_long_side=self.detector.settings.max_side)
-            with clock("detect"):
-                faces = self.detector.detect(photo)
-            with clock("crop"):
-                crops = _crops(data, photo, faces)
+            photo, faces, crops = self.find_faces(data, rows.seconds)
         except PhotoError as exc:
             rows.errors[exc.kind] += 1
             rows.photos.append(photo_row(file, photo_id, error=exc))
