@@ -18,9 +18,16 @@ from PIL import Image
 from facebatch.imageload import DecodedPhoto
 from facebatch.weights import Weights, load_embedding_model
 
+# Part of every embedding's `model` tag: embeddings made with another crop are not comparable.
+PREPROCESSING = "box-margin44-182-centre160"
 ALIGNED_SIZE = 182
 MARGIN = 44
 INPUT_SIZE = 160
+
+
+def model_tag(weights: Weights) -> str:
+    """What an embedding depends on: the weights (name@checksum) and the preprocessing."""
+    return f"{weights.tag}/{PREPROCESSING}"
 
 
 def crop_region(box: Sequence[float], width: int, height: int) -> tuple[int, int, int, int]:
@@ -69,6 +76,7 @@ class FaceEmbedder:
 
     def __init__(self, weights: Weights, device: str = "cpu", batch_size: int = 32) -> None:
         self.weights = weights
+        self.model_tag = model_tag(weights)
         self.device = device
         self.batch_size = batch_size
         self.model = load_embedding_model(weights, device)

@@ -105,7 +105,7 @@ class FacePipeline:
 
     @property
     def model(self) -> str:
-        return self.embedder.weights.tag
+        return self.embedder.model_tag
 
     def process(self, files: Sequence[PhotoFile], known_ids: frozenset[str] = frozenset()) -> ShardResult:
         rows = _ShardRows()

@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from facebatch.config import DEFAULT_SHARD_SIZE, ScanConfig
 from facebatch.discovery import Discovery, PhotoFile, discover
+from facebatch.embedding import model_tag
 from facebatch.errors import FacebatchError, PhotoError
 from facebatch.pipeline import STAGES, PipelineBuilder, ShardResult, photo_row, run_shard
 from facebatch.schema import FACES_SCHEMA, LIVE_STATUSES, PHOTOS_SCHEMA, STATUS_ERROR, STATUS_GONE
@@ -81,13 +82,13 @@ def scan(config: ScanConfig, progress: ProgressCallback | None = None) -> ScanSu
     weights = resolve_weights(config.weights)
     summary = ScanSummary(library=str(library.root), warnings=list(discovery.warnings))
     with library.lock():
-        library.create(weights.tag)
+        library.create(model_tag(weights))
         library.remove_unfinished_parts()
         library.reconcile()  # repairs what a scan killed between writing a shard and reconciling left
         plan = plan_scan(library.read_photos(), discovery.photos, config)
         summary.found, summary.unchanged = plan.total, plan.unchanged
         if plan.gone:
-            _write_gone(library, plan.gone, weights.tag)
+            _write_gone(library, plan.gone, model_tag(weights))
             summary.gone = len(plan.gone)
         if plan.todo:
             builder = PipelineBuilder(config.detection, weights, config.batch_size, config.device)
@@ -188,7 +189,7 @@ def _run_shards(
         for future in as_completed(futures):
             shard = futures.pop(future)
             result = _shard_result(future, shard)
-            _write_result(library, result, plan, summary, builder.weights.tag)
+            _write_result(library, result, plan, summary, model_tag(builder.weights))
             done += len(shard)
             if progress:
                 progress(done, len(plan.todo), summary.faces, summary.failed)
