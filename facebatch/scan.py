@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 class ScanPlan:
     todo: list[PhotoFile]  # new or changed: hashed on a worker, model work unless the content is known
     unchanged: int
+    still_failing: int  # unchanged photos whose last scan failed (retried with --retry-errors)
     gone: list[dict[str, Any]]  # latest rows of files no longer on disk
     previous: dict[str, dict[str, Any]]  # photo_id -> a live row, to reuse for moved or touched files
     total: int  # photos found on disk
@@ -49,6 +50,7 @@ class ScanSummary:
     processed: int = 0  # photos that went through the models
     reused: int = 0  # moved or touched files whose content was known
     gone: int = 0
+    still_failing: int = 0
     faces: int = 0
     errors: Counter = field(default_factory=Counter)
     stage_seconds: Counter = field(default_factory=Counter)
@@ -57,12 +59,15 @@ class ScanSummary:
 
     @property
     def failed(self) -> int:
-        return sum(self.errors.values())
+        """Photos that failed in this run or failed before and were not retried."""
+        return sum(self.errors.values()) + self.still_failing
 
     def line(self) -> str:
-        errors = f"{self.failed} errors"
+        errors = f"{sum(self.errors.values())} errors"
         if self.errors:
             errors += " (" + ", ".join(f"{kind} {n}" for kind, n in sorted(self.errors.items())) + ")"
+        if self.still_failing:
+            errors += f"; {self.still_failing} failed before (--retry-errors)"
         rate = (self.processed + self.reused) / self.elapsed if self.elapsed > 0 else 0.0
         return (
             f"{self.found} photos: {self.processed} scanned, {self.reused} moved, {self.unchanged} unchanged, "
@@ -86,7 +91,7 @@ def scan(config: ScanConfig, progress: ProgressCallback | None = None) -> ScanSu
         library.remove_unfinished_parts()
         library.reconcile()  # repairs what a scan killed between writing a shard and reconciling left
         plan = plan_scan(library.read_photos(), discovery.photos, config)
-        summary.found, summary.unchanged = plan.total, plan.unchanged
+        summary.found, summary.unchanged, summary.still_failing = plan.total, plan.unchanged, plan.still_failing
         if plan.gone:
             _write_gone(library, plan.gone, model_tag(weights))
             summary.gone = len(plan.gone)
@@ -110,12 +115,14 @@ def plan_scan(photos: pa.Table, found: Sequence[PhotoFile], config: ScanConfig) 
     """Which photos need work: unchanged ones are the same path, size and mtime as their last row."""
     photos = photos.set_column(photos.schema.get_field_index("mtime"), "mtime", photos["mtime"].cast(pa.int64()))
     latest = {row["path"]: row for row in photos.to_pylist()}  # rows come in part order: last wins
-    todo, unchanged = [], 0
+    todo, unchanged, still_failing = [], 0, 0
     for file in found:
         row = latest.get(file.path)
         if row is not None and not config.force and _same_file(row, file):
-            if row["status"] != STATUS_ERROR or not config.retry_errors:
+            failed = row["status"] == STATUS_ERROR
+            if not (failed and config.retry_errors):
                 unchanged += 1
+                still_failing += failed
                 continue
         todo.append(file)
     found_paths = {f.path for f in found}
@@ -135,7 +142,7 @@ def plan_scan(photos: pa.Table, found: Sequence[PhotoFile], config: ScanConfig) 
             for row in latest.values()
             if row["status"] in LIVE_STATUSES and row["photo_id"] is not None
         }
-    return ScanPlan(todo=todo, unchanged=unchanged, gone=gone, previous=previous, total=len(found))
+    return ScanPlan(todo=todo, unchanged=unchanged, still_failing=still_failing, gone=gone, previous=previous, total=len(found))
 
 
 def _same_file(row: dict[str, Any], file: PhotoFile) -> bool:
@@ -178,7 +185,8 @@ def _run_shards(
     with dask_client(config) as client:
         workers = max(1, len(client.scheduler_info().get("workers", {})))
         shards = shard_files(plan.todo, config.shard_size, workers)
-        known = client.scatter(known_ids, broadcast=True) if known_ids else known_ids
+        # Sent once to every worker, not once per task; wrapped so scatter doesn't split the set.
+        known = client.scatter([known_ids], broadcast=True)[0] if known_ids else known_ids
         run_id = uuid.uuid4().hex[:8]
         futures = {
             client.submit(run_shard, builder, shard, known, key=f"facebatch-shard-{run_id}-{i}", pure=False): shard
@@ -258,7 +266,7 @@ def dask_client(config: ScanConfig) -> Iterator[Any]:
         n_workers=config.local_workers(),
         threads_per_worker=config.threads_per_worker,
         processes=True,
-        dashboard_address=None,
+        dashboard_address=":0",  # any free port: None does not disable it, and 8787 may be taken
         silence_logs=logging.ERROR,
     ) as cluster, Client(cluster) as client:
         yield client

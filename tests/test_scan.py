@@ -42,7 +42,7 @@ def test_unchanged_photos_need_no_work_and_changed_ones_do(tmp_path):
     ]
     plan = plan_scan(photos, found, config(tmp_path))
     assert [f.path for f in plan.todo] == [f"{root}/b.jpg", f"{root}/d.jpg"]
-    assert plan.unchanged == 2
+    assert plan.unchanged == 2 and plan.still_failing == 1
     assert set(plan.previous) == {"a", "b"}
     assert plan.gone == []
 
@@ -96,6 +96,9 @@ def test_summary_line_counts_errors_by_kind():
         "10 photos: 6 scanned, 1 moved, 3 unchanged, 2 gone; 9 faces; "
         "3 errors (empty_file 1, truncated 2); 3.5s (2.00 photos/s)"
     )
+    summary.still_failing = 4
+    assert "; 3 errors (empty_file 1, truncated 2); 4 failed before (--retry-errors); " in summary.line()
+    assert summary.failed == 7
 
 
 def test_progress_line():

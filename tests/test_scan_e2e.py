@@ -1,0 +1,234 @@
+"""`facebatch scan` end to end with the real models (MTCNN, converted FaceNet) on real photos."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from facebatch.cli import cli
+from facebatch.store import Library
+from tests.conftest import SAMPLE_DATA, dataset
+
+SUMMARY = re.compile(
+    r"^(\d+) photos: (\d+) scanned, (\d+) moved, (\d+) unchanged, (\d+) gone; (\d+) faces; (\d+) errors.*; "
+    r"[\d.]+s \([\d.]+ photos/s\)$"
+)
+
+
+def scan(library: Path, *args: str) -> tuple[str, re.Match]:
+    result = CliRunner().invoke(cli, ["--library", str(library), "scan", *args])
+    assert result.exit_code == 0, result.output
+    line = result.output.strip().splitlines()[-1]
+    match = SUMMARY.match(line)
+    assert match, line
+    return result.output, match
+
+
+def sample_photos() -> list[Path]:
+    return sorted(p for p in SAMPLE_DATA.rglob("*") if p.suffix.lower() in {".jpg", ".png"})
+
+
+@pytest.fixture(scope="module")
+def sample_library(tmp_path_factory) -> Library:
+    library = tmp_path_factory.mktemp("sample") / "lib"
+    output, match = scan(library, str(SAMPLE_DATA), "--workers", "2")
+    assert "\r" not in output  # no progress bar outside a terminal
+    assert int(match.group(1)) == len(sample_photos())
+    return Library(library)
+
+
+def test_every_photo_gets_a_row_and_faces_where_there_are_faces(sample_library):
+    photos = {Path(r["path"]).relative_to(SAMPLE_DATA).as_posix(): r for r in sample_library.read_photos().to_pylist()}
+    assert sorted(photos) == sorted(p.relative_to(SAMPLE_DATA).as_posix() for p in sample_photos())
+    for path, row in photos.items():
+        if path.startswith("people/"):
+            assert row["status"] == "ok" and row["n_faces"] >= 1, path
+        elif path.startswith("groups/"):
+            assert row["n_faces"] >= 10, path  # 13 people in the Situation Room photo
+        else:
+            assert row["status"] == "no_faces" and row["n_faces"] == 0, path
+    faces = sample_library.read_faces().to_pylist()
+    assert sum(r["n_faces"] for r in photos.values()) == len(faces)
+    assert len({f["face_id"] for f in faces}) == len(faces)
+
+
+def test_boxes_are_inside_the_photo_and_embeddings_unit_norm(sample_library):
+    size = {r["photo_id"]: (r["width"], r["height"]) for r in sample_library.read_photos().to_pylist()}
+    faces = sample_library.read_faces()
+    for face in faces.to_pylist():
+        width, height = size[face["photo_id"]]
+        x1, y1, x2, y2 = face["box"]
+        assert 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height
+        assert face["score"] >= 0.95
+        assert face["model"].startswith("casia-webface@")
+    norms = np.linalg.norm(np.stack(faces["embedding"].to_numpy(zero_copy_only=False)), axis=1)
+    np.testing.assert_allclose(norms, 1.0, atol=1e-5)
+
+
+def test_photos_of_one_person_are_closer_than_photos_of_two(sample_library):
+    best = {}  # the main face of each single-person photo
+    for face in sample_library.read_faces().to_pylist():
+        rel = Path(face["path"]).relative_to(SAMPLE_DATA)
+        if rel.parts[0] == "people" and face["face_index"] == 0:
+            best[rel] = (rel.parts[1], np.asarray(face["embedding"]))
+    same, different = [], []
+    for (person_a, a), (person_b, b) in itertools.combinations(best.values(), 2):
+        (same if person_a == person_b else different).append(float(np.linalg.norm(a - b)))
+    assert len(same) >= 7 and len(different) >= 10
+    assert max(same) < min(different), (sorted(same), sorted(different))
+
+
+def test_a_second_scan_does_no_model_work(sample_library):
+    _, match = scan(sample_library.root, str(SAMPLE_DATA), "--workers", "1")
+    found, scanned, moved, unchanged, gone = (int(match.group(i)) for i in range(1, 6))
+    assert (scanned, moved, unchanged, gone) == (0, 0, found, 0)
+
+
+def test_moved_touched_new_and_deleted_photos(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    originals = [SAMPLE_DATA / "people/barack_obama/2.jpg", SAMPLE_DATA / "people/joe_biden/1.jpg"]
+    for source in originals:
+        (folder / source.name.replace(".jpg", f"-{source.parent.name}.jpg")).write_bytes(source.read_bytes())
+    library = Library(tmp_path / "lib")
+    scan(library.root, str(folder), "--workers", "1")
+    before = {f["face_id"]: f for f in library.read_faces().to_pylist()}
+
+    (folder / "2-barack_obama.jpg").rename(folder / "moved.jpg")  # same content, new path
+    os.utime(folder / "1-joe_biden.jpg", ns=(1, 1))  # touched: the hash says unchanged
+    (folder / "new.jpg").write_bytes((SAMPLE_DATA / "people/grace_hopper/1.jpg").read_bytes())
+    _, match = scan(library.root, str(folder), "--workers", "1")
+    assert match.group(1, 2, 3, 4, 5) == ("3", "1", "2", "0", "1")
+
+    photos = {Path(r["path"]).name: r for r in library.read_photos().to_pylist()}
+    assert photos["2-barack_obama.jpg"]["status"] == "gone"
+    assert {photos[n]["status"] for n in ("moved.jpg", "1-joe_biden.jpg", "new.jpg")} == {"ok"}
+    after = {f["face_id"]: f for f in library.read_faces().to_pylist()}
+    assert set(before) < set(after)  # the moved photo kept its face ids: labels on them survive
+    assert {Path(after[i]["path"]).name for i in before} == {"moved.jpg", "1-joe_biden.jpg"}
+
+    (folder / "new.jpg").unlink()
+    scan(library.root, str(folder), "--workers", "1")
+    assert len(library.read_faces()) == len(before)
+
+
+def test_bad_files_get_rows_and_the_scan_goes_on(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "text.jpg").write_text("not a photo")
+    good = (SAMPLE_DATA / "people/barack_obama/2.jpg").read_bytes()
+    (folder / "cut.jpg").write_bytes(good[: len(good) // 2])
+    (folder / "good.jpg").write_bytes(good)
+    runner = CliRunner()
+    result = runner.invoke(cli, ["--library", str(tmp_path / "lib"), "scan", str(folder), "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    assert "3 errors (empty_file 1, not_an_image 1, truncated 1)" in result.output
+    rows = {Path(r["path"]).name: r for r in Library(tmp_path / "lib").read_photos().to_pylist()}
+    assert {n: r["status"] for n, r in rows.items()} == {
+        "empty.jpg": "error", "text.jpg": "error", "cut.jpg": "error", "good.jpg": "ok"}
+    assert all(rows[n]["error"] for n in ("empty.jpg", "text.jpg", "cut.jpg"))
+    strict = runner.invoke(cli, ["--library", str(tmp_path / "lib"), "scan", str(folder), "--strict", "--quiet"])
+    assert strict.exit_code == 1 and strict.output == ""
+
+
+def test_hard_cases_each_get_a_row(tmp_path):
+    hard = dataset("hard")
+    library = Library(tmp_path / "lib")
+    scan(library.root, str(hard), "--workers", "2")
+    photos = {Path(r["path"]).relative_to(hard).as_posix(): r for r in library.read_photos().to_pylist()}
+    with open(hard / "manifest.csv") as f:
+        manifest = {row["path"]: row for row in csv.DictReader(f) if not row["path"].endswith(".xml")}
+    assert set(manifest) <= set(photos)
+    assert all(r["status"] in ("ok", "no_faces") for r in photos.values()), [
+        (p, r["error"]) for p, r in photos.items() if r["status"] == "error"]
+
+    faces = library.read_faces().to_pylist()
+    for path in [p for p in manifest if re.match(r"exif_orientation/nasa_.*_exif\d\.jpg", p)]:
+        face = next(f for f in faces if f["path"] == str(hard / path) and f["face_index"] == 0)
+        lx, ly, rx, ry, nx, ny, mlx, mly, mrx, mry = face["landmarks"]
+        assert max(ly, ry) < ny < min(mly, mry), path  # eyes above the nose above the mouth: upright
+        assert lx < rx, path  # not mirrored
+    assert photos["png_alpha/nasa_andrew_morgan_alpha.png"]["n_faces"] == 1
+    for path in [p for p in manifest if p.startswith("no_faces/")]:
+        assert photos[path]["status"] == "no_faces", path
+    assert photos["very_large/nasa_iss_morgan_hague_interview_48708316717_o.jpg"]["n_faces"] >= 2
+
+
+def _scan_command(library: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "facebatch.cli", "--library", str(library), "scan", *args]
+
+
+def test_a_killed_scan_resumes_with_every_photo_exactly_once(tmp_path):
+    library = Library(tmp_path / "lib")
+    args = [str(SAMPLE_DATA), "--workers", "1", "--shard-size", "1", "--quiet"]
+    process = subprocess.Popen(_scan_command(library.root, *args), start_new_session=True)
+    deadline = time.monotonic() + 240
+    while len(list(library.shards_dir.glob("part-*.json"))) < 3 and time.monotonic() < deadline:
+        assert process.poll() is None, "the scan ended before it could be killed"
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)  # the scan and its Dask workers, mid-shard
+    process.wait()
+    done_before = len(list(library.shards_dir.glob("part-*.json")))
+    assert 3 <= done_before < len(sample_photos())
+
+    subprocess.run(_scan_command(library.root, *args), check=True, timeout=600)
+    photos = library.read_photos()
+    assert sorted(photos["path"].to_pylist()) == sorted(str(p) for p in sample_photos())
+    faces = library.read_faces()["face_id"].to_pylist()
+    assert len(faces) == len(set(faces)) == sum(photos["n_faces"].to_pylist())
+    for folder in (library.photos_dir, library.faces_dir):  # the Parquet files alone give the same rows
+        rows = sum(pq.read_metadata(p).num_rows for p in folder.glob("*.parquet"))
+        assert rows == (len(photos) if folder == library.photos_dir else len(faces))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_an_existing_dask_cluster_gives_the_same_rows(tmp_path, sample_library):
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    python = [sys.executable, "-m"]
+    processes = [
+        subprocess.Popen([*python, "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", str(port),
+                          "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ]
+    try:
+        for _ in range(2):
+            processes.append(subprocess.Popen(
+                [*python, "distributed.cli.dask_worker", address, "--nthreads", "1", "--no-dashboard"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        library = Library(tmp_path / "lib")
+        scan(library.root, str(SAMPLE_DATA), "--scheduler", address)
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=30)
+
+    def rows(lib: Library) -> dict:
+        return {(f["path"], f["face_id"]): np.asarray(f["embedding"]) for f in lib.read_faces().to_pylist()}
+
+    local, remote = rows(sample_library), rows(library)
+    assert local.keys() == remote.keys()
+    for key in local:
+        np.testing.assert_allclose(local[key], remote[key], atol=1e-4)
+    key = lambda r: (r["path"], r["photo_id"], r["n_faces"], r["status"])  # noqa: E731
+    assert sorted(map(key, library.read_photos().to_pylist())) == sorted(
+        map(key, sample_library.read_photos().to_pylist()))
