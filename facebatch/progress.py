@@ -16,12 +16,13 @@ class ProgressBar:
     def __init__(self, stream: TextIO = sys.stderr, enabled: bool | None = None) -> None:
         self.stream = stream
         self.enabled = stream.isatty() if enabled is None else enabled
-        self.started = time.monotonic()
+        self.started: float | None = None  # at the first update: the rate leaves out start-up
         self.last_drawn = 0.0
         self.drawn = False
 
     def __call__(self, done: int, total: int, faces: int, errors: int) -> None:
         now = time.monotonic()
+        self.started = self.started or now
         if not self.enabled or (now - self.last_drawn < REDRAW_SECONDS and done < total):
             return
         self.last_drawn = now
