@@ -1,0 +1,304 @@
+"""Scan throughput: facebatch against a naive facenet-pytorch loop and face_recognition, in one run.
+
+Photo sets, made from ../shared/datasets (never copied into the repo):
+- `12mp`: 4032x3024 JPEGs (quality 90): LFW faces placed at realistic sizes (box 120-600 px), one
+  to six per photo, blended onto upscaled no-face photos; where each face went is recorded.
+- `lfw`: LFW originals (250x250), one face each.
+
+Methods, each in its own process tree, alternating over --rounds:
+- facebatch: `facebatch scan` with its defaults (local cluster, all cores), fresh library;
+- naive: PIL open at full size, facenet-pytorch MTCNN(keep_all=True) on the full image, then each
+  face through InceptionResnetV1 one at a time (what facenet-pytorch's README leads to);
+- face_recognition: dlib HOG detector + dlib ResNet, as many processes as cores (when installed:
+  `pip install dlib-bin face_recognition_models && pip install --no-deps face_recognition`).
+
+Prints a markdown table (photos/s, faces/s, ratio to naive, peak memory per process, faces found of
+those placed), facebatch's time per stage and the model-only ceiling, and the reproducing command.
+
+    .venv/bin/python benchmarks/scan_throughput.py [--photos 24] [--small 200] [--rounds 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+WIDTH, HEIGHT = 4032, 3024
+LFW_FACE = (68, 68, 182, 182)  # where the face sits in a deep-funneled 250x250 LFW image
+
+
+# --------------------------------------------------------------------------- photo sets
+
+
+def lfw_paths(count: int, seed: int = 0) -> list[Path]:
+    with open(DATASETS / "lfw-dev" / "manifest.csv") as f:
+        paths = [DATASETS / "lfw-dev" / "images" / row["path"] for row in csv.DictReader(f)]
+    rng = np.random.default_rng(seed)
+    return [paths[i] for i in rng.choice(len(paths), size=min(count, len(paths)), replace=False)]
+
+
+def make_12mp(folder: Path, count: int) -> dict[str, list[list[float]]]:
+    """Photos with 1-6 placed faces each; returns path -> placed face boxes."""
+    rng = np.random.default_rng(1)
+    backgrounds = sorted((DATASETS / "hard" / "no_faces").glob("*.jpg"))
+    faces = lfw_paths(count * 6, seed=2)
+    truth: dict[str, list[list[float]]] = {}
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        photo = Image.open(backgrounds[i % len(backgrounds)]).convert("RGB").resize((WIDTH, HEIGHT))
+        boxes: list[list[float]] = []
+        for _ in range(int(rng.integers(1, 7))):
+            face_px = float(rng.uniform(120, 600))
+            scale = face_px / (LFW_FACE[2] - LFW_FACE[0])
+            size = int(250 * scale)
+            for _try in range(30):  # no overlaps
+                x, y = int(rng.integers(0, WIDTH - size)), int(rng.integers(0, HEIGHT - size))
+                box = [x + LFW_FACE[0] * scale, y + LFW_FACE[1] * scale, x + LFW_FACE[2] * scale,
+                       y + LFW_FACE[3] * scale]
+                if all(box[2] < b[0] - size / 3 or box[0] > b[2] + size / 3 or box[3] < b[1] - size / 3
+                       or box[1] > b[3] + size / 3 for b in boxes):
+                    break
+            else:
+                continue
+            face = Image.open(faces.pop()).convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
+            mask = Image.new("L", (size, size), 0)
+            ImageDraw.Draw(mask).ellipse((size * 0.12, size * 0.08, size * 0.88, size * 0.95), fill=255)
+            photo.paste(face, (x, y), mask.filter(ImageFilter.GaussianBlur(size / 30)))
+            boxes.append(box)
+        path = folder / f"photo_{i:04d}.jpg"
+        photo.save(path, "JPEG", quality=90)
+        truth[str(path)] = boxes
+    return truth
+
+
+def make_small(folder: Path, count: int) -> dict[str, list[list[float]]]:
+    folder.mkdir(parents=True, exist_ok=True)
+    truth = {}
+    for source in lfw_paths(count, seed=3):
+        path = folder / source.name
+        path.write_bytes(source.read_bytes())
+        truth[str(path)] = [list(map(float, LFW_FACE))]
+    return truth
+
+
+# --------------------------------------------------------------------------- methods (run as children)
+
+
+def run_naive(folder: Path) -> dict[str, list[list[float]]]:
+    import torch
+    from facenet_pytorch import MTCNN, InceptionResnetV1
+
+    from facebatch.weights import resolve_weights
+
+    mtcnn = MTCNN(keep_all=True)
+    resnet = InceptionResnetV1().eval()
+    resnet.load_state_dict(torch.load(resolve_weights().path, weights_only=True))
+    found = {}
+    for path in sorted(folder.iterdir()):
+        image = Image.open(path).convert("RGB")
+        boxes, _ = mtcnn.detect(image)
+        found[str(path)] = [] if boxes is None else np.asarray(boxes, float).tolist()
+        crops = mtcnn.extract(image, boxes, None) if boxes is not None else None
+        with torch.no_grad():
+            for crop in [] if crops is None else crops:
+                resnet(crop.unsqueeze(0))
+    return found
+
+
+def _face_recognition_one(path: str) -> tuple[str, list[list[float]]]:
+    import face_recognition
+
+    image = face_recognition.load_image_file(path)
+    locations = face_recognition.face_locations(image)  # HOG, upsample once (its default)
+    face_recognition.face_encodings(image, locations)
+    return path, [[float(l), float(t), float(r), float(b)] for t, r, b, l in locations]
+
+
+def run_face_recognition(folder: Path) -> dict[str, list[list[float]]]:
+    from multiprocessing import Pool
+
+    with Pool(os.cpu_count()) as pool:
+        return dict(pool.map(_face_recognition_one, [str(p) for p in sorted(folder.iterdir())], chunksize=1))
+
+
+def face_recognition_available() -> bool:
+    probe = "import face_recognition, face_recognition_models"
+    return subprocess.run([sys.executable, "-c", probe], capture_output=True).returncode == 0
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+class PeakMemory(threading.Thread):
+    """Samples the RSS of a process tree; keeps each process's peak."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        import psutil
+
+        self.root = psutil.Process(pid)
+        self.peaks: dict[int, int] = {}
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        import psutil
+
+        while not self.stopped.is_set():
+            try:
+                for process in [self.root, *self.root.children(recursive=True)]:
+                    try:
+                        rss = process.memory_info().rss
+                    except psutil.Error:
+                        continue
+                    self.peaks[process.pid] = max(self.peaks.get(process.pid, 0), rss)
+            except psutil.Error:
+                pass
+            self.stopped.wait(0.1)
+
+    def max_mb(self) -> float:
+        return max(self.peaks.values(), default=0) / 2**20
+
+
+def measure(command: list[str]) -> tuple[float, float, str]:
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    sampler = PeakMemory(process.pid)
+    sampler.start()
+    out, _ = process.communicate()
+    seconds = time.perf_counter() - started
+    sampler.stopped.set()
+    if process.returncode:
+        raise SystemExit(f"{command} failed")
+    return seconds, sampler.max_mb(), out
+
+
+def matched(truth: dict[str, list[list[float]]], found: dict[str, list[list[float]]]) -> tuple[int, int]:
+    """Placed faces with a detection whose centre lies inside them; detections in all."""
+    hits = 0
+    for path, boxes in truth.items():
+        centres = [((b[0] + b[2]) / 2, (b[1] + b[3]) / 2) for b in found.get(path, [])]
+        hits += sum(any(b[0] <= x <= b[2] and b[1] <= y <= b[3] for x, y in centres) for b in boxes)
+    return hits, sum(len(v) for v in found.values())
+
+
+def facebatch_found(library: Path) -> tuple[dict[str, list[list[float]]], Counter]:
+    from facebatch.store import Library
+
+    lib = Library(library)
+    found: dict[str, list[list[float]]] = {}
+    for face in lib.read_faces(["path", "box"]).to_pylist():
+        found.setdefault(face["path"], []).append(face["box"])
+    stages: Counter = Counter()
+    for stats in lib.shard_stats():
+        stages.update(stats.get("stage_seconds", {}))
+    return found, stages
+
+
+def ceiling(batch_size: int) -> tuple[float, float]:
+    """Model-only: InceptionResnetV1 faces/s at the batch size used; MTCNN s/photo at detection size."""
+    import torch
+
+    from facebatch.config import DEFAULT_DETECT_MAX_SIDE, DetectionSettings
+    from facebatch.detection import FaceDetector
+    from facebatch.embedding import FaceEmbedder
+    from facebatch.imageload import DecodedPhoto
+    from facebatch.weights import resolve_weights
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    embedder = FaceEmbedder(resolve_weights(), batch_size=batch_size)
+    crops = np.random.default_rng(0).integers(0, 255, (batch_size, 160, 160, 3), np.uint8)
+    embedder.embed(crops)
+    started = time.perf_counter()
+    for _ in range(3):
+        embedder.embed(crops)
+    faces_per_s = 3 * batch_size / (time.perf_counter() - started)
+    detector = FaceDetector(DetectionSettings())
+    side = DEFAULT_DETECT_MAX_SIDE
+    image = Image.open(sorted((DATASETS / "hard" / "no_faces").glob("*.jpg"))[0]).convert("RGB")
+    photo = DecodedPhoto(image.resize((side, side * 3 // 4)), side, side * 3 // 4)
+    detector.detect(photo)
+    started = time.perf_counter()
+    for _ in range(3):
+        detector.detect(photo)
+    return faces_per_s, (time.perf_counter() - started) / 3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--photos", type=int, default=24, help="12-megapixel photos")
+    parser.add_argument("--small", type=int, default=200, help="LFW-size photos")
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--child", nargs=2, metavar=("METHOD", "FOLDER"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        method, folder = args.child
+        runner = run_naive if method == "naive" else run_face_recognition
+        print(json.dumps(runner(Path(folder))))
+        return
+    if not DATASETS.is_dir():
+        sys.exit(f"{DATASETS} is absent: this benchmark needs the internal test photos")
+
+    facebatch = str(Path(sys.executable).parent / "facebatch")
+    me = [sys.executable, __file__, "--child"]
+    methods = ["facebatch", "naive"] + (["face_recognition"] if face_recognition_available() else [])
+    rows, stage_totals = [], Counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        sets = {"12mp": make_12mp(Path(tmp) / "12mp", args.photos), "lfw": make_small(Path(tmp) / "lfw", args.small)}
+        results: dict[tuple[str, str], list[tuple[float, float, int, int]]] = {}
+        for round_ in range(args.rounds):
+            for name, truth in sets.items():
+                folder = Path(tmp) / name
+                for method in methods:
+                    if method == "facebatch":
+                        library = Path(tmp) / f"lib-{name}-{round_}"
+                        seconds, peak, _ = measure([facebatch, "--library", str(library), "scan", str(folder), "-q"])
+                        found, stages = facebatch_found(library)
+                        if name == "12mp":
+                            stage_totals.update(stages)
+                    else:
+                        seconds, peak, out = measure([*me, method, str(folder)])
+                        found = json.loads(out)
+                    hits, detections = matched(truth, found)
+                    results.setdefault((name, method), []).append((seconds, peak, hits, detections))
+        for (name, method), runs in results.items():
+            seconds = float(np.median([r[0] for r in runs]))
+            peak = max(r[1] for r in runs)
+            hits, detections = runs[-1][2], runs[-1][3]
+            photos, placed = len(sets[name]), sum(len(v) for v in sets[name].values())
+            rows.append((name, method, photos, seconds, photos / seconds, detections / seconds, peak, hits, placed))
+    naive = {name: r[4] for r in rows if r[1] == "naive" for name in [r[0]]}
+    print(f"| photos | method | n | seconds | photos/s | faces/s | x naive | peak MB/process | faces found/placed |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, method, photos, seconds, pps, fps, peak, hits, placed in rows:
+        print(f"| {name} | {method} | {photos} | {seconds:.1f} | {pps:.2f} | {fps:.2f} | {pps / naive[name]:.1f} | "
+              f"{peak:.0f} | {hits}/{placed} |")
+
+    total = sum(stage_totals.values())
+    print("\nfacebatch on 12mp, worker time per stage (all workers):\n")
+    print("| stage | seconds | share |\n|---|---|---|")
+    for stage, seconds in stage_totals.items():
+        print(f"| {stage} | {seconds:.1f} | {seconds / total:.0%} |")
+    faces_per_s, detect_s = ceiling(32)
+    print(f"\nmodel-only ceiling on this machine: InceptionResnetV1 {faces_per_s:.1f} faces/s at batch 32; "
+          f"MTCNN {detect_s:.2f} s per photo at the detection size")
+    print(f"model forward share (detect + embed) of worker time: "
+          f"{(stage_totals['detect'] + stage_totals['embed']) / total:.0%}")
+    print(f"\nmachine: {os.cpu_count()} cores; reproduce: .venv/bin/python benchmarks/scan_throughput.py "
+          f"--photos {args.photos} --small {args.small} --rounds {args.rounds}")
+
+
+if __name__ == "__main__":
+    main()
