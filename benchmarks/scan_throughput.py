@@ -118,7 +118,21 @@ def run_naive(folder: Path) -> dict[str, list[list[float]]]:
     return found
 
 
+def _pkg_resources_shim() -> None:
+    """face_recognition_models imports pkg_resources, which setuptools >= 81 no longer ships."""
+    import importlib.util
+    import types
+
+    if importlib.util.find_spec("pkg_resources") is None:
+        shim = types.ModuleType("pkg_resources")
+        shim.resource_filename = lambda package, name: os.path.join(  # type: ignore[attr-defined]
+            os.path.dirname(importlib.util.find_spec(package).origin), name
+        )
+        sys.modules["pkg_resources"] = shim
+
+
 def _face_recognition_one(path: str) -> tuple[str, list[list[float]]]:
+    _pkg_resources_shim()
     import face_recognition
 
     image = face_recognition.load_image_file(path)
@@ -135,8 +149,9 @@ def run_face_recognition(folder: Path) -> dict[str, list[list[float]]]:
 
 
 def face_recognition_available() -> bool:
-    probe = "import face_recognition, face_recognition_models"
-    return subprocess.run([sys.executable, "-c", probe], capture_output=True).returncode == 0
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) for m in ("face_recognition", "face_recognition_models", "dlib"))
 
 
 # --------------------------------------------------------------------------- measuring
