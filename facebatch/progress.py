@@ -11,22 +11,23 @@ REDRAW_SECONDS = 0.2
 
 
 class ProgressBar:
-    """photos done of total, faces found, errors, photos/s and time left; redrawn in place."""
+    """Items done of total (faces found, errors when given), items/s and time left; redrawn in place."""
 
-    def __init__(self, stream: TextIO = sys.stderr, enabled: bool | None = None) -> None:
+    def __init__(self, stream: TextIO = sys.stderr, enabled: bool | None = None, unit: str = "photos") -> None:
         self.stream = stream
+        self.unit = unit
         self.enabled = stream.isatty() if enabled is None else enabled
         self.started: float | None = None  # at the first update: the rate leaves out start-up
         self.last_drawn = 0.0
         self.drawn = False
 
-    def __call__(self, done: int, total: int, faces: int, errors: int) -> None:
+    def __call__(self, done: int, total: int, faces: int | None = None, errors: int = 0) -> None:
         now = time.monotonic()
         self.started = self.started or now
         if not self.enabled or (now - self.last_drawn < REDRAW_SECONDS and done < total):
             return
         self.last_drawn = now
-        self.stream.write("\r" + render(done, total, faces, errors, now - self.started) + "\x1b[K")
+        self.stream.write("\r" + render(done, total, faces, errors, now - self.started, self.unit) + "\x1b[K")
         self.stream.flush()
         self.drawn = True
 
@@ -36,14 +37,16 @@ class ProgressBar:
             self.stream.flush()
 
 
-def render(done: int, total: int, faces: int, errors: int, elapsed: float) -> str:
+def render(done: int, total: int, faces: int | None, errors: int, elapsed: float, unit: str = "photos") -> str:
     filled = BAR_WIDTH * done // total if total else BAR_WIDTH
     rate = done / elapsed if elapsed > 0 else 0.0
     left = f"{format_seconds((total - done) / rate)} left" if rate > 0 and done < total else ""
-    parts = [f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {done}/{total} photos", f"{faces} faces"]
+    parts = [f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {done}/{total} {unit}"]
+    if faces is not None:
+        parts.append(f"{faces} faces")
     if errors:
         parts.append(f"{errors} errors")
-    parts.append(f"{rate:.1f} photos/s")
+    parts.append(f"{rate:.1f} {unit}/s")
     if left:
         parts.append(left)
     return "  ".join(parts)
