@@ -40,6 +40,7 @@ class ScanPlan:
     gone: list[dict[str, Any]]  # latest rows of files no longer on disk
     previous: dict[str, dict[str, Any]]  # photo_id -> a live row, to reuse for moved or touched files
     total: int  # photos found on disk
+    old_faces: dict[str, list[tuple[str, list[float]]]] = field(default_factory=dict)  # --force: ids to keep
 
 
 @dataclass
@@ -91,6 +92,8 @@ def scan(config: ScanConfig, progress: ProgressCallback | None = None) -> ScanSu
         library.remove_unfinished_parts()
         library.reconcile()  # repairs what a scan killed between writing a shard and reconciling left
         plan = plan_scan(library.read_photos(), discovery.photos, config)
+        if config.force:
+            plan.old_faces = _faces_by_photo(library)
         summary.found, summary.unchanged, summary.still_failing = plan.total, plan.unchanged, plan.still_failing
         if plan.gone:
             _write_gone(library, plan.gone, model_tag(weights))
@@ -143,6 +146,40 @@ def plan_scan(photos: pa.Table, found: Sequence[PhotoFile], config: ScanConfig) 
             if row["status"] in LIVE_STATUSES and row["photo_id"] is not None
         }
     return ScanPlan(todo=todo, unchanged=unchanged, still_failing=still_failing, gone=gone, previous=previous, total=len(found))
+
+
+def _faces_by_photo(library: Library) -> dict[str, list[tuple[str, list[float]]]]:
+    faces = library.read_faces(["face_id", "photo_id", "box"])
+    by_photo: dict[str, list[tuple[str, list[float]]]] = {}
+    for face_id, photo_id, box in zip(*(faces[c].to_pylist() for c in ("face_id", "photo_id", "box"))):
+        by_photo.setdefault(photo_id, []).append((face_id, box))
+    return by_photo
+
+
+def keep_face_ids(faces: pa.Table, old_faces: dict[str, list[tuple[str, list[float]]]]) -> pa.Table:
+    """A face found again (box overlapping an old one, IoU >= 0.5) keeps its old id, and its labels.
+
+    Only --force re-detects known content; with other detection settings the boxes move a little
+    and the ids, which hash the box, would change.
+    """
+    if not old_faces or faces.num_rows == 0:
+        return faces
+    ids = faces["face_id"].to_pylist()
+    taken: set[str] = set()
+    for i, (photo_id, box) in enumerate(zip(faces["photo_id"].to_pylist(), faces["box"].to_pylist())):
+        candidates = [(iou(box, old_box), old_id) for old_id, old_box in old_faces.get(photo_id, [])
+                      if old_id not in taken]
+        best = max(candidates, default=(0.0, ""))
+        if best[0] >= 0.5:
+            ids[i] = best[1]
+            taken.add(best[1])
+    return faces.set_column(faces.schema.get_field_index("face_id"), "face_id", pa.array(ids, pa.string()))
+
+
+def iou(a: Sequence[float], b: Sequence[float]) -> float:
+    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
 
 
 def _same_file(row: dict[str, Any], file: PhotoFile) -> bool:
@@ -240,7 +277,7 @@ def _write_result(library: Library, result: ShardResult, plan: ScanPlan, summary
         "model": model,
         "finished_at": now.isoformat(),
     }
-    library.write_shard(photos, result.faces, stats, model)
+    library.write_shard(photos, keep_face_ids(result.faces, plan.old_faces), stats, model)
     summary.processed += result.photos.num_rows
     summary.reused += len(reused_rows)
     summary.faces += result.faces.num_rows

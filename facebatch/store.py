@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from facebatch.errors import FacebatchError
-from facebatch.schema import FACES_SCHEMA, LIVE_STATUSES, PHOTOS_SCHEMA
+from facebatch.schema import FACES_SCHEMA, PHOTOS_SCHEMA, STATUS_OK
 
 PART_NAME = re.compile(r"^part-(\d{6,})\.(parquet|json)$")
 TABLE_SCHEMAS = {"photos": PHOTOS_SCHEMA, "faces": FACES_SCHEMA}
@@ -203,8 +203,10 @@ class Library:
     def reconcile(self) -> int:
         """Make the tables hold each path once and each live face once; return parts rewritten.
 
-        The latest row of a path wins. A face is kept while its photo_id is live at some path
-        (ok or no_faces), and its `path` follows the photo when the file moved.
+        The latest row of a path wins. A photo's faces are those of the latest part that detected
+        faces in it (a re-detection with other settings replaces them; a crash can't double them),
+        none when its latest row says `no_faces`, and none once no live path has that content.
+        Face rows follow their photo when the file moved.
         """
         photos = self.read_table("photos", ["photo_id", "path", "status"], with_part=True)
         latest_row = _last_index_by_key(photos.column("path").to_pylist())
@@ -213,20 +215,21 @@ class Library:
 
         photo_ids = photos.column("photo_id").to_pylist()
         statuses = photos.column("status").to_pylist()
-        live_paths: dict[str, set[str]] = {}
+        live_paths: dict[str, set[str]] = {}  # photo_id with faces -> its live paths
         for path, i in latest_row.items():
-            if photo_ids[i] is not None and statuses[i] in LIVE_STATUSES:
+            if statuses[i] == STATUS_OK and photo_ids[i] is not None:
                 live_paths.setdefault(photo_ids[i], set()).add(path)
 
         faces = self.read_table("faces", ["face_id", "photo_id", "path"], with_part=True)
-        latest_face = _last_index_by_key(faces.column("face_id").to_pylist())
-        face_keep = np.zeros(faces.num_rows, bool)
-        new_paths: dict[int, str] = {}
         face_photo = faces.column("photo_id").to_pylist()
         face_path = faces.column("path").to_pylist()
-        for i in latest_face.values():
+        face_part = faces.column("part").to_numpy()
+        detected_in = {photo_id: int(part) for photo_id, part in zip(face_photo, face_part)}  # latest part wins
+        face_keep = np.zeros(faces.num_rows, bool)
+        new_paths: dict[int, str] = {}
+        for i in _last_index_by_key(faces.column("face_id").to_pylist()).values():
             paths = live_paths.get(face_photo[i])
-            if paths:
+            if paths and face_part[i] == detected_in[face_photo[i]]:
                 face_keep[i] = True
                 if face_path[i] not in paths:
                     new_paths[i] = min(paths)

@@ -10,7 +10,7 @@ import pyarrow as pa
 from facebatch.config import ScanConfig
 from facebatch.discovery import PhotoFile
 from facebatch.progress import format_seconds, render
-from facebatch.scan import ScanSummary, plan_scan, shard_files
+from facebatch.scan import ScanSummary, keep_face_ids, plan_scan, shard_files
 from facebatch.schema import PHOTOS_SCHEMA
 
 
@@ -107,3 +107,14 @@ def test_progress_line():
     )
     assert render(200, 200, 1, 2, 100.0) == "[########################] 200/200 photos  1 faces  2 errors  2.0 photos/s"
     assert format_seconds(3725) == "1h02m"
+
+
+def test_forced_redetection_keeps_the_ids_of_faces_found_again():
+    def faces(*rows):
+        return pa.table({"face_id": [r[0] for r in rows], "photo_id": [r[1] for r in rows],
+                         "box": [r[2] for r in rows]})
+
+    new = faces(("new1", "p", [10, 10, 50, 50]), ("new2", "p", [200, 10, 240, 50]), ("new3", "q", [0, 0, 9, 9]))
+    old = {"p": [("old1", [12, 11, 51, 52]), ("old2", [100, 100, 140, 140])]}
+    assert keep_face_ids(new, old)["face_id"].to_pylist() == ["old1", "new2", "new3"]
+    assert keep_face_ids(new, {})["face_id"].to_pylist() == ["new1", "new2", "new3"]

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 
 from facebatch.cli import cli
 from facebatch.store import Library
-from tests.conftest import SAMPLE_DATA, dataset
+from conftest import SAMPLE_DATA, dataset
 
 SUMMARY = re.compile(
     r"^(\d+) photos: (\d+) scanned, (\d+) moved, (\d+) unchanged, (\d+) gone; (\d+) faces; (\d+) errors.*; "
@@ -123,6 +123,20 @@ def test_moved_touched_new_and_deleted_photos(tmp_path):
     (folder / "new.jpg").unlink()
     scan(library.root, str(folder), "--workers", "1")
     assert len(library.read_faces()) == len(before)
+
+
+def test_forced_rescan_with_other_settings_keeps_face_ids(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "group.jpg").write_bytes((SAMPLE_DATA / "groups/situation_room_2011.jpg").read_bytes())
+    library = Library(tmp_path / "lib")
+    scan(library.root, str(folder), "--workers", "1")
+    before = library.read_faces()
+    _, match = scan(library.root, str(folder), "--workers", "1", "--force", "--detect-size", "1000")
+    assert match.group(2) == "1"  # the models ran again
+    after = library.read_faces()
+    assert sorted(after["face_id"].to_pylist()) == sorted(before["face_id"].to_pylist())
+    assert after["box"].to_pylist() != before["box"].to_pylist()  # new boxes, same ids
 
 
 def test_bad_files_get_rows_and_the_scan_goes_on(tmp_path):

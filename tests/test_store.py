@@ -114,6 +114,16 @@ def test_reconcile_removes_duplicate_face_ids_left_by_a_crash(library):
     assert library.read_photos().num_rows == 1
 
 
+def test_a_new_detection_of_the_same_content_replaces_its_faces(library):
+    write(library, [("p1", "/a.jpg", "ok")], [("f1", "p1", "/a.jpg"), ("f2", "p1", "/a.jpg")])
+    write(library, [("p1", "/a.jpg", "ok")], [("f3", "p1", "/a.jpg")])  # --force with other settings
+    library.reconcile()
+    assert library.read_faces()["face_id"].to_pylist() == ["f3"]
+    write(library, [("p1", "/a.jpg", "no_faces")])  # and once more, finding nothing
+    library.reconcile()
+    assert library.read_faces().num_rows == 0
+
+
 def test_a_second_writer_is_refused_with_one_line(library):
     with library.lock():
         with pytest.raises(FacebatchError, match=r"^library .* is in use by process \d+; wait for it to finish$"):
