@@ -1,0 +1,321 @@
+"""Face verification: is the face in photo A the person in photo B? And how well do we answer that.
+
+`verify` compares the most prominent face of two photos; `evaluate_pairs` runs the LFW protocol on
+a CSV of labelled pairs. Both embed exactly as `scan` does (`FacePipeline.find_faces` and its
+embedder), so distances here are comparable with the library's embeddings.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from facebatch.config import DetectionSettings
+from facebatch.detection import Face
+from facebatch.errors import FacebatchError, PhotoError
+from facebatch.evaluation import DEFAULT_FAR, DEFAULT_FOLDS, VerificationReport, nearest_centre, verification_report
+from facebatch.imageload import read_photo_bytes
+from facebatch.pipeline import FacePipeline, PipelineBuilder, pipeline_for
+from facebatch.weights import DEFAULT_WEIGHTS, resolve_weights
+
+# Euclidean distance between two L2-normalised casia-webface embeddings at or below which two
+# faces are called the same person: the best-accuracy threshold on lfw-dev (6,000 pairs, 10 folds
+# x 300 same + 300 different, seed 0, scan's preprocessing box-margin44-182-centre160):
+#   accuracy 98.77% at 1.108 on all pairs; 98.63 ± 0.30% when each fold's threshold is chosen on
+#   the other nine (those thresholds ranged 1.098 to 1.115); ROC AUC 0.9991.
+#   At 1.108 about 0.8% of different-person pairs are accepted (FAR 8e-3, TAR 98.3%). For FAR 1e-3
+#   use --threshold 1.026 (TAR 94.7%); 1.0 gives FAR 3e-4, TAR 92.4%.
+# Reproduce:
+#   facebatch --library /tmp/lfw-lib scan ../shared/datasets/lfw-dev/images
+#   python benchmarks/lfw_pairs.py --library /tmp/lfw-lib --write-pairs /tmp/lfw-dev-pairs.csv
+#   facebatch eval pairs /tmp/lfw-dev-pairs.csv --root ../shared/datasets/lfw-dev/images
+# Other weights (vggface2, a .pt file) have their own scale: measure with `eval pairs` and pass --threshold.
+DEFAULT_THRESHOLD = 1.108
+DEFAULT_THRESHOLD_FAR_1E3 = 1.026  # the distance at FAR 1e-3 on the same pairs (for reference)
+
+# Exit codes of `facebatch verify`: scripts branch on them.
+EXIT_SAME = 0
+EXIT_DIFFERENT = 1
+EXIT_ERROR = 2
+
+EMBED_CHUNK = 256  # photos whose crops are held in memory at once during `eval pairs`
+
+
+def build_pipeline(
+    weights: str = DEFAULT_WEIGHTS, device: str = "cpu", batch_size: int = 32, threads: int | None = None
+) -> FacePipeline:
+    """The scan's detector and embedder with default detection settings, in this process."""
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise FacebatchError(f"--device must be cpu, cuda or cuda:N, got {device!r}", exit_code=2)
+    weights_file = resolve_weights(weights)
+    builder = PipelineBuilder(
+        DetectionSettings(), weights_file, batch_size, device, torch_threads=threads or os.cpu_count() or 1
+    )
+    return pipeline_for(builder)  # cached: a second command in the same process reuses the models
+
+
+def distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Euclidean distance between two L2-normalised embeddings: 0 (identical) to 2."""
+    return float(np.linalg.norm(np.asarray(a, np.float64) - np.asarray(b, np.float64)))
+
+
+def prominent_face(faces: Sequence[Face]) -> int:
+    """Index of the largest face box (the first of equals)."""
+    areas = [(f.box[2] - f.box[0]) * (f.box[3] - f.box[1]) for f in faces]
+    return int(np.argmax(areas))
+
+
+def central_face(faces: Sequence[Face], width: int, height: int) -> int:
+    """Index of the face whose box centre is nearest the image centre (the LFW convention)."""
+    return nearest_centre([f.box for f in faces], width, height)
+
+
+def embed_crops(pipeline: FacePipeline, crops: np.ndarray, flip: bool = False) -> np.ndarray:
+    """(N, 512) L2-normalised embeddings of (N, 160, 160, 3) crops; `flip` adds the mirror image's
+    embedding to each before normalising again (test-time augmentation)."""
+    embeddings = pipeline.embedder.embed(crops)
+    if flip and len(crops):
+        embeddings = embeddings + pipeline.embedder.embed(np.ascontiguousarray(crops[:, :, ::-1]))
+        embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    return embeddings.astype(np.float32, copy=False)
+
+
+# --------------------------------------------------------------------------- verify
+
+
+@dataclass(frozen=True)
+class ChosenFace:
+    path: str
+    index: int  # in best-first order, as in the library's face_index
+    n_faces: int
+    face: Face
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    a: ChosenFace
+    b: ChosenFace
+    distance: float
+    threshold: float
+
+    @property
+    def same(self) -> bool:
+        return self.distance <= self.threshold
+
+    def line(self) -> str:
+        verdict = "same person" if self.same else "different people"
+        sign = "<=" if self.same else ">"
+        return f"{verdict}: distance {self.distance:.4f} {sign} threshold {self.threshold:.4f}"
+
+    def to_json(self) -> dict:
+        def face(chosen: ChosenFace) -> dict:
+            return {
+                "path": chosen.path,
+                "face": chosen.index,
+                "faces": chosen.n_faces,
+                "box": [round(v, 1) for v in chosen.face.box],
+                "score": round(chosen.face.score, 4),
+            }
+
+        return {"same": self.same, "distance": self.distance, "threshold": self.threshold, "a": face(self.a), "b": face(self.b)}
+
+
+def _photo_faces(pipeline: FacePipeline, path: str) -> tuple[list[Face], list[np.ndarray], int, int]:
+    try:
+        photo, faces, crops = pipeline.find_faces(read_photo_bytes(path))
+    except PhotoError as exc:
+        message = exc.message if path in exc.message else f"{path}: {exc.message}"
+        raise FacebatchError(message, exit_code=EXIT_ERROR) from None
+    return faces, crops, photo.width, photo.height
+
+
+def verify(
+    pipeline: FacePipeline,
+    path_a: str,
+    path_b: str,
+    faces: tuple[int | None, int | None] = (None, None),
+    threshold: float = DEFAULT_THRESHOLD,
+) -> VerifyResult:
+    """Compare one face of each photo: the largest, or the given index in best-first order."""
+    chosen, crops = [], []
+    for path, wanted in zip((path_a, path_b), faces):
+        found, found_crops, _, _ = _photo_faces(pipeline, path)
+        if not found:
+            raise FacebatchError(f"no face found in {path}", exit_code=EXIT_ERROR)
+        index = prominent_face(found) if wanted is None else wanted
+        if not 0 <= index < len(found):
+            raise FacebatchError(
+                f"--face {index}: {path} has {len(found)} face{'s' if len(found) != 1 else ''} (0 to {len(found) - 1})",
+                exit_code=EXIT_ERROR,
+            )
+        chosen.append(ChosenFace(path, index, len(found), found[index]))
+        crops.append(found_crops[index])
+    embeddings = embed_crops(pipeline, np.stack(crops))
+    return VerifyResult(chosen[0], chosen[1], distance(embeddings[0], embeddings[1]), threshold)
+
+
+# --------------------------------------------------------------------------- eval pairs
+
+_TRUE = frozenset({"1", "true", "yes"})
+_FALSE = frozenset({"0", "false", "no"})
+
+
+@dataclass(frozen=True)
+class Pair:
+    path1: str  # as written in the CSV (relative to the root)
+    path2: str
+    same: bool
+    fold: str | None
+
+
+def read_pairs(csv_path: Path, root: Path) -> list[Pair]:
+    """`path1,path2,same[,fold]` rows (an optional header row is skipped); every photo must exist.
+
+    `same` is 1/0, true/false or yes/no. The first row is a header when its `same` cell is none of
+    these and its first cell is not a photo.
+    """
+    try:
+        with open(csv_path, newline="") as handle:
+            rows = [(n, row) for n, row in enumerate(csv.reader(handle), start=1) if row and any(row)]
+    except OSError as exc:
+        raise FacebatchError(f"cannot read pairs file {csv_path}: {exc.strerror or exc}", exit_code=2) from None
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise FacebatchError(f"pairs file {csv_path} is not a CSV file: {exc}", exit_code=2) from None
+    if rows and len(first := rows[0][1]) >= 3 and first[2].strip().lower() not in _TRUE | _FALSE:
+        if not (root / first[0].strip()).is_file():
+            rows = rows[1:]  # header
+    pairs: list[Pair] = []
+    for line, row in rows:
+        cells = [c.strip() for c in row]
+        if len(cells) not in (3, 4) or not cells[0] or not cells[1]:
+            raise FacebatchError(f"{csv_path} line {line}: expected path1,path2,same[,fold]", exit_code=2)
+        label = cells[2].lower()
+        if label not in _TRUE | _FALSE:
+            raise FacebatchError(
+                f"{csv_path} line {line}: same must be 1/0, true/false or yes/no, got {cells[2]!r}",
+                exit_code=2,
+            )
+        fold = cells[3] if len(cells) == 4 and cells[3] else None
+        pairs.append(Pair(cells[0], cells[1], label in _TRUE, fold))
+    if not pairs:
+        raise FacebatchError(f"pairs file {csv_path} has no pairs", exit_code=2)
+    if len({p.fold is None for p in pairs}) > 1:
+        raise FacebatchError(f"{csv_path}: give a fold for every pair or for none", exit_code=2)
+    for path in dict.fromkeys(p for pair in pairs for p in (pair.path1, pair.path2)):
+        if not (root / path).is_file():
+            raise FacebatchError(f"photo not found: {root / path} (paths in {csv_path.name} are relative to --root)", exit_code=2)
+    return pairs
+
+
+@dataclass(frozen=True)
+class PairsResult:
+    report: VerificationReport
+    failed_photos: dict[str, str]  # path -> why it has no embedding (no face, unreadable)
+    n_photos: int
+    flip: bool
+
+    def lines(self) -> list[str]:
+        r = self.report
+        n_folds = len(r.fold_accuracies)
+        lines = [
+            f"pairs         {r.n_pairs} ({r.n_same} same, {r.n_pairs - r.n_same} different), "
+            f"{self.n_photos} photos, {n_folds} folds{', flip' if self.flip else ''}",
+            f"accuracy      {r.accuracy:.4f} ± {r.accuracy_std:.4f} (each fold's threshold chosen on the other {n_folds - 1})",
+            f"best          {r.best_accuracy:.4f} at threshold {r.best_threshold:.4f} (one threshold for all pairs)",
+            f"ROC AUC       {r.auc:.4f}",
+            f"TAR@FAR={DEFAULT_FAR:g} {r.tar.tar:.4f} at threshold {r.tar.threshold:.4f} (FAR {r.tar.far:.4f})",
+        ]
+        if r.n_failed:
+            lines.append(f"failed        {r.n_failed} pairs counted as wrong: {len(self.failed_photos)} photos without an embedding")
+            lines += [f"  {path}: {why}" for path, why in sorted(self.failed_photos.items())]
+        return lines
+
+    def to_json(self) -> dict:
+        r = self.report
+        return {
+            "pairs": r.n_pairs,
+            "same_pairs": r.n_same,
+            "photos": self.n_photos,
+            "flip": self.flip,
+            "accuracy": r.accuracy,
+            "accuracy_std": r.accuracy_std,
+            "fold_accuracies": list(r.fold_accuracies),
+            "fold_thresholds": list(r.fold_thresholds),
+            "best_threshold": r.best_threshold,
+            "best_accuracy": r.best_accuracy,
+            "auc": _json_float(r.auc),
+            "tar": _json_float(r.tar.tar),
+            "far": _json_float(r.tar.far),
+            "far_target": DEFAULT_FAR,
+            "tar_threshold": _json_float(r.tar.threshold),
+            "failed_pairs": r.n_failed,
+            "failed_photos": dict(sorted(self.failed_photos.items())),
+        }
+
+
+def _json_float(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
+def embed_central_faces(
+    pipeline: FacePipeline,
+    paths: Sequence[Path],
+    flip: bool = False,
+    progress: Callable[[int, int, int, int], None] | None = None,
+) -> tuple[dict[Path, np.ndarray], dict[Path, str]]:
+    """Embedding of the face nearest each photo's centre; and, for photos without one, why."""
+    embeddings: dict[Path, np.ndarray] = {}
+    failed: dict[Path, str] = {}
+    for start in range(0, len(paths), EMBED_CHUNK):
+        chunk, crops = [], []
+        for path in paths[start : start + EMBED_CHUNK]:
+            try:
+                photo, faces, photo_crops = pipeline.find_faces(read_photo_bytes(str(path)))
+            except PhotoError as exc:
+                failed[path] = exc.message
+                continue
+            if not faces:
+                failed[path] = "no face found"
+                continue
+            chunk.append(path)
+            crops.append(photo_crops[central_face(faces, photo.width, photo.height)])
+        if crops:
+            embeddings.update(zip(chunk, embed_crops(pipeline, np.stack(crops), flip)))
+        if progress:
+            done = min(start + EMBED_CHUNK, len(paths))
+            progress(done, len(paths), len(embeddings), len(failed))
+    return embeddings, failed
+
+
+def evaluate_pairs(
+    pipeline: FacePipeline,
+    pairs: Sequence[Pair],
+    root: Path,
+    flip: bool = False,
+    n_folds: int = DEFAULT_FOLDS,
+    progress: Callable[[int, int, int, int], None] | None = None,
+) -> PairsResult:
+    """LFW-protocol verification accuracy; each photo is embedded once however many pairs use it."""
+    photos = list(dict.fromkeys(p for pair in pairs for p in (pair.path1, pair.path2)))
+    embeddings, failed = embed_central_faces(pipeline, [root / p for p in photos], flip, progress)
+    distances = np.array([
+        distance(embeddings[root / pair.path1], embeddings[root / pair.path2])
+        if root / pair.path1 in embeddings and root / pair.path2 in embeddings
+        else math.nan
+        for pair in pairs
+    ])
+    same = np.array([pair.same for pair in pairs])
+    folds = None if pairs[0].fold is None else [pair.fold for pair in pairs]
+    if folds is not None and len(set(folds)) < 2:
+        raise FacebatchError("the fold column must name at least 2 folds", exit_code=2)
+    if folds is None and len(pairs) < n_folds:
+        raise FacebatchError(f"{len(pairs)} pairs are too few for {n_folds} folds", exit_code=2)
+    report = verification_report(distances, same, folds, n_folds)
+    failed_photos = {p: failed[root / p] for p in photos if root / p in failed}
+    return PairsResult(report, failed_photos, len(photos), flip)
