@@ -123,7 +123,7 @@ def _pkg_resources_shim() -> None:
     import importlib.util
     import types
 
-    if importlib.util.find_spec("pkg_resources") is None:
+    if "pkg_resources" not in sys.modules and importlib.util.find_spec("pkg_resources") is None:
         shim = types.ModuleType("pkg_resources")
         shim.resource_filename = lambda package, name: os.path.join(  # type: ignore[attr-defined]
             os.path.dirname(importlib.util.find_spec(package).origin), name

@@ -47,6 +47,19 @@ def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def _library(path: Path) -> Any:
+    """The library object, imported late: `facebatch --help` stays fast."""
+    from facebatch.store import Library
+
+    return Library(path)
+
+
+def _echo_json(obj: Any) -> None:
+    import json
+
+    click.echo(json.dumps(obj, indent=2))
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--library",
@@ -162,12 +175,6 @@ def scan(
         click.echo(summary.line())
     if strict and summary.failed:
         sys.exit(1)
-
-
-def _echo_json(obj: Any) -> None:
-    import json
-
-    click.echo(json.dumps(obj, indent=2))
 
 
 @cli.command()
@@ -287,17 +294,6 @@ def eval_pairs(
     else:
         for line in result.lines():
             click.echo(line)
-
-
-# --------------------------------------------------------------------------- clusters, labels, export
-# (issue 3: facebatch.clustering, facebatch.labels, facebatch.export)
-
-
-def _library(path: Path) -> Any:
-    """The library object, imported late: `facebatch --help` stays fast."""
-    from facebatch.store import Library
-
-    return Library(path)
 
 
 @cli.command()
@@ -555,10 +551,9 @@ def eval_clusters(library: Path, truth_csv: str, root: str, as_json: bool) -> No
     """
     from facebatch.clustering import read_assignments, require_clusters
     from facebatch.evaluation import evaluate_library_clusters, read_truth
-    from facebatch.store import Library
 
     truth = read_truth(Path(truth_csv))
-    lib = Library(library)
+    lib = _library(library)
     require_clusters(lib)
     result = evaluate_library_clusters(lib, truth, Path(root).expanduser(), read_assignments(lib))
     if as_json:
@@ -586,11 +581,10 @@ def report(library: Path, out: str | None, quiet: bool) -> None:
     """
     from facebatch.progress import ProgressBar
     from facebatch.report import write_report
-    from facebatch.store import Library
 
     bar = ProgressBar(enabled=False if quiet else None, unit="thumbnails")
     try:
-        index = write_report(Library(library), Path(out) if out else None, bar)
+        index = write_report(_library(library), Path(out) if out else None, bar)
     finally:
         bar.close()
     click.echo(index)
@@ -609,9 +603,8 @@ def show() -> None:
 
 def _contact_sheet(library: Path, pick: Callable[[Any], list], title: str, out: str) -> None:
     from facebatch.report import collect, write_contact_sheet
-    from facebatch.store import Library
 
-    lib = Library(library)
+    lib = _library(library)
     click.echo(write_contact_sheet(lib, pick(collect(lib)), title, Path(out)))
 
 
@@ -647,6 +640,41 @@ def show_person(library: Path, name: str, output: str) -> None:
     from facebatch.report import faces_of_person
 
     _contact_sheet(library, lambda site: faces_of_person(site, name), name, output)
+
+
+@cli.command()
+@click.argument("photo", type=click.Path(dir_okay=False))
+@click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True, help="People listed per face.")
+@click.option("--threshold", type=float, help="Largest distance accepted as a person [default: measured on LFW].")
+@click.option("--weights", default="casia-webface", show_default=True, help="The weights the library was scanned with.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_obj
+@user_errors
+def identify(
+    library: Path, photo: str, top_k: int, threshold: float | None, weights: str, device: str, as_json: bool
+) -> None:
+    """Who is in PHOTO? Each face with the best named person and a confidence, or unknown.
+
+    Faces are matched against the library's named people (labelled faces and members of named
+    clusters). Exit 2 when the photo has no face or can't be read.
+
+    \b
+    Example:
+        facebatch identify new-photo.jpg
+        facebatch identify party.jpg --top-k 5 --json
+    """
+    from facebatch.labels import DEFAULT_SUGGEST_DISTANCE
+    from facebatch.recognition import identify as run_identify
+    from facebatch.verification import build_pipeline
+
+    limit = DEFAULT_SUGGEST_DISTANCE if threshold is None else threshold
+    faces = run_identify(_library(library), build_pipeline(weights, device), photo, top_k, limit)
+    if as_json:
+        _echo_json({"photo": photo, "threshold": limit, "faces": [f.to_json() for f in faces]})
+    else:
+        for face in faces:
+            click.echo(face.line())
 
 
 def main() -> None:

@@ -9,8 +9,6 @@ line; parquet: one row per face with the photo's columns repeated. A face is
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,7 +20,7 @@ import pyarrow as pa
 from facebatch.errors import FacebatchError
 from facebatch.labels import DEFAULT_SUGGEST_DISTANCE, STATUS_UNKNOWN, face_tags
 from facebatch.schema import LIVE_STATUSES
-from facebatch.store import Library, atomic_write_table
+from facebatch.store import Library, atomic_file, atomic_write_table
 
 FORMATS = ("json", "jsonl", "parquet")
 
@@ -120,20 +118,10 @@ def _json_lines(records: list[dict[str, Any]]) -> Iterator[str]:
         yield json.dumps(record, ensure_ascii=False) + "\n"
 
 
-def _atomic_text(path: Path, chunks: Iterator[str]) -> None:
-    """Stream to a temp file beside `path`, then rename: a kill leaves the old file or none."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for chunk in chunks:
-                f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _write_text(path: Path, chunks: Iterator[str]) -> None:
+    """Streamed to a temp file, then renamed: a kill leaves the old file or none."""
+    with atomic_file(path, "w", encoding="utf-8") as f:
+        f.writelines(chunks)
 
 
 def _json_document(records: list[dict[str, Any]]) -> Iterator[str]:
@@ -156,9 +144,9 @@ def export_tags(library: Library, settings: ExportSettings) -> ExportSummary:
     records = photo_records(library, settings)
     try:
         if settings.format == "json":
-            _atomic_text(settings.output, _json_document(records))
+            _write_text(settings.output, _json_document(records))
         elif settings.format == "jsonl":
-            _atomic_text(settings.output, _json_lines(records))
+            _write_text(settings.output, _json_lines(records))
         else:
             atomic_write_table(settings.output, _face_table(records))
     except OSError as exc:

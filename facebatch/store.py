@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import pyarrow as pa
@@ -38,19 +38,30 @@ PART_NAME = re.compile(r"^part-(\d{6,})\.(parquet|json)$")
 TABLE_SCHEMAS = {"photos": PHOTOS_SCHEMA, "faces": FACES_SCHEMA}
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a hidden temp file beside `path`, fsync, rename: readers see all or nothing."""
+@contextmanager
+def atomic_file(path: Path, mode: str = "wb", encoding: str | None = None) -> Iterator[IO[Any]]:
+    """A file that appears at `path` whole or not at all: a hidden temp file beside it, fsync, rename.
+
+    The temp name starts with '.', which Parquet dataset readers skip; 0644 like any new file
+    (mkstemp makes 0600, but caches and tables are shared by workers and users).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        with os.fdopen(fd, mode, encoding=encoding) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    with atomic_file(path) as f:
+        f.write(data)
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:

@@ -126,7 +126,7 @@ class VerifyResult:
         return {"same": self.same, "distance": self.distance, "threshold": self.threshold, "a": face(self.a), "b": face(self.b)}
 
 
-def _photo_faces(pipeline: FacePipeline, path: str) -> tuple[list[Face], list[np.ndarray], int, int]:
+def photo_faces(pipeline: FacePipeline, path: str) -> tuple[list[Face], list[np.ndarray], int, int]:
     try:
         photo, faces, crops = pipeline.find_faces(read_photo_bytes(path))
     except PhotoError as exc:
@@ -145,7 +145,7 @@ def verify(
     """Compare one face of each photo: the largest, or the given index in best-first order."""
     chosen, crops = [], []
     for path, wanted in zip((path_a, path_b), faces):
-        found, found_crops, _, _ = _photo_faces(pipeline, path)
+        found, found_crops, _, _ = photo_faces(pipeline, path)
         if not found:
             raise FacebatchError(f"no face found in {path}", exit_code=EXIT_ERROR)
         index = prominent_face(found) if wanted is None else wanted

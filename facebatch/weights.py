@@ -18,7 +18,6 @@ import hashlib
 import http.client
 import importlib.util
 import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 
 from facebatch.errors import FacebatchError
+from facebatch.store import atomic_file
 
 if TYPE_CHECKING:
     from facenet_pytorch import InceptionResnetV1
@@ -381,17 +381,6 @@ def _check_fits(state: Mapping[str, torch.Tensor], where: str) -> None:
 
 
 def _atomic_save(state: Mapping[str, torch.Tensor], path: Path) -> None:
-    """Write via a temp file in the same folder + os.replace, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(dict(state), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the cache may be shared by several workers/users
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """Readers (other workers, a concurrent scan) never see half a file."""
+    with atomic_file(path) as f:
+        torch.save(dict(state), f)

@@ -1,0 +1,60 @@
+"""`facebatch identify`: real photos against the people named in a real library."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import SAMPLE_DATA
+from facebatch.cli import cli
+from facebatch.labels import label_face
+from facebatch.store import Library
+
+
+def run(library: Path, *args: str):
+    return CliRunner().invoke(cli, ["--library", str(library), *args])
+
+
+@pytest.fixture(scope="module")
+def named_library(tmp_path_factory) -> Library:
+    """Three photos of Obama and one of Biden scanned, every main face named."""
+    folder = tmp_path_factory.mktemp("photos")
+    for name in ("barack_obama/1.jpg", "barack_obama/2.jpg", "barack_obama/3.jpg", "joe_biden/1.jpg"):
+        (folder / name.replace("/", "-")).write_bytes((SAMPLE_DATA / "people" / name).read_bytes())
+    library = Library(tmp_path_factory.mktemp("lib") / "lib")
+    result = run(library.root, "scan", str(folder), "--workers", "1", "-q")
+    assert result.exit_code == 0, result.output
+    for face in library.read_faces(["face_id", "path", "face_index"]).to_pylist():
+        if face["face_index"] == 0:
+            label_face(library, face["face_id"], "Barack Obama" if "obama" in face["path"] else "Joe Biden")
+    return library
+
+
+def test_a_new_photo_of_a_named_person_is_recognised(named_library):
+    result = run(named_library.root, "identify", str(SAMPLE_DATA / "people/joe_biden/2.jpg"), "--json")
+    assert result.exit_code == 0, result.output
+    faces = json.loads(result.output)["faces"]
+    assert faces[0]["person"] == "Joe Biden"
+    assert 0 < faces[0]["confidence"] <= 1
+    assert [c["person"] for c in faces[0]["candidates"]] == ["Joe Biden", "Barack Obama"]
+
+
+def test_a_stranger_is_unknown(named_library):
+    result = run(named_library.root, "identify", str(SAMPLE_DATA / "people/grace_hopper/1.jpg"))
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("face 0 at (")
+    assert ": unknown (nearest " in result.output
+    assert result.output.count("\n") == 1
+
+
+def test_identify_errors_are_one_line(named_library, tmp_path):
+    no_face = run(named_library.root, "identify", str(SAMPLE_DATA / "no_faces/coffee.png"))
+    assert (no_face.exit_code, no_face.output) == (2, f"Error: no face found in {SAMPLE_DATA / 'no_faces/coffee.png'}\n")
+    empty = Library(tmp_path / "empty")
+    empty.create(named_library.read_info()["model"])
+    nobody = run(empty.root, "identify", str(SAMPLE_DATA / "people/barack_obama/4.jpg"))
+    assert (nobody.exit_code, nobody.output) == (
+        1, "Error: nobody is named yet: `facebatch label cluster N NAME` names a cluster\n")
