@@ -50,10 +50,13 @@ def synthetic(n_faces: int, lfw: Path, seed: int = 0) -> tuple[np.ndarray, np.nd
     # Linear combinations with N(0, 1/k) weights reproduce the sample covariance of the rows.
     centres = centre + (rng.normal(size=(people, len(between))) / np.sqrt(len(between))) @ between
     truth = np.repeat(np.arange(people), sizes)
-    noise = (rng.normal(size=(n_faces, len(within))) / np.sqrt(len(within))) @ within
-    x = centres[truth] + noise
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    return x.astype(np.float32), truth
+    x = np.empty((n_faces, centres.shape[1]), np.float32)
+    for start in range(0, n_faces, 20_000):  # by blocks: 1M x 3,282 weights would be 24 GB at once
+        stop = min(start + 20_000, n_faces)
+        noise = (rng.normal(size=(stop - start, len(within))) / np.sqrt(len(within))) @ within
+        block = centres[truth[start:stop]] + noise
+        x[start:stop] = block / np.linalg.norm(block, axis=1, keepdims=True)
+    return x, truth
 
 
 def one(args: argparse.Namespace) -> None:

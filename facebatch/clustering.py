@@ -66,6 +66,8 @@ PCA_MIN_FACES = 2_000  # below this HDBSCAN is fast in full dimension: no reduct
 # The leaf clusters come from short edges, which the graph keeps; measured F is in the benchmark.
 KNN_MIN_FACES = 20_000
 KNN_NEIGHBOURS = 10
+# From this many faces on, neighbours come from faiss (when installed) instead of exact search.
+ANN_MIN_FACES = 200_000
 # Faces whose box's shorter side is below this (original pixels) are left out of clustering (-1;
 # they still get suggestions). Upscaled from a few dozen pixels to FaceNet's 160, small background
 # faces get blurred, look-alike embeddings that HDBSCAN gathers into "junk" clusters of strangers:
@@ -200,19 +202,13 @@ def knn_graph(x: np.ndarray, k: int, block: int = 512) -> Any:
     n = len(x)
     k = min(k, n - 1)
     x32 = np.ascontiguousarray(x, np.float32)
+    search = _approximate_neighbours if n >= ANN_MIN_FACES and _faiss() is not None else _exact_neighbours
+    cols, similarity = search(x32, k, block)
     rows = np.repeat(np.arange(n), k)
-    cols = np.empty(n * k, np.int64)
-    distances = np.empty(n * k, np.float32)
-    for start in range(0, n, block):
-        stop = min(start + block, n)
-        similarity = x32[start:stop] @ x32.T
-        similarity[np.arange(stop - start), np.arange(start, stop)] = -np.inf  # not its own neighbour
-        nearest = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
-        near = np.take_along_axis(similarity, nearest, axis=1)
-        cols[start * k:stop * k] = nearest.ravel()
-        # A stored 0 would read as "no edge": identical faces get a tiny distance instead.
-        distances[start * k:stop * k] = np.maximum(np.sqrt(np.maximum(0.0, 2.0 - 2.0 * near)), 1e-6).ravel()
-    graph = sparse.csr_matrix((distances, (rows, cols)), shape=(n, n))
+    keep = cols.ravel() >= 0  # the approximate search may find fewer than k
+    # A stored 0 would read as "no edge": identical faces get a tiny distance instead.
+    distances = np.maximum(np.sqrt(np.maximum(0.0, 2.0 - 2.0 * similarity.ravel())), 1e-6).astype(np.float32)
+    graph = sparse.csr_matrix((distances[keep], (rows[keep], cols.ravel()[keep])), shape=(n, n))
     graph = graph.maximum(graph.T).tocsr()
     count, component = csgraph.connected_components(graph, directed=False)
     if count > 1:
@@ -221,6 +217,53 @@ def knn_graph(x: np.ndarray, k: int, block: int = 512) -> Any:
                                  shape=(n, n))
         graph = graph.maximum(ties).maximum(ties.T).tocsr()
     return graph
+
+
+def _exact_neighbours(x: np.ndarray, k: int, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """(n, k) indices and inner products of each row's k nearest other rows, by blocks of rows."""
+    n = len(x)
+    cols = np.empty((n, k), np.int64)
+    sims = np.empty((n, k), np.float32)
+    for start in range(0, n, block):
+        stop = min(start + block, n)
+        similarity = x[start:stop] @ x.T
+        similarity[np.arange(stop - start), np.arange(start, stop)] = -np.inf  # not its own neighbour
+        nearest = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
+        cols[start:stop] = nearest
+        sims[start:stop] = np.take_along_axis(similarity, nearest, axis=1)
+    return cols, sims
+
+
+def _approximate_neighbours(x: np.ndarray, k: int, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """The same from faiss's inverted-file index: O(n * n/nlist * nprobe) instead of O(n^2).
+
+    Exact search is quadratic: hours at a million faces on two cores. Faces form tight groups, so
+    an inverted file probing the 32 nearest of ~4 sqrt(n) cells finds most true neighbours
+    (measured recall 0.89 at 200,000 synthetic faces with 16 probes of 1,024 cells).
+    """
+    faiss = _faiss()
+    n, d = x.shape
+    cells = int(4 * math.sqrt(n))
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, cells, faiss.METRIC_INNER_PRODUCT)
+    index.train(x[np.random.default_rng(0).choice(n, min(n, 40 * cells), replace=False)])
+    index.add(x)
+    index.nprobe = 32
+    sims, cols = index.search(x, k + 1)
+    own = cols == np.arange(n)[:, None]
+    # Drop each row's own entry (or, if it was not found, its farthest neighbour).
+    drop = np.where(own.any(axis=1), own.argmax(axis=1), k)
+    mask = np.ones_like(own)
+    mask[np.arange(n), drop] = False
+    return cols[mask].reshape(n, k), sims[mask].reshape(n, k)
+
+
+def _faiss() -> Any:
+    """faiss, when installed (`pip install 'facebatch[large]'`): approximate neighbours for big libraries."""
+    try:
+        import faiss
+    except ImportError:
+        return None
+    return faiss
 
 
 # --------------------------------------------------------------------------- stable numbering

@@ -342,3 +342,28 @@ def test_lfw_full_clusters_by_person(tmp_path):
     cluster_library(lib, ClusterSettings())
     f, _, _ = report("lfw-dev", *lfw_truth(lib, lfw))
     assert f >= 0.90
+
+
+def test_approximate_neighbours_match_exact_ones(monkeypatch):
+    """Big libraries take their neighbour graph from faiss: same graph, up to a few missed edges."""
+    pytest.importorskip("faiss", reason="faiss-cpu is the optional 'large' extra")
+    import facebatch.clustering as clustering
+
+    rng = np.random.default_rng(3)
+    centres = person_centres(300, seed=4)
+    truth = rng.integers(0, 300, 6000)
+    x = centres[truth] + 0.02 * rng.normal(size=(6000, 512))
+    x = clustering.pca_reduce(x, 64, 6000).astype(np.float32)
+    exact_cols, _ = clustering._exact_neighbours(x, 10, 512)
+    approx_cols, approx_sims = clustering._approximate_neighbours(x, 10, 512)
+    assert not (approx_cols == np.arange(len(x))[:, None]).any()  # never its own neighbour
+    recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx_cols.tolist(), exact_cols.tolist())])
+    assert recall > 0.9
+    assert np.all(np.diff(approx_sims, axis=1) <= 1e-6)  # nearest first
+    monkeypatch.setattr(clustering, "KNN_MIN_FACES", 1000)
+    exact = clustering.run_hdbscan(x, ClusterSettings(pca_dims=0))[0]
+    monkeypatch.setattr(clustering, "ANN_MIN_FACES", 1000)
+    approx = clustering.run_hdbscan(x, ClusterSettings(pca_dims=0))[0]
+    from facebatch.evaluation import pairwise_prf
+
+    assert pairwise_prf(truth.tolist(), approx).f >= pairwise_prf(truth.tolist(), exact).f - 0.02
