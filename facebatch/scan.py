@@ -24,7 +24,7 @@ from facebatch.config import DEFAULT_SHARD_SIZE, ScanConfig
 from facebatch.discovery import Discovery, PhotoFile, discover
 from facebatch.embedding import model_tag
 from facebatch.errors import FacebatchError, PhotoError
-from facebatch.pipeline import STAGES, PipelineBuilder, ShardResult, photo_row, run_shard
+from facebatch.pipeline import PipelineBuilder, ShardResult, photo_row, run_shard
 from facebatch.schema import FACES_SCHEMA, LIVE_STATUSES, PHOTOS_SCHEMA, STATUS_ERROR, STATUS_GONE
 from facebatch.store import Library
 from facebatch.weights import resolve_weights
@@ -308,5 +308,3 @@ def dask_client(config: ScanConfig) -> Iterator[Any]:
     ) as cluster, Client(cluster) as client:
         yield client
 
-
-__all__ = ["ScanPlan", "ScanSummary", "STAGES", "plan_scan", "scan", "shard_files"]
