@@ -24,16 +24,9 @@ import torch
 from facebatch.config import DetectionSettings
 from facebatch.detection import FaceDetector
 from facebatch.imageload import decode_photo, read_photo_bytes
+from facebatch.scan import iou
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    x1, y1 = max(a[0], b[0]), max(a[1], b[1])
-    x2, y2 = min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def tiny_face_truth() -> dict[Path, list[np.ndarray]]:

@@ -80,7 +80,7 @@ def main() -> None:
         folder, library = Path(tmp) / "photos", Library(Path(tmp) / "lib")
         paths = make_photos(folder, args.photos)
         write_library(library, paths, model_tag(resolve_weights()))
-        print(f"| photos | run | seconds (whole command) | summary |")
+        print("| photos | run | seconds (whole command) | summary |")
         print("|---|---|---|---|")
         for run in range(1, args.runs + 1):
             started = time.perf_counter()

@@ -295,7 +295,7 @@ def main() -> None:
             photos, placed = len(sets[name]), sum(len(v) for v in sets[name].values())
             rows.append((name, method, photos, seconds, photos / seconds, detections / seconds, peak, hits, placed))
     naive = {name: r[4] for r in rows if r[1] == "naive" for name in [r[0]]}
-    print(f"| photos | method | n | seconds | photos/s | faces/s | x naive | peak MB/process | faces found/placed |")
+    print("| photos | method | n | seconds | photos/s | faces/s | x naive | peak MB/process | faces found/placed |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name, method, photos, seconds, pps, fps, peak, hits, placed in rows:
         print(f"| {name} | {method} | {photos} | {seconds:.1f} | {pps:.2f} | {fps:.2f} | {pps / naive[name]:.1f} | "

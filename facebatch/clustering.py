@@ -27,11 +27,10 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from facebatch.errors import FacebatchError
 from facebatch.schema import EMBEDDING_DIM
-from facebatch.store import Library, atomic_write_json, atomic_write_table
+from facebatch.store import Library, atomic_write_json, atomic_write_table, read_table_file
 
 UNCLUSTERED = -1
 SELECTION_METHODS = ("eom", "leaf")
@@ -342,13 +341,7 @@ def read_state(library: Library) -> ClusterState:
 
 def read_clusters(library: Library) -> pa.Table:
     """The last run's assignment, one row per face it saw; empty before the first run."""
-    path = clusters_path(library)
-    if not path.exists():
-        return CLUSTERS_SCHEMA.empty_table()
-    try:
-        return pq.read_table(path, schema=CLUSTERS_SCHEMA)
-    except (OSError, pa.ArrowException) as exc:
-        raise FacebatchError(f"cannot read {path}: {exc}") from exc
+    return read_table_file(clusters_path(library), CLUSTERS_SCHEMA)
 
 
 def require_clusters(library: Library) -> pa.Table:

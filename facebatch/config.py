@@ -74,14 +74,18 @@ class ScanConfig:
             raise FacebatchError(f"--threads-per-worker must be at least 1, got {self.threads_per_worker}")
         if self.scheduler is not None and self.workers is not None:
             raise FacebatchError("--workers starts a local cluster; it cannot be combined with --scheduler")
-        if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise FacebatchError(f"--device must be cpu, cuda or cuda:N, got {self.device!r}")
+        check_device(self.device)
 
     def local_workers(self) -> int:
         """Worker processes for a local cluster: the cores shared out by threads per worker."""
         if self.workers is not None:
             return self.workers
         return max(1, (os.cpu_count() or 1) // self.threads_per_worker)
+
+
+def check_device(device: str, exit_code: int = 1) -> None:
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise FacebatchError(f"--device must be cpu, cuda or cuda:N, got {device!r}", exit_code)
 
 
 def library_path(option: str | None) -> Path:

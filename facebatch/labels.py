@@ -32,7 +32,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from facebatch.clustering import (
     UNCLUSTERED,
@@ -45,7 +44,7 @@ from facebatch.clustering import (
     write_clusters,
 )
 from facebatch.errors import FacebatchError
-from facebatch.store import Library, atomic_write_table
+from facebatch.store import Library, atomic_write_table, read_table_file
 
 KIND_NAME, KIND_NOT, KIND_MERGE, KIND_IGNORE = "name", "not", "merge", "ignore"
 SOURCE_CLUSTER, SOURCE_FACE = "cluster", "face"
@@ -79,13 +78,7 @@ def labels_path(library: Library) -> Path:
 
 
 def read_labels(library: Library) -> pa.Table:
-    path = labels_path(library)
-    if not path.exists():
-        return LABELS_SCHEMA.empty_table()
-    try:
-        return pq.read_table(path, schema=LABELS_SCHEMA)
-    except (OSError, pa.ArrowException) as exc:
-        raise FacebatchError(f"cannot read {path}: {exc}") from exc
+    return read_table_file(labels_path(library), LABELS_SCHEMA)
 
 
 def write_labels(library: Library, table: pa.Table) -> None:
@@ -426,7 +419,9 @@ class FaceTags:
     confidence: np.ndarray
 
 
-def face_tags(library: Library, suggest_distance: float = DEFAULT_SUGGEST_DISTANCE) -> FaceTags:
+def face_tags(
+    library: Library, suggest_distance: float = DEFAULT_SUGGEST_DISTANCE, view: View | None = None
+) -> FaceTags:
     """confirmed / suggested / unknown for every live face, from the tables alone.
 
     Suggested: an unlabelled face in a named, not ignored cluster (confidence: its HDBSCAN
@@ -437,8 +432,7 @@ def face_tags(library: Library, suggest_distance: float = DEFAULT_SUGGEST_DISTAN
     require_library(library)
     faces = library.read_faces(["face_id", "photo_id", "embedding"])
     face_ids = faces["face_id"].to_pylist()
-    clusters = read_clusters(library)
-    view = build_view(library, clusters)
+    view = build_view(library, read_clusters(library)) if view is None else view
     where = {f: i for i, f in enumerate(view.face_ids.tolist())}
     rows = np.array([where.get(f, -1) for f in face_ids], np.int64)
     cluster_ids = np.where(rows >= 0, view.cluster_ids[np.maximum(rows, 0)] if len(view.face_ids) else -1, -1)

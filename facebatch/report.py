@@ -36,14 +36,21 @@ STRIP_FACES = 8  # so an index page holds at most 30 x 8 = 240 thumbnails
 
 @dataclass
 class Face:
-    face_id: str
-    path: str
+    source: FaceBox  # where its thumbnail is cropped from
     cluster_id: int
     person: str | None
     status: str  # confirmed, suggested, unknown
     confidence: float
     probability: float
     thumbnail: str = ""  # URL relative to the site folder
+
+    @property
+    def face_id(self) -> str:
+        return self.source.face_id
+
+    @property
+    def path(self) -> str:
+        return self.source.path
 
 
 @dataclass
@@ -74,10 +81,9 @@ class Site:
 
 def collect(library: Library) -> Site:
     """Faces, clusters and names from the tables: nothing here opens a photo."""
-    tags = face_tags(library)
     view = build_view(library)
-    faces = library.read_faces(["face_id", "path"])
-    paths = dict(zip(faces["face_id"].to_pylist(), faces["path"].to_pylist()))
+    tags = face_tags(library, view=view)
+    boxes = _face_boxes(library)
     probability = dict(zip(view.face_ids.tolist(), view.probability.tolist()))
     clusters = {
         c: Cluster(c, info.person, info.ignored, info.conflict_line() if info.conflict else None)
@@ -86,7 +92,7 @@ def collect(library: Library) -> Site:
     unclustered: list[Face] = []
     people: dict[str, list[Face]] = {}
     for i, face_id in enumerate(tags.face_ids):
-        face = Face(face_id, paths[face_id], int(tags.cluster_ids[i]), tags.person[i], tags.status[i],
+        face = Face(boxes[face_id], int(tags.cluster_ids[i]), tags.person[i], tags.status[i],
                     float(tags.confidence[i]), float(probability.get(face_id, 0.0)))
         cluster = clusters.get(face.cluster_id)
         (cluster.faces if cluster else unclustered).append(face)
@@ -125,9 +131,8 @@ def write_report(
 
 
 def _attach_thumbnails(site: Site, out: Path, progress: Callable[[int, int], None] | None) -> None:
-    boxes = _face_boxes(site.library)
     every = [f for c in [*site.clusters, *site.ignored] for f in c.faces] + site.unclustered
-    made = make_thumbnails(site.library, [boxes[f.face_id] for f in every], progress)
+    made = make_thumbnails(site.library, [f.source for f in every], progress)
     for face in every:
         face.thumbnail = quote(os.path.relpath(made[face.face_id], out).replace(os.sep, "/"))
 
@@ -318,8 +323,7 @@ def write_contact_sheet(library: Library, faces: Sequence[Face], title: str, out
     if kind is None:
         raise FacebatchError(f"contact sheet must be .jpg, .jpeg or .png, got {out.name}")
     shown = list(faces)[:SHEET_MAX_FACES]
-    site_boxes = _face_boxes(library)
-    thumbnails = make_thumbnails(library, [site_boxes[f.face_id] for f in shown])
+    thumbnails = make_thumbnails(library, [f.source for f in shown])
     columns = max(1, min(SHEET_COLUMNS, len(shown)))
     rows = -(-len(shown) // columns)
     header = 36
@@ -338,6 +342,7 @@ def write_contact_sheet(library: Library, faces: Sequence[Face], title: str, out
 
 
 def _face_boxes(library: Library) -> dict[str, FaceBox]:
+    """face_id -> its box and photo, read once for the whole report."""
     photos = library.read_photos()
     long_side = {p: max(w or 0, h or 0) for p, w, h in zip(
         photos["path"].to_pylist(), photos["width"].to_pylist(), photos["height"].to_pylist())}

@@ -77,6 +77,16 @@ def atomic_write_table(path: Path, table: pa.Table, metadata: dict[str, str] | N
     atomic_write_bytes(path, sink.getvalue().to_pybytes())
 
 
+def read_table_file(path: Path, schema: pa.Schema) -> pa.Table:
+    """One Parquet file of the library's own (clusters, labels); empty when it isn't there yet."""
+    if not path.exists():
+        return schema.empty_table()
+    try:
+        return pq.read_table(path, schema=schema)
+    except (OSError, pa.ArrowException) as exc:
+        raise FacebatchError(f"cannot read {path}: {exc}") from exc
+
+
 @dataclass(frozen=True)
 class Library:
     root: Path

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facebatch.config import DetectionSettings
+from facebatch.config import DetectionSettings, check_device
 from facebatch.detection import Face
 from facebatch.errors import FacebatchError, PhotoError
 from facebatch.evaluation import DEFAULT_FAR, DEFAULT_FOLDS, VerificationReport, nearest_centre, verification_report
@@ -51,8 +51,7 @@ def build_pipeline(
     weights: str = DEFAULT_WEIGHTS, device: str = "cpu", batch_size: int = 32, threads: int | None = None
 ) -> FacePipeline:
     """The scan's detector and embedder with default detection settings, in this process."""
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise FacebatchError(f"--device must be cpu, cuda or cuda:N, got {device!r}", exit_code=2)
+    check_device(device, exit_code=EXIT_ERROR)
     weights_file = resolve_weights(weights)
     builder = PipelineBuilder(
         DetectionSettings(), weights_file, batch_size, device, torch_threads=threads or os.cpu_count() or 1
