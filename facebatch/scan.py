@@ -76,6 +76,12 @@ class ScanSummary:
         )
 
 
+# Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536 so they hand memory back to the OS.
+# Setting it turns off glibc's adaptive mmap threshold: every large tensor becomes a fresh mmap and
+# page faults, and the models ran 35% slower (BENCHMARKS.md). Our workers keep their memory instead;
+# jobs/dask/worker-config.yaml does the same for an existing cluster.
+WORKER_DASK_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+
 # Called with (photos done, photos to do, faces found, errors) after every shard.
 ProgressCallback = Callable[[int, int, int, int], None]
 
@@ -288,6 +294,7 @@ def _write_result(library: Library, result: ShardResult, plan: ScanPlan, summary
 @contextmanager
 def dask_client(config: ScanConfig) -> Iterator[Any]:
     """A client of the given scheduler, or of a local cluster of worker processes that dies with us."""
+    import dask
     from distributed import Client, LocalCluster
 
     if config.scheduler:
@@ -299,7 +306,7 @@ def dask_client(config: ScanConfig) -> Iterator[Any]:
             yield client
         return
     # Worker processes load torch once each; one Dask thread each unless asked, torch uses the rest.
-    with LocalCluster(
+    with dask.config.set(WORKER_DASK_CONFIG), LocalCluster(
         n_workers=config.local_workers(),
         threads_per_worker=config.threads_per_worker,
         processes=True,
