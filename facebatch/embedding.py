@@ -97,7 +97,8 @@ class FaceEmbedder:
         out = []
         with torch.inference_mode():
             for start in range(0, len(crops), self.batch_size):
-                batch = to_input(crops[start : start + self.batch_size]).to(self.device, memory_format=torch.channels_last)
+                batch = to_input(crops[start : start + self.batch_size])
+                batch = batch.to(self.device, memory_format=torch.channels_last)
                 out.append(torch.nn.functional.normalize(self.model(batch), dim=1).cpu().numpy())
         if not out:
             return np.zeros((0, 512), np.float32)
