@@ -439,7 +439,3 @@ def cluster_library(library: Library, settings: ClusterSettings) -> ClusterSumma
         seconds=time.monotonic() - started,
         run=run,
     )
-
-
-def rounded(value: float, digits: int = 3) -> float:
-    return float(round(value, digits)) if math.isfinite(value) else value

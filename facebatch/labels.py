@@ -374,8 +374,9 @@ def merge_clusters(library: Library, cluster_ids: list[int]) -> str:
         write_labels(library, labels)
         ids = view.cluster_ids.copy()
         ids[np.isin(ids, unique[1:])] = unique[0]
-        write_clusters(library, table.set_column(1, "cluster_id", pa.array(ids, pa.int64())), view.state)
-        merged = build_view(library, read_clusters(library), labels).cluster(unique[0])
+        table = table.set_column(1, "cluster_id", pa.array(ids, pa.int64()))
+        write_clusters(library, table, view.state)
+        merged = build_view(library, table, labels).cluster(unique[0])
     line = f"clusters {', '.join(map(str, unique))} are now cluster {unique[0]}: {merged.size} faces"
     if merged.conflict:
         line += "\nconflict: " + merged.conflict_line()

@@ -143,11 +143,6 @@ class FacePipeline:
             crops = _crops(data, photo, faces)
         return photo, faces, crops
 
-    def embed_photo(self, path: str) -> tuple[DecodedPhoto, list[Face], np.ndarray]:
-        """Every face of one photo with its embedding, exactly as `scan` computes them (verify, identify)."""
-        photo, faces, crops = self.find_faces(read_photo_bytes(path))
-        return photo, faces, self.embedder.embed(np.stack(crops) if crops else _no_crops())
-
     def _process_photo(self, file: PhotoFile, known_ids: frozenset[str], rows: _ShardRows) -> None:
         clock = _StageClock(rows.seconds)
         photo_id = None

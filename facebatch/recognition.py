@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from facebatch.detection import Face
-from facebatch.embedding import model_tag
 from facebatch.errors import FacebatchError
 from facebatch.labels import DEFAULT_SUGGEST_DISTANCE, named_faces
 from facebatch.pipeline import FacePipeline
@@ -77,7 +76,7 @@ def identify(
 ) -> list[IdentifiedFace]:
     """Every face of the photo with its `top_k` nearest named people."""
     info = library.read_info() or {}
-    if info.get("model") and info["model"] != model_tag(pipeline.embedder.weights):
+    if info.get("model") and info["model"] != pipeline.model:
         raise FacebatchError(
             f"library {library.root} holds embeddings from {info['model']}, not {pipeline.model}: "
             "use the same --weights as its scans"
@@ -89,14 +88,14 @@ def identify(
     if not faces:
         raise FacebatchError(f"no face found in {path}", exit_code=EXIT_ERROR)
     distances = np.sqrt(np.maximum(0.0, 2.0 - 2.0 * embed_crops(pipeline, np.stack(crops)) @ gallery.T))
-    people = sorted(set(names))
-    member = np.array([[name == person for name in names] for person in people])  # person x gallery face
-    nearest = np.where(member[None], distances[:, None, :], np.inf).min(axis=2)  # face x person
+    people, owner = np.unique(np.asarray(names, dtype=object), return_inverse=True)  # sorted names
+    nearest = np.full((len(faces), len(people)), np.inf)  # face x person: the closest face of each
+    np.minimum.at(nearest.T, owner, distances.T)
     return [
         IdentifiedFace(
             i,
             face,
-            [Candidate(people[j], float(nearest[i, j])) for j in np.argsort(nearest[i])[:top_k]],
+            [Candidate(str(people[j]), float(nearest[i, j])) for j in np.argsort(nearest[i])[:top_k]],
             threshold,
         )
         for i, face in enumerate(faces)

@@ -62,10 +62,6 @@ class Cluster:
     faces: list[Face] = field(default_factory=list)
 
     @property
-    def photos(self) -> int:
-        return len({f.path for f in self.faces})
-
-    @property
     def title(self) -> str:
         return f"Cluster {self.cluster_id}"
 

@@ -92,9 +92,10 @@ def scan(config: ScanConfig, progress: ProgressCallback | None = None) -> ScanSu
     library = Library(config.library)
     discovery = _discover(config, library)
     weights = resolve_weights(config.weights)
+    model = model_tag(weights)
     summary = ScanSummary(library=str(library.root), warnings=list(discovery.warnings))
     with library.lock():
-        library.create(model_tag(weights))
+        library.create(model)
         library.remove_unfinished_parts()
         library.reconcile()  # repairs what a scan killed between writing a shard and reconciling left
         plan = plan_scan(library.read_photos(), discovery.photos, config)
@@ -102,12 +103,13 @@ def scan(config: ScanConfig, progress: ProgressCallback | None = None) -> ScanSu
             plan.old_faces = _faces_by_photo(library)
         summary.found, summary.unchanged, summary.still_failing = plan.total, plan.unchanged, plan.still_failing
         if plan.gone:
-            _write_gone(library, plan.gone, model_tag(weights))
+            _write_gone(library, plan.gone, model)
             summary.gone = len(plan.gone)
         if plan.todo:
             builder = PipelineBuilder(config.detection, weights, config.batch_size, config.device)
-            _run_shards(config, library, builder, plan, summary, progress)
-        library.reconcile()
+            _run_shards(config, library, builder, model, plan, summary, progress)
+        if plan.gone or plan.todo:  # otherwise the tables are as the first reconcile left them
+            library.reconcile()
     summary.elapsed = time.monotonic() - started
     return summary
 
@@ -217,6 +219,7 @@ def _run_shards(
     config: ScanConfig,
     library: Library,
     builder: PipelineBuilder,
+    model: str,
     plan: ScanPlan,
     summary: ScanSummary,
     progress: ProgressCallback | None,
@@ -240,7 +243,7 @@ def _run_shards(
         for future in as_completed(futures):
             shard = futures.pop(future)
             result = _shard_result(future, shard)
-            _write_result(library, result, plan, summary, model_tag(builder.weights))
+            _write_result(library, result, plan, summary, model)
             done += len(shard)
             if progress:
                 progress(done, len(plan.todo), summary.faces, summary.failed)

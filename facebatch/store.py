@@ -28,7 +28,6 @@ from typing import IO, Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from facebatch.errors import FacebatchError
@@ -284,8 +283,3 @@ class Library:
 def _last_index_by_key(keys: list[Any]) -> dict[Any, int]:
     """Row index of the last occurrence of each key (rows are in part order: last is latest)."""
     return {key: i for i, key in enumerate(keys)}
-
-
-def live_photos(photos: pa.Table) -> pa.Table:
-    """Rows whose file is still there (every status but `gone`)."""
-    return photos.filter(pc.invert(pc.equal(photos.column("status"), "gone")))

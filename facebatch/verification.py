@@ -37,7 +37,6 @@ from facebatch.weights import DEFAULT_WEIGHTS, resolve_weights
 #   facebatch eval pairs /tmp/lfw-dev-pairs.csv --root ../shared/datasets/lfw-dev/images
 # Other weights (vggface2, a .pt file) have their own scale: measure with `eval pairs` and pass --threshold.
 DEFAULT_THRESHOLD = 1.108
-DEFAULT_THRESHOLD_FAR_1E3 = 1.026  # the distance at FAR 1e-3 on the same pairs (for reference)
 
 # Exit codes of `facebatch verify`: scripts branch on them.
 EXIT_SAME = 0

