@@ -56,6 +56,7 @@ from PIL import Image
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 
+from facebatch.clustering import embeddings_matrix  # noqa: E402
 from facebatch.embedding import ALIGNED_SIZE, INPUT_SIZE, FaceEmbedder, face_crop  # noqa: E402
 from facebatch.evaluation import verification_report  # noqa: E402
 from facebatch.imageload import DecodedPhoto, decode_photo, read_photo_bytes  # noqa: E402
@@ -157,7 +158,7 @@ def central_faces(library: Library, images: Path) -> dict[str, tuple[Face, np.nd
     sizes = {r["path"]: (r["width"], r["height"]) for r in library.read_table("photos", ["path", "width", "height"]).to_pylist()}
     by_path: dict[str, list[tuple[Face, np.ndarray]]] = defaultdict(list)
     table = library.read_faces(["path", "face_index", "box", "score", "landmarks", "embedding"])
-    embeddings = np.asarray(table.column("embedding").combine_chunks().flatten()).reshape(-1, 512)
+    embeddings = embeddings_matrix(table)
     for row, emb in zip(table.select(["path", "box", "score", "landmarks"]).to_pylist(), embeddings):
         face = Face(tuple(row["box"]), row["score"], tuple(row["landmarks"]))
         by_path[row["path"]].append((face, emb))

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from facebatch.imageload import DecodedPhoto
+from facebatch.schema import EMBEDDING_DIM
 from facebatch.weights import Weights, load_embedding_model
 
 if TYPE_CHECKING:
@@ -101,5 +102,5 @@ class FaceEmbedder:
                 batch = batch.to(self.device, memory_format=torch.channels_last)
                 out.append(torch.nn.functional.normalize(self.model(batch), dim=1).cpu().numpy())
         if not out:
-            return np.zeros((0, 512), np.float32)
+            return np.zeros((0, EMBEDDING_DIM), np.float32)
         return np.concatenate(out).astype(np.float32, copy=False)

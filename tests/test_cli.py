@@ -76,8 +76,9 @@ def test_a_second_concurrent_scan_is_refused(tmp_path):
 
 
 def test_library_comes_from_the_environment(tmp_path):
-    result = run("scan", str(tmp_path / "nope"), env={"FACEBATCH_LIBRARY": str(tmp_path / "envlib")})
-    assert result.exit_code == 2
+    result = run("cluster", env={"FACEBATCH_LIBRARY": str(tmp_path / "envlib")})
+    assert result.exit_code == 1
+    assert result.output == f"Error: no library at {tmp_path / 'envlib'}: run `facebatch scan FOLDER` first\n"
 
 
 def test_every_command_has_help_with_an_example():
