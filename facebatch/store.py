@@ -71,9 +71,8 @@ def atomic_write_table(path: Path, table: pa.Table, metadata: dict[str, str] | N
     """Parquet through a temp file. The temp name starts with '.', which Parquet dataset readers skip."""
     if metadata:
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd")
-    atomic_write_bytes(path, sink.getvalue().to_pybytes())
+    with atomic_file(path) as f:  # straight into the temp file: no second copy of a big table in memory
+        pq.write_table(table, f, compression="zstd")
 
 
 def read_table_file(path: Path, schema: pa.Schema) -> pa.Table:
