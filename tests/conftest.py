@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner, Result
+
+from facebatch.cli import cli
 
 PROJECT = Path(__file__).resolve().parents[1]
 SAMPLE_DATA = PROJECT / "sample_data"
@@ -17,3 +20,8 @@ def dataset(name: str) -> Path:
     if not folder.is_dir():
         pytest.skip(f"{folder} is absent (internal test photos, see ../shared/datasets/README.md)")
     return folder
+
+
+def run(*args: object, env: dict[str, str] | None = None) -> Result:
+    """The CLI in-process, as a user would type it (arguments may be paths)."""
+    return CliRunner().invoke(cli, [str(a) for a in args], env=env)

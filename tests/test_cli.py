@@ -5,14 +5,9 @@ from __future__ import annotations
 import os
 
 import pytest
-from click.testing import CliRunner
 
-from facebatch.cli import cli
+from conftest import run
 from facebatch.store import Library
-
-
-def run(*args: str, env: dict[str, str] | None = None):
-    return CliRunner().invoke(cli, list(args), env=env)
 
 
 def test_a_missing_folder_is_one_line_and_exit_2(tmp_path):

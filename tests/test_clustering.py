@@ -11,10 +11,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
-from click.testing import CliRunner
 
-from conftest import dataset
-from facebatch.cli import cli
+from conftest import dataset, run
 from facebatch.clustering import (
     ClusterSettings,
     cluster_faces,
@@ -225,10 +223,6 @@ def test_an_empty_scanned_library_clusters_to_nothing(tmp_path):
 # --------------------------------------------------------------------------- CLI
 
 
-def run(*args: str):
-    return CliRunner().invoke(cli, list(args))
-
-
 def test_cli_cluster_on_a_never_scanned_library_is_one_line(tmp_path):
     result = run("--library", str(tmp_path / "lib"), "cluster")
     assert result.exit_code == 1
@@ -310,7 +304,7 @@ def report(name: str, truth: list[str], predicted: list[int]) -> tuple[float, fl
 
 
 def scan_quietly(library: Path, folder: Path) -> None:
-    result = CliRunner().invoke(cli, ["--library", str(library), "scan", "-q", str(folder)])
+    result = run("--library", library, "scan", "-q", folder)
     assert result.exit_code == 0, result.output
 
 

@@ -8,6 +8,8 @@ import time
 import numpy as np
 import pytest
 
+from conftest import run
+from test_clustering import MODEL
 from facebatch.evaluation import (
     PRF,
     accuracy_at,
@@ -214,9 +216,6 @@ def test_tar_at_far_on_2000_different_pairs():
 
 # --------------------------------------------------------------------------- library clustering
 
-MODEL = "test-model@000000000000"
-
-
 @pytest.fixture
 def labelled_library(tmp_path):
     """Photos 200x100: ann a1 a2, bob b1 (plus a corner face that is not bob) b2, empty (no face)."""
@@ -274,16 +273,13 @@ def test_evaluate_library_clusters_by_hand(labelled_library):
 def test_eval_clusters_cli(labelled_library, monkeypatch):
     import json
 
-    from click.testing import CliRunner
-
     import facebatch.clustering
-    from facebatch.cli import cli
 
     library, root, truth = labelled_library
     monkeypatch.setattr(facebatch.clustering, "require_clusters", lambda lib: None)
     monkeypatch.setattr(facebatch.clustering, "read_assignments", lambda lib: CLUSTERS)
     args = ["--library", str(library.root), "eval", "clusters", str(truth), "--root", str(root)]
-    result = CliRunner().invoke(cli, args)
+    result = run(*args)
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == [
         "labelled      6 photos: 4 faces evaluated, 1 not in the library, 1 without a face",
@@ -294,18 +290,14 @@ def test_eval_clusters_cli(labelled_library, monkeypatch):
         "not in the library: missing.jpg",
         "without a face: empty.jpg",
     ]
-    out = json.loads(CliRunner().invoke(cli, [*args, "--json"]).output)
+    out = json.loads(run(*args, "--json").output)
     assert out["bcubed"] == pytest.approx({"precision": 1.0, "recall": 0.75, "f": 6 / 7})
     assert (out["faces"], out["clusters"], out["identities"], out["coverage"]) == (4, 2, 2, 0.75)
 
 
 def test_eval_clusters_needs_clusters(labelled_library):
-    from click.testing import CliRunner
-
-    from facebatch.cli import cli
-
     library, root, truth = labelled_library
-    result = CliRunner().invoke(cli, ["--library", str(library.root), "eval", "clusters", str(truth)])
+    result = run("--library", library.root, "eval", "clusters", truth)
     assert result.exit_code != 0
     assert result.output.startswith("Error: ") and result.output.count("\n") == 1
 

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from click.testing import CliRunner
 
-from facebatch.cli import cli
+from conftest import run
 from facebatch.clustering import ClusterSettings, cluster_library, read_assignments
 from facebatch.errors import FacebatchError
 from facebatch.export import ExportSettings, export_tags
@@ -31,10 +30,6 @@ def lib(tmp_path) -> Library:
     label_face(library, "f-bob-a-0", "Bob")
     ignore_cluster(library, ids["f-dan-a-0"])
     return library
-
-
-def run(*args: str):
-    return CliRunner().invoke(cli, list(args))
 
 
 def faces_of(document: dict) -> dict[str, dict]:

@@ -6,10 +6,8 @@ import shutil
 
 import pyarrow.compute as pc
 import pytest
-from click.testing import CliRunner
 
-from conftest import dataset
-from facebatch.cli import cli
+from conftest import dataset, run
 from facebatch.clustering import ClusterSettings, cluster_library, read_assignments
 from facebatch.errors import FacebatchError
 from facebatch.labels import (
@@ -150,10 +148,6 @@ def test_ignore_undo(lib):
 
 
 # --------------------------------------------------------------------------- CLI errors: one line each
-
-
-def run(*args: str):
-    return CliRunner().invoke(cli, list(args))
 
 
 @pytest.mark.parametrize(

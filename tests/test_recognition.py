@@ -6,16 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from conftest import SAMPLE_DATA
-from facebatch.cli import cli
+from conftest import SAMPLE_DATA, run
 from facebatch.labels import label_face
 from facebatch.store import Library
 
 
-def run(library: Path, *args: str):
-    return CliRunner().invoke(cli, ["--library", str(library), *args])
+def run_in(library: Path, *args: str):
+    return run("--library", library, *args)
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +23,7 @@ def named_library(tmp_path_factory) -> Library:
     for name in ("barack_obama/1.jpg", "barack_obama/2.jpg", "barack_obama/3.jpg", "joe_biden/1.jpg"):
         (folder / name.replace("/", "-")).write_bytes((SAMPLE_DATA / "people" / name).read_bytes())
     library = Library(tmp_path_factory.mktemp("lib") / "lib")
-    result = run(library.root, "scan", str(folder), "--workers", "1", "-q")
+    result = run_in(library.root, "scan", str(folder), "--workers", "1", "-q")
     assert result.exit_code == 0, result.output
     for face in library.read_faces(["face_id", "path", "face_index"]).to_pylist():
         if face["face_index"] == 0:
@@ -34,7 +32,7 @@ def named_library(tmp_path_factory) -> Library:
 
 
 def test_a_new_photo_of_a_named_person_is_recognised(named_library):
-    result = run(named_library.root, "identify", str(SAMPLE_DATA / "people/joe_biden/2.jpg"), "--json")
+    result = run_in(named_library.root, "identify", str(SAMPLE_DATA / "people/joe_biden/2.jpg"), "--json")
     assert result.exit_code == 0, result.output
     faces = json.loads(result.output)["faces"]
     assert faces[0]["person"] == "Joe Biden"
@@ -43,7 +41,7 @@ def test_a_new_photo_of_a_named_person_is_recognised(named_library):
 
 
 def test_a_stranger_is_unknown(named_library):
-    result = run(named_library.root, "identify", str(SAMPLE_DATA / "people/grace_hopper/1.jpg"))
+    result = run_in(named_library.root, "identify", str(SAMPLE_DATA / "people/grace_hopper/1.jpg"))
     assert result.exit_code == 0, result.output
     assert result.output.startswith("face 0 at (")
     assert ": unknown (nearest " in result.output
@@ -51,10 +49,10 @@ def test_a_stranger_is_unknown(named_library):
 
 
 def test_identify_errors_are_one_line(named_library, tmp_path):
-    no_face = run(named_library.root, "identify", str(SAMPLE_DATA / "no_faces/coffee.png"))
+    no_face = run_in(named_library.root, "identify", str(SAMPLE_DATA / "no_faces/coffee.png"))
     assert (no_face.exit_code, no_face.output) == (2, f"Error: no face found in {SAMPLE_DATA / 'no_faces/coffee.png'}\n")
     empty = Library(tmp_path / "empty")
     empty.create(named_library.read_info()["model"])
-    nobody = run(empty.root, "identify", str(SAMPLE_DATA / "people/barack_obama/4.jpg"))
+    nobody = run_in(empty.root, "identify", str(SAMPLE_DATA / "people/barack_obama/4.jpg"))
     assert (nobody.exit_code, nobody.output) == (
         1, "Error: nobody is named yet: `facebatch label cluster N NAME` names a cluster\n")

@@ -12,20 +12,17 @@ from urllib.parse import unquote
 import numpy as np
 import pyarrow as pa
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
-from conftest import PROJECT
+from conftest import PROJECT, run
 from facebatch import report
-from facebatch.cli import cli
 from facebatch.clustering import ClusterSettings, cluster_library
 from facebatch.labels import label_cluster
 from facebatch.schema import FACES_SCHEMA, PHOTOS_SCHEMA
 from facebatch.store import Library
 from facebatch.thumbnails import MISSING_NAME, THUMBNAIL_SIZE, thumbnail_path
-from test_clustering import person_centres
+from test_clustering import MODEL, person_centres
 
-MODEL = "test-model@000000000000"
 PEOPLE = {"ann": 12, "bob": 7, "cat": 5}
 
 
@@ -157,12 +154,11 @@ def test_thumbnails_are_made_once_and_a_vanished_photo_gets_a_placeholder(librar
 
 
 def test_report_and_contact_sheet_commands(library, tmp_path):
-    runner = CliRunner()
-    result = runner.invoke(cli, ["--library", str(library.root), "report", "--out", str(tmp_path / "site")])
+    result = run("--library", library.root, "report", "--out", tmp_path / "site")
     assert result.exit_code == 0 and result.output == f"{tmp_path / 'site' / 'index.html'}\n"
     ann = cluster_of(library, "ann")
     sheet = tmp_path / "ann.png"
-    result = runner.invoke(cli, ["--library", str(library.root), "show", "cluster", str(ann), "-o", str(sheet)])
+    result = run("--library", library.root, "show", "cluster", ann, "-o", sheet)
     assert result.exit_code == 0 and result.output == f"{sheet}\n"
     with Image.open(sheet) as image:
         assert image.format == "PNG" and image.width == 8 * report.SHEET_CELL
@@ -172,12 +168,12 @@ def test_report_and_contact_sheet_commands(library, tmp_path):
          "Error: nobody is named 'Zed' (people: none yet); `facebatch people` lists them\n"),
         (["show", "cluster", str(ann), "-o", "x.gif"], "Error: contact sheet must be .jpg, .jpeg or .png, got x.gif\n"),
     ]:
-        result = runner.invoke(cli, ["--library", str(library.root), *args])
+        result = run("--library", library.root, *args)
         assert (result.exit_code, result.output) == (1, message)
 
 
 def test_a_report_of_an_empty_library_is_one_line(tmp_path):
-    result = CliRunner().invoke(cli, ["--library", str(tmp_path / "none"), "report"])
+    result = run("--library", tmp_path / "none", "report")
     assert result.exit_code == 1
     assert result.output.startswith("Error: ") and result.output.count("\n") == 1
 

@@ -16,11 +16,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from click.testing import CliRunner
 
-from facebatch.cli import cli
 from facebatch.store import Library
-from conftest import SAMPLE_DATA, dataset
+from conftest import SAMPLE_DATA, dataset, run
 
 SUMMARY = re.compile(
     r"^(\d+) photos: (\d+) scanned, (\d+) moved, (\d+) unchanged, (\d+) gone; (\d+) faces; (\d+) errors.*; "
@@ -29,7 +27,7 @@ SUMMARY = re.compile(
 
 
 def scan(library: Path, *args: str) -> tuple[str, re.Match]:
-    result = CliRunner().invoke(cli, ["--library", str(library), "scan", *args])
+    result = run("--library", library, "scan", *args)
     assert result.exit_code == 0, result.output
     line = result.output.strip().splitlines()[-1]
     match = SUMMARY.match(line)
@@ -147,15 +145,14 @@ def test_bad_files_get_rows_and_the_scan_goes_on(tmp_path):
     good = (SAMPLE_DATA / "people/barack_obama/2.jpg").read_bytes()
     (folder / "cut.jpg").write_bytes(good[: len(good) // 2])
     (folder / "good.jpg").write_bytes(good)
-    runner = CliRunner()
-    result = runner.invoke(cli, ["--library", str(tmp_path / "lib"), "scan", str(folder), "--workers", "1"])
+    result = run("--library", tmp_path / "lib", "scan", folder, "--workers", "1")
     assert result.exit_code == 0, result.output
     assert "3 errors (empty_file 1, not_an_image 1, truncated 1)" in result.output
     rows = {Path(r["path"]).name: r for r in Library(tmp_path / "lib").read_photos().to_pylist()}
     assert {n: r["status"] for n, r in rows.items()} == {
         "empty.jpg": "error", "text.jpg": "error", "cut.jpg": "error", "good.jpg": "ok"}
     assert all(rows[n]["error"] for n in ("empty.jpg", "text.jpg", "cut.jpg"))
-    strict = runner.invoke(cli, ["--library", str(tmp_path / "lib"), "scan", str(folder), "--strict", "--quiet"])
+    strict = run("--library", tmp_path / "lib", "scan", folder, "--strict", "--quiet")
     assert strict.exit_code == 1 and strict.output == ""
 
 

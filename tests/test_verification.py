@@ -10,22 +10,16 @@ import json
 import re
 
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
-from facebatch.cli import cli
 from facebatch.detection import Face
 from facebatch.errors import FacebatchError
 from facebatch import verification
 from facebatch.verification import DEFAULT_THRESHOLD, central_face, embed_central_faces, prominent_face, read_pairs
 
-from tests.conftest import SAMPLE_DATA
+from conftest import SAMPLE_DATA, run
 
 PEOPLE = SAMPLE_DATA / "people"
-
-
-def run(*args: str):
-    return CliRunner().invoke(cli, [str(a) for a in args])
 
 
 def face(x1, y1, x2, y2) -> Face:
