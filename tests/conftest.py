@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,12 @@ def dataset(name: str) -> Path:
     if not folder.is_dir():
         pytest.skip(f"{folder} is absent (internal test photos, see ../shared/datasets/README.md)")
     return folder
+
+
+def hard_manifest(hard: Path) -> list[dict[str, str]]:
+    """The hard dataset's manifest rows for images (its .xml rows are annotations)."""
+    with open(hard / "manifest.csv", newline="") as manifest:
+        return [row for row in csv.DictReader(manifest) if not row["path"].endswith(".xml")]
 
 
 def run(*args: object, env: dict[str, str] | None = None) -> Result:

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import csv
 import os
 import time
 from pathlib import Path
 
 import pytest
 
+from conftest import dataset, hard_manifest
 from facebatch import discovery
 from facebatch.discovery import HEIF_EXTENSIONS, PHOTO_EXTENSIONS, Discovery, PhotoFile, discover
 from facebatch.errors import FacebatchError
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-HARD_DATASET = PROJECT_ROOT.parent / "shared" / "datasets" / "hard"
 
 
 @pytest.fixture
@@ -389,14 +387,8 @@ def test_twenty_thousand_files_take_well_under_a_few_seconds(tmp_path: Path) -> 
 
 
 def test_hard_dataset_lists_exactly_the_manifest_images() -> None:
-    if not HARD_DATASET.is_dir():
-        pytest.skip(f"shared test data not found at {HARD_DATASET}")
-    with open(HARD_DATASET / "manifest.csv", newline="") as manifest:
-        expected = sorted(
-            (HARD_DATASET / row["path"]).as_posix()
-            for row in csv.DictReader(manifest)
-            if not row["path"].endswith(".xml")
-        )
-    result = discover([HARD_DATASET])
+    hard = dataset("hard")
+    expected = sorted((hard / row["path"]).as_posix() for row in hard_manifest(hard))
+    result = discover([hard])
     assert [photo.path for photo in result.photos] == expected
     assert result.warnings == []

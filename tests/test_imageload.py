@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 import random
 import struct
@@ -15,23 +14,18 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
+from conftest import DATASETS, dataset, hard_manifest
 from facebatch import imageload
 from facebatch.errors import PhotoError
 from facebatch.imageload import MAX_PIXELS, DecodedPhoto, decode_photo, jpeg_reduction_for, read_photo_bytes
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DATASETS = PROJECT_ROOT.parent / "shared" / "datasets"
-HARD = DATASETS / "hard"
-FACES_DEV = DATASETS / "faces-dev"
 
 EXIF_ORIENTATION_TAG = 0x0112
 
 
 @pytest.fixture
 def hard() -> Path:
-    if not HARD.is_dir():
-        pytest.skip(f"shared test data not found at {HARD}")
-    return HARD
+    return dataset("hard")
 
 
 def encode(image: Image.Image, image_format: str, **options: object) -> bytes:
@@ -617,15 +611,8 @@ def test_real_very_large_photos_decode_reduced_with_full_size(hard: Path, name: 
     assert photo.image.size == (1392, 928) and photo.scale == 0.25
 
 
-def hard_manifest_images() -> list[str]:
-    if not HARD.is_dir():
-        return []
-    with open(HARD / "manifest.csv", newline="") as manifest:
-        return [row["path"] for row in csv.DictReader(manifest) if not row["path"].endswith(".xml")]
-
-
 def test_every_manifest_image_decodes_or_is_a_photo_error(hard: Path) -> None:
-    paths = hard_manifest_images()
+    paths = [row["path"] for row in hard_manifest(hard)]
     assert len(paths) == 90
     failures: dict[str, str] = {}
     for relative_path in paths:

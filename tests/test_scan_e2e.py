@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import itertools
 import os
 import re
@@ -18,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from facebatch.store import Library
-from conftest import SAMPLE_DATA, dataset, run
+from conftest import SAMPLE_DATA, dataset, hard_manifest, run
 
 SUMMARY = re.compile(
     r"^(\d+) photos: (\d+) scanned, (\d+) moved, (\d+) unchanged, (\d+) gone; (\d+) faces; (\d+) errors.*; "
@@ -161,8 +160,7 @@ def test_hard_cases_each_get_a_row(tmp_path):
     library = Library(tmp_path / "lib")
     scan(library.root, str(hard), "--workers", "2")
     photos = {Path(r["path"]).relative_to(hard).as_posix(): r for r in library.read_photos().to_pylist()}
-    with open(hard / "manifest.csv") as f:
-        manifest = {row["path"]: row for row in csv.DictReader(f) if not row["path"].endswith(".xml")}
+    manifest = {row["path"]: row for row in hard_manifest(hard)}
     assert set(manifest) <= set(photos)
     assert all(r["status"] in ("ok", "no_faces") for r in photos.values()), [
         (p, r["error"]) for p, r in photos.items() if r["status"] == "error"]

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import dataset
 from facebatch import weights as W
 from facebatch.errors import FacebatchError
 
-LFW = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "lfw-dev" / "images"  # ../shared
 N_FACES = 6
 TOLERANCE = 1e-5
 
@@ -57,9 +57,8 @@ def casia_model(casia_home: Path) -> torch.nn.Module:
 def faces() -> np.ndarray:
     """N_FACES real LFW faces, one per person, preprocessed as the project does: NCHW float32."""
     cv2 = pytest.importorskip("cv2")
-    if not LFW.is_dir():
-        pytest.skip(f"{LFW} is absent (internal LFW test photos, see ../shared/datasets/README.md)")
-    people = sorted(p for p in LFW.iterdir() if p.is_dir())[:N_FACES]
+    lfw = dataset("lfw-dev") / "images"
+    people = sorted(p for p in lfw.iterdir() if p.is_dir())[:N_FACES]
     crops = []
     for person in people:
         bgr = cv2.imread(str(sorted(person.glob("*.jpg"))[0]))
