@@ -10,12 +10,14 @@ Group photos (identity `a;b`) are left out of the truth: their faces are cluster
 from __future__ import annotations
 
 import csv
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from facebatch.clustering import box_sides, embeddings_matrix
+from facebatch.evaluation import nearest_centre
 from facebatch.store import Library
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
@@ -47,16 +49,14 @@ def library_faces(library: Library, dataset: Path, central: bool) -> Faces:
     photo_ids = faces["photo_id"].to_pylist()
     paths = [str(Path(p).resolve()) for p in faces["path"].to_pylist()]
     # The person of each photo: one face per photo, by distance to the centre or by size.
-    best: dict[str, tuple[float, int]] = {}
-    for i, (photo, box) in enumerate(zip(photo_ids, boxes)):
-        if central:
-            w, h = size[photo]
-            score = -np.hypot((box[0] + box[2]) / 2 - w / 2, (box[1] + box[3]) / 2 - h / 2)
-        else:
-            score = (box[2] - box[0]) * (box[3] - box[1])
-        if photo not in best or score > best[photo][0]:
-            best[photo] = (score, i)
-    subject_rows = {i for _, i in best.values()}
+    rows_of: dict[str, list[int]] = defaultdict(list)
+    for i, photo in enumerate(photo_ids):
+        rows_of[photo].append(i)
+    subject_rows = set()
+    for photo, rows in rows_of.items():
+        b = boxes[rows]
+        areas = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+        subject_rows.add(rows[nearest_centre(b, *size[photo]) if central else int(np.argmax(areas))])
     truth: list[str | None] = []
     subject = np.zeros(len(face_ids), bool)
     for i, (face_id, path) in enumerate(zip(face_ids, paths)):

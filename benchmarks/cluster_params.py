@@ -23,19 +23,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cluster_common import DATASETS, Faces, library_faces  # noqa: E402
 
 from facebatch.clustering import ClusterSettings, cluster_faces  # noqa: E402
-from facebatch.evaluation import bcubed_prf, pairwise_prf  # noqa: E402
+from facebatch.evaluation import cluster_report  # noqa: E402
 from facebatch.store import Library  # noqa: E402
 
 
 def score(faces: Faces, labels: np.ndarray) -> dict[str, float]:
     scored = np.array([t is not None for t in faces.truth])
     truth = [t for t in faces.truth if t is not None]
-    predicted = labels[scored]
-    pw = pairwise_prf(truth, predicted)
-    bc = bcubed_prf(truth, predicted)
+    r = cluster_report(truth, labels[scored])
     return {
-        "P": pw.precision, "R": pw.recall, "F": pw.f, "BCubed F": bc.f,
-        "coverage": float((predicted >= 0).mean()),
+        "P": r.pairwise.precision, "R": r.pairwise.recall, "F": r.pairwise.f, "BCubed F": r.bcubed.f,
+        "coverage": r.coverage,
         "subject coverage": float((labels[faces.subject] >= 0).mean()),
         "clusters": len(set(labels[labels >= 0].tolist())),
     }

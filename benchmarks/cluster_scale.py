@@ -61,7 +61,7 @@ def synthetic(n_faces: int, lfw: Path, seed: int = 0) -> tuple[np.ndarray, np.nd
 
 def one(args: argparse.Namespace) -> None:
     from facebatch.clustering import ClusterSettings, run_hdbscan
-    from facebatch.evaluation import bcubed_prf, pairwise_prf
+    from facebatch.evaluation import cluster_report
 
     x, truth = synthetic(args.n, args.lfw)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -71,10 +71,10 @@ def one(args: argparse.Namespace) -> None:
     labels, _ = run_hdbscan(x, settings)
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    pw, bc = pairwise_prf(truth.tolist(), labels), bcubed_prf(truth.tolist(), labels)
+    r = cluster_report(truth.tolist(), labels)
     print(json.dumps({"n": args.n, "pca": args.pca_dims, "seconds": seconds, "peak_mb": peak / 1024,
-                      "extra_mb": (peak - base) / 1024, "F": pw.f, "P": pw.precision, "R": pw.recall,
-                      "BCubed F": bc.f, "coverage": float((labels >= 0).mean())}))
+                      "extra_mb": (peak - base) / 1024, "F": r.pairwise.f, "P": r.pairwise.precision,
+                      "R": r.pairwise.recall, "BCubed F": r.bcubed.f, "coverage": r.coverage}))
 
 
 def main() -> None:
