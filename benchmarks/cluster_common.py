@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from facebatch.clustering import box_sides, embeddings_matrix
-from facebatch.evaluation import nearest_centre
+from facebatch.people.clustering import box_sides, embeddings_matrix
+from facebatch.people.evaluation import nearest_centre
 from facebatch.store import Library
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"

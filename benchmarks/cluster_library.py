@@ -22,9 +22,9 @@ import pyarrow as pa
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cluster_scale import synthetic  # noqa: E402
 
-from facebatch.clustering import ClusterSettings, cluster_library, read_assignments  # noqa: E402
-from facebatch.export import ExportSettings, export_tags  # noqa: E402
-from facebatch.labels import face_tags, label_cluster, people  # noqa: E402
+from facebatch.people.clustering import ClusterSettings, cluster_library, read_assignments  # noqa: E402
+from facebatch.exports.tags import ExportSettings, export_tags  # noqa: E402
+from facebatch.people.labels import face_tags, label_cluster, people  # noqa: E402
 from facebatch.schema import FACES_SCHEMA, PHOTOS_SCHEMA  # noqa: E402
 from facebatch.store import Library  # noqa: E402
 

@@ -22,8 +22,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cluster_common import DATASETS, Faces, library_faces  # noqa: E402
 
-from facebatch.clustering import ClusterSettings, cluster_faces  # noqa: E402
-from facebatch.evaluation import cluster_report  # noqa: E402
+from facebatch.people.clustering import ClusterSettings, cluster_faces  # noqa: E402
+from facebatch.people.evaluation import cluster_report  # noqa: E402
 from facebatch.store import Library  # noqa: E402
 
 

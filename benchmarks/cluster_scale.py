@@ -60,8 +60,8 @@ def synthetic(n_faces: int, lfw: Path, seed: int = 0) -> tuple[np.ndarray, np.nd
 
 
 def one(args: argparse.Namespace) -> None:
-    from facebatch.clustering import ClusterSettings, run_hdbscan
-    from facebatch.evaluation import cluster_report
+    from facebatch.people.clustering import ClusterSettings, run_hdbscan
+    from facebatch.people.evaluation import cluster_report
 
     x, truth = synthetic(args.n, args.lfw)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -93,7 +93,7 @@ def main() -> None:
     if args.one:
         one(args)
         return
-    from facebatch.clustering import KNN_MIN_FACES
+    from facebatch.people.clustering import KNN_MIN_FACES
 
     print("| faces | PCA dims | search | seconds | peak RSS MB | pairwise F | BCubed F | coverage |")
     print("|---|---|---|---|---|---|---|---|", flush=True)

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 
 from facebatch.config import DetectionSettings
-from facebatch.detection import FaceDetector
+from facebatch.models.detection import FaceDetector
 from facebatch.imageload import decode_photo, read_photo_bytes
-from facebatch.scan import iou
+from facebatch.scan.driver import iou
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 

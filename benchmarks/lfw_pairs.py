@@ -56,14 +56,14 @@ from PIL import Image
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 
-from facebatch.clustering import embeddings_matrix  # noqa: E402
-from facebatch.embedding import ALIGNED_SIZE, INPUT_SIZE, FaceEmbedder, face_crop  # noqa: E402
-from facebatch.evaluation import verification_report  # noqa: E402
+from facebatch.people.clustering import embeddings_matrix  # noqa: E402
+from facebatch.models.embedding import ALIGNED_SIZE, INPUT_SIZE, FaceEmbedder, face_crop  # noqa: E402
+from facebatch.people.evaluation import verification_report  # noqa: E402
 from facebatch.imageload import DecodedPhoto, decode_photo, read_photo_bytes  # noqa: E402
 from facebatch.store import Library  # noqa: E402
-from facebatch.verification import central_face  # noqa: E402
-from facebatch.detection import Face  # noqa: E402
-from facebatch.weights import resolve_weights  # noqa: E402
+from facebatch.people.verification import central_face  # noqa: E402
+from facebatch.models.detection import Face  # noqa: E402
+from facebatch.models.weights import resolve_weights  # noqa: E402
 
 DATASET = PROJECT.parent / "shared" / "datasets" / "lfw-dev"
 

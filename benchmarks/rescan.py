@@ -24,11 +24,11 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from facebatch.embedding import model_tag
-from facebatch.pipeline import face_id
+from facebatch.models.embedding import model_tag
+from facebatch.scan.pipeline import face_id
 from facebatch.schema import FACES_SCHEMA, PHOTOS_SCHEMA
 from facebatch.store import Library
-from facebatch.weights import resolve_weights
+from facebatch.models.weights import resolve_weights
 
 PART = 256
 

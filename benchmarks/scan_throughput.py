@@ -101,7 +101,7 @@ def run_naive(folder: Path) -> dict[str, list[list[float]]]:
     import torch
     from facenet_pytorch import MTCNN, InceptionResnetV1
 
-    from facebatch.weights import resolve_weights
+    from facebatch.models.weights import resolve_weights
 
     mtcnn = MTCNN(keep_all=True)
     resnet = InceptionResnetV1().eval()
@@ -227,10 +227,10 @@ def ceiling(batch_size: int) -> tuple[float, float]:
     import torch
 
     from facebatch.config import DEFAULT_DETECT_MAX_SIDE, DetectionSettings
-    from facebatch.detection import FaceDetector
-    from facebatch.embedding import FaceEmbedder
+    from facebatch.models.detection import FaceDetector
+    from facebatch.models.embedding import FaceEmbedder
     from facebatch.imageload import DecodedPhoto
-    from facebatch.weights import resolve_weights
+    from facebatch.models.weights import resolve_weights
 
     torch.set_num_threads(os.cpu_count() or 1)
     embedder = FaceEmbedder(resolve_weights(), batch_size=batch_size)

@@ -145,7 +145,7 @@ def scan(
         facebatch scan /photos --exclude '*/trash/*' --scheduler tcp://10.0.0.5:8786
     """
     from facebatch.progress import ProgressBar
-    from facebatch.scan import scan as run_scan
+    from facebatch.scan.driver import scan as run_scan
 
     config = ScanConfig(
         roots=folders,
@@ -214,8 +214,8 @@ def verify(
         facebatch verify passport.jpg selfie.jpg
         facebatch verify group.jpg portrait.jpg --face 3 --face 0 --json
     """
-    from facebatch.verification import DEFAULT_THRESHOLD, EXIT_DIFFERENT, EXIT_ERROR, EXIT_SAME, build_pipeline
-    from facebatch.verification import verify as run_verify
+    from facebatch.people.verification import DEFAULT_THRESHOLD, EXIT_DIFFERENT, EXIT_ERROR, EXIT_SAME, build_pipeline
+    from facebatch.people.verification import verify as run_verify
 
     if len(face_index) > 2:
         raise FacebatchError("--face is given at most twice (photo A, photo B)", exit_code=EXIT_ERROR)
@@ -277,7 +277,7 @@ def eval_pairs(
         facebatch eval pairs pairs.csv --json > lfw.json
     """
     from facebatch.progress import ProgressBar
-    from facebatch.verification import build_pipeline, evaluate_pairs, read_pairs
+    from facebatch.people.verification import build_pipeline, evaluate_pairs, read_pairs
 
     if batch_size < 1:
         raise FacebatchError(f"--batch-size must be at least 1, got {batch_size}", exit_code=2)
@@ -325,8 +325,8 @@ def cluster(
         facebatch cluster
         facebatch scan ~/Pictures/2024 && facebatch cluster
     """
-    from facebatch.clustering import ClusterSettings, cluster_library
-    from facebatch.labels import build_view
+    from facebatch.people.clustering import ClusterSettings, cluster_library
+    from facebatch.people.labels import build_view
 
     given = {"min_cluster_size": min_cluster_size, "min_samples": min_samples, "method": method,
              "epsilon": epsilon, "pca_dims": pca_dims, "min_face_size": min_face_size}
@@ -356,7 +356,7 @@ def list_clusters(library: Path, limit: int, examples: int) -> None:
     """
     import numpy as np
 
-    from facebatch.labels import build_view
+    from facebatch.people.labels import build_view
 
     lib = _library(library)
     view = build_view(lib)
@@ -407,7 +407,7 @@ def label_cluster_command(library: Path, cluster_id: int, name: str) -> None:
         facebatch label cluster 12 Alice
         facebatch label cluster 7 "Zoë van der Berg"
     """
-    from facebatch.labels import label_cluster
+    from facebatch.people.labels import label_cluster
 
     click.echo(label_cluster(_library(library), cluster_id, name))
 
@@ -426,7 +426,7 @@ def label_face_command(library: Path, face_id: str, name: str, negative: bool) -
         facebatch label face 3f2a9c0d1e4b5a67 Bob
         facebatch label face 3f2a9c0d1e4b5a67 --not Alice
     """
-    from facebatch.labels import label_face
+    from facebatch.people.labels import label_face
 
     click.echo(label_face(_library(library), face_id, name, negative))
 
@@ -442,7 +442,7 @@ def merge(library: Path, cluster_ids: tuple[int, ...]) -> None:
     Example:
         facebatch merge 12 31
     """
-    from facebatch.labels import merge_clusters
+    from facebatch.people.labels import merge_clusters
 
     click.echo(merge_clusters(_library(library), list(cluster_ids)))
 
@@ -470,7 +470,7 @@ def ignore_cluster_command(library: Path, cluster_id: int, undo: bool) -> None:
     Example:
         facebatch ignore cluster 7
     """
-    from facebatch.labels import ignore_cluster
+    from facebatch.people.labels import ignore_cluster
 
     click.echo(ignore_cluster(_library(library), cluster_id, undo))
 
@@ -485,10 +485,10 @@ def people(library: Path) -> None:
     Example:
         facebatch people
     """
-    from facebatch.labels import people as list_people
+    from facebatch.people.labels import people as list_people
 
     lib = _library(library)
-    from facebatch.clustering import require_clusters
+    from facebatch.people.clustering import require_clusters
 
     require_clusters(lib)
     found = list_people(lib)
@@ -516,8 +516,8 @@ def export_command(library: Path, output: str, fmt: str | None, only_named: bool
         facebatch export tags.json
         facebatch export tags.parquet --only-named --min-confidence 0.5
     """
-    from facebatch.clustering import require_clusters
-    from facebatch.export import FORMATS, ExportSettings, export_tags
+    from facebatch.people.clustering import require_clusters
+    from facebatch.exports.tags import FORMATS, ExportSettings, export_tags
 
     suffix = Path(output).suffix.lstrip(".").lower()
     settings = ExportSettings(
@@ -549,8 +549,8 @@ def eval_clusters(library: Path, truth_csv: str, root: str, as_json: bool) -> No
         facebatch cluster && facebatch eval clusters truth.csv --root ~/Pictures
         facebatch eval clusters lfw/manifest.csv --root lfw/images --json
     """
-    from facebatch.clustering import read_assignments, require_clusters
-    from facebatch.evaluation import evaluate_library_clusters, read_truth
+    from facebatch.people.clustering import read_assignments, require_clusters
+    from facebatch.people.evaluation import evaluate_library_clusters, read_truth
 
     truth = read_truth(Path(truth_csv))
     lib = _library(library)
@@ -580,7 +580,7 @@ def report(library: Path, out: str | None, quiet: bool) -> None:
         facebatch report --out ~/people-site
     """
     from facebatch.progress import ProgressBar
-    from facebatch.report import write_report
+    from facebatch.review.report import write_report
 
     bar = ProgressBar(enabled=False if quiet else None, unit="thumbnails")
     try:
@@ -602,7 +602,7 @@ def show() -> None:
 
 
 def _contact_sheet(library: Path, pick: Callable[[Any], list], title: str, out: str) -> None:
-    from facebatch.report import collect, write_contact_sheet
+    from facebatch.review.report import collect, write_contact_sheet
 
     lib = _library(library)
     click.echo(write_contact_sheet(lib, pick(collect(lib)), title, Path(out)))
@@ -620,7 +620,7 @@ def show_cluster(library: Path, cluster_id: int, output: str) -> None:
     Example:
         facebatch show cluster 12 -o c12.jpg
     """
-    from facebatch.report import faces_of_cluster
+    from facebatch.review.report import faces_of_cluster
 
     _contact_sheet(library, lambda site: faces_of_cluster(site, cluster_id), f"Cluster {cluster_id}", output)
 
@@ -637,7 +637,7 @@ def show_person(library: Path, name: str, output: str) -> None:
     Example:
         facebatch show person "Grace Hopper" -o grace.png
     """
-    from facebatch.report import faces_of_person
+    from facebatch.review.report import faces_of_person
 
     _contact_sheet(library, lambda site: faces_of_person(site, name), name, output)
 
@@ -664,9 +664,9 @@ def identify(
         facebatch identify new-photo.jpg
         facebatch identify party.jpg --top-k 5 --json
     """
-    from facebatch.labels import DEFAULT_SUGGEST_DISTANCE
-    from facebatch.recognition import identify as run_identify
-    from facebatch.verification import build_pipeline
+    from facebatch.people.labels import DEFAULT_SUGGEST_DISTANCE
+    from facebatch.people.recognition import identify as run_identify
+    from facebatch.people.verification import build_pipeline
 
     limit = DEFAULT_SUGGEST_DISTANCE if threshold is None else threshold
     faces = run_identify(_library(library), build_pipeline(weights, device), photo, top_k, limit)

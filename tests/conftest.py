@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import csv
+import zlib
+from datetime import datetime, timezone
 from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
 
 import pytest
 from click.testing import CliRunner, Result
 
 from facebatch.cli import cli
+from facebatch.schema import FACES_SCHEMA, PHOTOS_SCHEMA
+from facebatch.store import Library
 
 PROJECT = Path(__file__).resolve().parents[1]
 SAMPLE_DATA = PROJECT / "sample_data"
@@ -32,3 +39,47 @@ def hard_manifest(hard: Path) -> list[dict[str, str]]:
 def run(*args: object, env: dict[str, str] | None = None) -> Result:
     """The CLI in-process, as a user would type it (arguments may be paths)."""
     return CliRunner().invoke(cli, [str(a) for a in args], env=env)
+
+
+# --------------------------------------------------------------------------- synthetic libraries
+# Libraries of made-up embeddings, one face per photo, for the people/exports/review tests.
+
+MODEL = "test-model@000000000000"
+
+
+def person_centres(n: int, seed: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    c = rng.normal(size=(n, 512))
+    return c / np.linalg.norm(c, axis=1, keepdims=True)
+
+
+def add_photos(lib: Library, people: dict[str, int], centres: dict[str, np.ndarray], tag: str, seed: int = 0) -> list[str]:
+    """One photo per face: `people` maps a name to how many new photos of them. Returns face ids
+    in order. Face ids and paths are derived from the name, tag and index, so they are stable."""
+    # crc32, not hash(): str hashes change with every process (PYTHONHASHSEED), and a rare draw
+    # splits a person into two leaf clusters, so the data must be the same on every run.
+    rng = np.random.default_rng(zlib.crc32(f"{tag}/{seed}".encode()))
+    now = datetime.now(timezone.utc)
+    photo_rows, face_rows = [], {name: [] for name in FACES_SCHEMA.names}
+    face_ids = []
+    for name, count in people.items():
+        for k in range(count):
+            photo_id = f"p-{name}-{tag}-{k}"
+            path = f"/photos/{tag}/{name}/{k}.jpg"
+            photo_rows.append({"photo_id": photo_id, "path": path, "size_bytes": 10, "mtime": 1, "width": 200,
+                               "height": 100, "n_faces": 1, "status": "ok", "scanned_at": now})
+            v = centres[name] + 0.03 * rng.normal(size=512)
+            face_id = f"f-{name}-{tag}-{k}"
+            face_ids.append(face_id)
+            for key, value in (("face_id", face_id), ("photo_id", photo_id), ("path", path), ("face_index", 0),
+                               ("box", [20.0, 10.0, 60.0, 50.0]), ("score", 0.99), ("landmarks", [5.0] * 10),
+                               ("embedding", (v / np.linalg.norm(v)).astype(np.float32)), ("model", MODEL)):
+                face_rows[key].append(value)
+    lib.write_shard(pa.Table.from_pylist(photo_rows, PHOTOS_SCHEMA), pa.table(face_rows).cast(FACES_SCHEMA),
+                    {"kind": "test"}, MODEL)
+    return face_ids
+
+
+def scan_quietly(library: Path, folder: Path) -> None:
+    result = run("--library", library, "scan", "-q", folder)
+    assert result.exit_code == 0, result.output

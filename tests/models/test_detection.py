@@ -1,4 +1,4 @@
-"""facebatch.detection: MTCNN in channels-last layout finds exactly what the stock layout finds."""
+"""facebatch.models.detection: MTCNN in channels-last layout finds exactly what the stock layout finds."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 
 from conftest import SAMPLE_DATA
 from facebatch.config import DetectionSettings
-from facebatch.detection import FaceDetector
+from facebatch.models.detection import FaceDetector
 from facebatch.imageload import decode_photo
 
 PHOTOS = ["groups/situation_room_2011.jpg", "people/barack_obama/1.jpg", "people/eileen_collins/1.png"]

@@ -243,7 +243,7 @@ def convert_facenet_graph(pb: Path) -> dict[str, torch.Tensor]:
     """facenet-pytorch InceptionResnetV1 state dict (no logits head) from the frozen graph."""
     import torch
 
-    from facebatch.tfgraph import GraphFormatError, Node, read_graph
+    from facebatch.models.tfgraph import GraphFormatError, Node, read_graph
 
     try:
         graph = read_graph(pb)

@@ -1,4 +1,4 @@
-"""Tests for facebatch.discovery: walking, filtering, links, and every way a folder can be odd."""
+"""Tests for facebatch.scan.discovery: walking, filtering, links, and every way a folder can be odd."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from conftest import dataset, hard_manifest
 from facebatch import discovery
-from facebatch.discovery import HEIF_EXTENSIONS, PHOTO_EXTENSIONS, Discovery, PhotoFile, discover
+from facebatch.scan.discovery import HEIF_EXTENSIONS, PHOTO_EXTENSIONS, Discovery, PhotoFile, discover
 from facebatch.errors import FacebatchError
 
 

@@ -16,12 +16,12 @@ from PIL import Image
 
 from conftest import PROJECT, run
 from facebatch import report
-from facebatch.clustering import ClusterSettings, cluster_library
-from facebatch.labels import label_cluster
+from facebatch.people.clustering import ClusterSettings, cluster_library
+from facebatch.people.labels import label_cluster
 from facebatch.schema import FACES_SCHEMA, PHOTOS_SCHEMA
 from facebatch.store import Library
-from facebatch.thumbnails import MISSING_NAME, THUMBNAIL_SIZE, thumbnail_path
-from test_clustering import MODEL, person_centres
+from facebatch.review.thumbnails import MISSING_NAME, THUMBNAIL_SIZE, thumbnail_path
+from conftest import MODEL, person_centres
 
 PEOPLE = {"ann": 12, "bob": 7, "cat": 5}
 

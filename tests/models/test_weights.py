@@ -1,4 +1,4 @@
-"""facebatch.weights: graph conversion matches OpenCV DNN; caching, checksums and errors."""
+"""facebatch.models.weights: graph conversion matches OpenCV DNN; caching, checksums and errors."""
 
 from __future__ import annotations
 
@@ -132,7 +132,7 @@ def test_casia_lands_in_facebatch_home(home: Path) -> None:
 
 def test_verified_weights_resolve_without_importing_torch(home: Path) -> None:
     # scan's driver only hands the path on: torch's import and exit cost 2-3 s it does not need.
-    code = ("import sys; import facebatch.cli, facebatch.scan; from facebatch.weights import resolve_weights; "
+    code = ("import sys; import facebatch.cli, facebatch.scan.driver; from facebatch.models.weights import resolve_weights; "
             "print(resolve_weights().tag, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "FACEBATCH_HOME": str(home)}).stdout

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SAMPLE_DATA, run
-from facebatch.labels import label_face
+from facebatch.people.labels import label_face
 from facebatch.store import Library
 
 

@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from facebatch.config import DetectionSettings, check_device
-from facebatch.detection import Face
+from facebatch.models.detection import Face
 from facebatch.errors import FacebatchError, PhotoError
-from facebatch.evaluation import DEFAULT_FAR, DEFAULT_FOLDS, VerificationReport, nearest_centre, verification_report
+from facebatch.people.evaluation import DEFAULT_FAR, DEFAULT_FOLDS, VerificationReport, nearest_centre, verification_report
 from facebatch.imageload import read_photo_bytes
-from facebatch.pipeline import FacePipeline, PipelineBuilder, pipeline_for
-from facebatch.weights import DEFAULT_WEIGHTS, resolve_weights
+from facebatch.scan.pipeline import FacePipeline, PipelineBuilder, pipeline_for
+from facebatch.models.weights import DEFAULT_WEIGHTS, resolve_weights
 
 # Euclidean distance between two L2-normalised casia-webface embeddings at or below which two
 # faces are called the same person: the best-accuracy threshold on lfw-dev (6,000 pairs, 10 folds

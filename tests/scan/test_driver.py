@@ -13,9 +13,9 @@ import pyarrow as pa
 from conftest import PROJECT
 
 from facebatch.config import ScanConfig
-from facebatch.discovery import PhotoFile
+from facebatch.scan.discovery import PhotoFile
 from facebatch.progress import format_seconds, render
-from facebatch.scan import ScanSummary, dask_client, keep_face_ids, plan_scan, shard_files
+from facebatch.scan.driver import ScanSummary, dask_client, keep_face_ids, plan_scan, shard_files
 from facebatch.schema import PHOTOS_SCHEMA
 
 

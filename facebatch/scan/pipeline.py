@@ -19,13 +19,13 @@ import numpy as np
 import pyarrow as pa
 
 from facebatch.config import DetectionSettings
-from facebatch.detection import Face, FaceDetector
-from facebatch.discovery import PhotoFile
-from facebatch.embedding import INPUT_SIZE, FaceEmbedder, face_crop, needed_long_side
+from facebatch.models.detection import Face, FaceDetector
+from facebatch.scan.discovery import PhotoFile
+from facebatch.models.embedding import INPUT_SIZE, FaceEmbedder, face_crop, needed_long_side
 from facebatch.errors import PhotoError
 from facebatch.imageload import DecodedPhoto, decode_photo, read_photo_bytes
 from facebatch.schema import FACES_SCHEMA, PHOTOS_SCHEMA, STATUS_ERROR, STATUS_NO_FACES, STATUS_OK
-from facebatch.weights import Weights
+from facebatch.models.weights import Weights
 
 STAGES = ("read", "decode", "detect", "crop", "embed")
 

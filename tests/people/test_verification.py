@@ -12,10 +12,10 @@ import re
 import pytest
 from PIL import Image
 
-from facebatch.detection import Face
+from facebatch.models.detection import Face
 from facebatch.errors import FacebatchError
 from facebatch import verification
-from facebatch.verification import DEFAULT_THRESHOLD, central_face, embed_central_faces, prominent_face, read_pairs
+from facebatch.people.verification import DEFAULT_THRESHOLD, central_face, embed_central_faces, prominent_face, read_pairs
 
 from conftest import SAMPLE_DATA, run
 

@@ -4,7 +4,7 @@
     LIBRARY/clusters.json      run counter, the next never-used cluster number, the settings used
 
 Both are derived state: `cluster` rewrites them whole. What the user said about faces (names,
-"not", merges, ignores) lives in LIBRARY/labels.parquet (facebatch.labels), which clustering only
+"not", merges, ignores) lives in LIBRARY/labels.parquet (facebatch.people.labels), which clustering only
 reads, so every fact survives every re-run and every renumbering.
 
 Stable numbers: after HDBSCAN, each new cluster is matched to the old cluster it shares most faces
@@ -389,7 +389,7 @@ class ClusterSummary:
 
 def cluster_library(library: Library, settings: ClusterSettings) -> ClusterSummary:
     """Cluster every live face, keep the numbers of unchanged groups, re-apply the user's merges."""
-    from facebatch.labels import apply_merges, read_labels
+    from facebatch.people.labels import apply_merges, read_labels
 
     require_library(library)
     started = time.monotonic()

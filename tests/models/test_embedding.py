@@ -1,4 +1,4 @@
-"""facebatch.embedding: the embedder's channels-last batches give the stock model's embeddings."""
+"""facebatch.models.embedding: the embedder's channels-last batches give the stock model's embeddings."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import torch
 
 from conftest import SAMPLE_DATA
 from facebatch.config import DetectionSettings
-from facebatch.detection import FaceDetector
-from facebatch.embedding import FaceEmbedder, face_crop, to_input
+from facebatch.models.detection import FaceDetector
+from facebatch.models.embedding import FaceEmbedder, face_crop, to_input
 from facebatch.imageload import decode_photo
-from facebatch.weights import load_embedding_model, resolve_weights
+from facebatch.models.weights import load_embedding_model, resolve_weights
 
 
 def real_crops() -> np.ndarray:

@@ -9,12 +9,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import run
-from facebatch.clustering import ClusterSettings, cluster_library, read_assignments
+from facebatch.people.clustering import ClusterSettings, cluster_library, read_assignments
 from facebatch.errors import FacebatchError
-from facebatch.export import ExportSettings, export_tags
-from facebatch.labels import ignore_cluster, label_cluster, label_face
+from facebatch.exports.tags import ExportSettings, export_tags
+from facebatch.people.labels import ignore_cluster, label_cluster, label_face
 from facebatch.store import Library
-from test_clustering import MODEL, add_photos, person_centres
+from conftest import MODEL, add_photos, person_centres
 
 
 @pytest.fixture
@@ -89,7 +89,7 @@ def test_a_failed_export_leaves_the_old_file_and_no_temp(lib, tmp_path, monkeypa
         yield '{"photos": ['
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("facebatch.export._json_document", boom)
+    monkeypatch.setattr("facebatch.exports.tags._json_document", boom)
     with pytest.raises(FacebatchError, match="cannot write .*tags.json: No space left on device"):
         export_tags(lib, ExportSettings(output=out))
     assert out.read_text() == "old"

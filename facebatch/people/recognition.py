@@ -13,12 +13,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from facebatch.detection import Face
+from facebatch.models.detection import Face
 from facebatch.errors import FacebatchError
-from facebatch.labels import DEFAULT_SUGGEST_DISTANCE, named_faces
-from facebatch.pipeline import FacePipeline
+from facebatch.people.labels import DEFAULT_SUGGEST_DISTANCE, named_faces
+from facebatch.scan.pipeline import FacePipeline
 from facebatch.store import Library
-from facebatch.verification import EXIT_ERROR, photo_faces, embed_crops
+from facebatch.people.verification import EXIT_ERROR, photo_faces, embed_crops
 
 
 @dataclass(frozen=True)

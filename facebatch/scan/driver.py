@@ -21,13 +21,13 @@ from typing import Any
 import pyarrow as pa
 
 from facebatch.config import DEFAULT_SHARD_SIZE, ScanConfig
-from facebatch.discovery import Discovery, PhotoFile, discover
-from facebatch.embedding import model_tag
+from facebatch.scan.discovery import Discovery, PhotoFile, discover
+from facebatch.models.embedding import model_tag
 from facebatch.errors import FacebatchError, PhotoError
-from facebatch.pipeline import PipelineBuilder, ShardResult, photo_row, run_shard
+from facebatch.scan.pipeline import PipelineBuilder, ShardResult, photo_row, run_shard
 from facebatch.schema import FACES_SCHEMA, LIVE_STATUSES, PHOTOS_SCHEMA, STATUS_ERROR, STATUS_GONE
 from facebatch.store import Library
-from facebatch.weights import resolve_weights
+from facebatch.models.weights import resolve_weights
 
 logger = logging.getLogger(__name__)
 

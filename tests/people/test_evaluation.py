@@ -8,9 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from conftest import run
-from test_clustering import MODEL
-from facebatch.evaluation import (
+from conftest import MODEL, run
+from facebatch.people.evaluation import (
     PRF,
     accuracy_at,
     bcubed_prf,
@@ -256,7 +255,7 @@ CLUSTERS = {"fa1": 1, "fa2": 1, "fx": 1, "fb1": 2, "fb2": -1}
 
 
 def test_evaluate_library_clusters_by_hand(labelled_library):
-    from facebatch.evaluation import evaluate_library_clusters, read_truth
+    from facebatch.people.evaluation import evaluate_library_clusters, read_truth
 
     library, root, truth = labelled_library
     result = evaluate_library_clusters(library, read_truth(truth), root, CLUSTERS)
@@ -273,11 +272,11 @@ def test_evaluate_library_clusters_by_hand(labelled_library):
 def test_eval_clusters_cli(labelled_library, monkeypatch):
     import json
 
-    import facebatch.clustering
+    import facebatch.people.clustering
 
     library, root, truth = labelled_library
-    monkeypatch.setattr(facebatch.clustering, "require_clusters", lambda lib: None)
-    monkeypatch.setattr(facebatch.clustering, "read_assignments", lambda lib: CLUSTERS)
+    monkeypatch.setattr(facebatch.people.clustering, "require_clusters", lambda lib: None)
+    monkeypatch.setattr(facebatch.people.clustering, "read_assignments", lambda lib: CLUSTERS)
     args = ["--library", str(library.root), "eval", "clusters", str(truth), "--root", str(root)]
     result = run(*args)
     assert result.exit_code == 0, result.output
@@ -304,7 +303,7 @@ def test_eval_clusters_needs_clusters(labelled_library):
 
 def test_read_truth(tmp_path):
     from facebatch.errors import FacebatchError
-    from facebatch.evaluation import read_truth
+    from facebatch.people.evaluation import read_truth
 
     plain = tmp_path / "plain.csv"
     plain.write_text("x/1.jpg,ann\n\nx/2.jpg, bob\n")

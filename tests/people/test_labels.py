@@ -8,9 +8,9 @@ import pyarrow.compute as pc
 import pytest
 
 from conftest import dataset, run
-from facebatch.clustering import ClusterSettings, cluster_library, read_assignments
+from facebatch.people.clustering import ClusterSettings, cluster_library, read_assignments
 from facebatch.errors import FacebatchError
-from facebatch.labels import (
+from facebatch.people.labels import (
     build_view,
     clean_name,
     face_tags,
@@ -23,7 +23,7 @@ from facebatch.labels import (
     read_labels,
 )
 from facebatch.store import Library
-from test_clustering import MODEL, add_photos, person_centres, scan_quietly
+from conftest import MODEL, add_photos, person_centres, scan_quietly
 
 NAMES = ["ann", "bob", "cat", "dan", "eve", "gus1", "gus2"]
 

@@ -33,7 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from facebatch.clustering import (
+from facebatch.people.clustering import (
     UNCLUSTERED,
     ClusterState,
     embeddings_matrix,

@@ -17,7 +17,7 @@ from PIL import Image
 
 from facebatch.imageload import DecodedPhoto
 from facebatch.schema import EMBEDDING_DIM
-from facebatch.weights import Weights, load_embedding_model
+from facebatch.models.weights import Weights, load_embedding_model
 
 if TYPE_CHECKING:
     import torch  # imported where used: scan's driver imports this module and never needs torch

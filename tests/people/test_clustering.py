@@ -12,8 +12,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from conftest import dataset, run
-from facebatch.clustering import (
+from conftest import MODEL, add_photos, dataset, person_centres, run, scan_quietly
+from facebatch.people.clustering import (
     ClusterSettings,
     cluster_faces,
     cluster_library,
@@ -27,46 +27,6 @@ from facebatch.clustering import (
 from facebatch.errors import FacebatchError
 from facebatch.schema import FACES_SCHEMA, PHOTOS_SCHEMA
 from facebatch.store import Library
-
-MODEL = "test-model@000000000000"
-
-
-# --------------------------------------------------------------------------- synthetic libraries
-# Shared with test_labels.py and test_export.py.
-
-
-def person_centres(n: int, seed: int = 1) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    c = rng.normal(size=(n, 512))
-    return c / np.linalg.norm(c, axis=1, keepdims=True)
-
-
-def add_photos(lib: Library, people: dict[str, int], centres: dict[str, np.ndarray], tag: str, seed: int = 0) -> list[str]:
-    """One photo per face: `people` maps a name to how many new photos of them. Returns face ids
-    in order. Face ids and paths are derived from the name, tag and index, so they are stable."""
-    # crc32, not hash(): str hashes change with every process (PYTHONHASHSEED), and a rare draw
-    # splits a person into two leaf clusters, so the data must be the same on every run.
-    rng = np.random.default_rng(zlib.crc32(f"{tag}/{seed}".encode()))
-    now = datetime.now(timezone.utc)
-    photo_rows, face_rows = [], {name: [] for name in FACES_SCHEMA.names}
-    face_ids = []
-    for name, count in people.items():
-        for k in range(count):
-            photo_id = f"p-{name}-{tag}-{k}"
-            path = f"/photos/{tag}/{name}/{k}.jpg"
-            photo_rows.append({"photo_id": photo_id, "path": path, "size_bytes": 10, "mtime": 1, "width": 200,
-                               "height": 100, "n_faces": 1, "status": "ok", "scanned_at": now})
-            v = centres[name] + 0.03 * rng.normal(size=512)
-            face_id = f"f-{name}-{tag}-{k}"
-            face_ids.append(face_id)
-            for key, value in (("face_id", face_id), ("photo_id", photo_id), ("path", path), ("face_index", 0),
-                               ("box", [20.0, 10.0, 60.0, 50.0]), ("score", 0.99), ("landmarks", [5.0] * 10),
-                               ("embedding", (v / np.linalg.norm(v)).astype(np.float32)), ("model", MODEL)):
-                face_rows[key].append(value)
-    lib.write_shard(pa.Table.from_pylist(photo_rows, PHOTOS_SCHEMA), pa.table(face_rows).cast(FACES_SCHEMA),
-                    {"kind": "test"}, MODEL)
-    return face_ids
-
 
 NAMES = ["ann", "bob", "cat", "dan", "eve", "fay"]
 
@@ -128,9 +88,9 @@ def test_the_knn_graph_path_finds_the_same_clusters(monkeypatch):
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     settings = ClusterSettings(pca_dims=0)
     exact, _ = run_hdbscan(x, settings)
-    monkeypatch.setattr("facebatch.clustering.KNN_MIN_FACES", 10)
+    monkeypatch.setattr("facebatch.people.clustering.KNN_MIN_FACES", 10)
     graph, _ = run_hdbscan(x, settings)
-    from facebatch.evaluation import pairwise_prf
+    from facebatch.people.evaluation import pairwise_prf
 
     assert pairwise_prf(exact.tolist(), graph).f == 1.0
     assert len(set(graph[:180].tolist())) == 30
@@ -294,7 +254,7 @@ def lfw_truth(lib: Library, lfw: Path) -> tuple[list[str], list[int]]:
 
 
 def report(name: str, truth: list[str], predicted: list[int]) -> tuple[float, float, float]:
-    from facebatch.evaluation import bcubed_prf, pairwise_prf
+    from facebatch.people.evaluation import bcubed_prf, pairwise_prf
 
     pw, bc = pairwise_prf(truth, predicted), bcubed_prf(truth, predicted)
     coverage = float((np.array(predicted) >= 0).mean())
@@ -302,10 +262,6 @@ def report(name: str, truth: list[str], predicted: list[int]) -> tuple[float, fl
           f"BCubed F {bc.f:.3f}, coverage {coverage:.3f}")
     return pw.f, bc.f, coverage
 
-
-def scan_quietly(library: Path, folder: Path) -> None:
-    result = run("--library", library, "scan", "-q", folder)
-    assert result.exit_code == 0, result.output
 
 
 @pytest.fixture(scope="session")
@@ -344,7 +300,7 @@ def test_lfw_full_clusters_by_person(tmp_path):
 def test_approximate_neighbours_match_exact_ones(monkeypatch):
     """Big libraries take their neighbour graph from faiss: same graph, up to a few missed edges."""
     pytest.importorskip("faiss", reason="faiss-cpu is the optional 'large' extra")
-    import facebatch.clustering as clustering
+    import facebatch.people.clustering as clustering
 
     rng = np.random.default_rng(3)
     centres = person_centres(300, seed=4)
@@ -361,6 +317,6 @@ def test_approximate_neighbours_match_exact_ones(monkeypatch):
     exact = clustering.run_hdbscan(x, ClusterSettings(pca_dims=0))[0]
     monkeypatch.setattr(clustering, "ANN_MIN_FACES", 1000)
     approx = clustering.run_hdbscan(x, ClusterSettings(pca_dims=0))[0]
-    from facebatch.evaluation import pairwise_prf
+    from facebatch.people.evaluation import pairwise_prf
 
     assert pairwise_prf(truth.tolist(), approx).f >= pairwise_prf(truth.tolist(), exact).f - 0.02

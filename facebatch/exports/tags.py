@@ -18,7 +18,7 @@ from typing import Any
 import pyarrow as pa
 
 from facebatch.errors import FacebatchError
-from facebatch.labels import DEFAULT_SUGGEST_DISTANCE, STATUS_UNKNOWN, face_tags
+from facebatch.people.labels import DEFAULT_SUGGEST_DISTANCE, STATUS_UNKNOWN, face_tags
 from facebatch.schema import LIVE_STATUSES
 from facebatch.store import Library, atomic_file, atomic_write_table
 

@@ -25,9 +25,9 @@ from urllib.parse import quote
 from PIL import Image, ImageDraw, ImageFont
 
 from facebatch.errors import FacebatchError
-from facebatch.labels import build_view, face_tags
+from facebatch.people.labels import build_view, face_tags
 from facebatch.store import Library, atomic_write_bytes
-from facebatch.thumbnails import FaceBox, make_thumbnails
+from facebatch.review.thumbnails import FaceBox, make_thumbnails
 
 FACES_PER_PAGE = 200
 CLUSTERS_PER_INDEX_PAGE = 30
