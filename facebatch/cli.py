@@ -1,13 +1,16 @@
 """The `facebatch` command: a thin click layer over the library.
 
-Options become a frozen config object; library errors (`FacebatchError`) become one line on
-stderr and a non-zero exit, never a traceback.
+Options become frozen, validated config objects; the library returns data and the commands here
+format it. Errors become one line on stderr and an exit code chosen in one place, `EXIT_CODES`,
+from the exception's class: never a traceback.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import os
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -25,26 +28,63 @@ from facebatch.config import (
     ScanConfig,
     library_path,
 )
-from facebatch.errors import FacebatchError
+from facebatch.errors import (
+    DeviceUnavailable,
+    FacebatchError,
+    InputError,
+    LibraryBusy,
+    LibraryDamaged,
+    LibraryMissing,
+    NotFound,
+    OutputError,
+    UsageError,
+)
+
+# Exit codes, by what went wrong (README, "Exit codes"). `verify` adds its own: 0 same person,
+# 1 different people, 2 anything else.
+EXIT_CODES: dict[type[Exception], int] = {
+    UsageError: 1,
+    NotFound: 1,
+    OutputError: 1,
+    InputError: 2,
+    LibraryMissing: 2,
+    LibraryDamaged: 2,
+    DeviceUnavailable: 2,
+    LibraryBusy: 3,
+}
+EXIT_FAILED = 1  # any other FacebatchError, and click's usage errors (a bad option)
 
 
-class UserError(click.ClickException):
-    def __init__(self, error: FacebatchError) -> None:
-        super().__init__(str(error))
-        self.exit_code = error.exit_code
+def exit_code_for(error: Exception) -> int:
+    for cls in type(error).__mro__:
+        if cls in EXIT_CODES:
+            return EXIT_CODES[cls]
+    return EXIT_FAILED
 
 
-def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn library errors into click's one-line `Error: ...` with the error's exit code."""
+class FacebatchGroup(click.Group):
+    """click.Group whose errors, click's own usage errors included, are one line."""
 
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
         try:
-            return command(*args, **kwargs)
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.Exit as done:
+            sys.exit(done.exit_code)
+        except click.UsageError as error:
+            command = error.ctx.command_path if error.ctx else "facebatch"
+            _fail(f"{error.format_message()} (`{command} --help`)", EXIT_FAILED)
+        except click.ClickException as error:
+            _fail(error.format_message(), EXIT_FAILED)
+        except click.exceptions.Abort:
+            _fail("aborted", EXIT_FAILED)
         except FacebatchError as error:
-            raise UserError(error) from None
+            _fail(str(error), exit_code_for(error))
 
-    return wrapper
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(code)
 
 
 def _library(path: Path) -> Any:
@@ -57,10 +97,25 @@ def _library(path: Path) -> Any:
 def _echo_json(obj: Any) -> None:
     import json
 
-    click.echo(json.dumps(obj, indent=2))
+    click.echo(json.dumps(obj, indent=2, ensure_ascii=False))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def with_library(command: Callable[..., Any]) -> Callable[..., Any]:
+    """`--library DIR` after the command too (`facebatch clusters --library X`); it wins over the
+    one before the command and over FACEBATCH_LIBRARY. The command gets the Library."""
+
+    @click.option("--library", "library_option", type=click.Path(file_okay=False), default=None,
+                  help="Library folder [default: ./facebatch-library; env FACEBATCH_LIBRARY].")
+    @click.pass_context
+    @functools.wraps(command)
+    def wrapper(ctx: click.Context, *args: Any, library_option: str | None, **kwargs: Any) -> Any:
+        root = library_path(library_option) if library_option else ctx.find_root().obj
+        return command(_library(root), *args, **kwargs)
+
+    return wrapper
+
+
+@click.group(cls=FacebatchGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option(
     "--library",
     envvar="FACEBATCH_LIBRARY",
@@ -73,96 +128,74 @@ def cli(ctx: click.Context, library: str | None) -> None:
     """Find the people in a photo library.
 
     \b
-    Example:
-        facebatch scan ~/Pictures
-        facebatch --library /nas/faces scan /nas/photos --scheduler tcp://10.0.0.5:8786
+    The whole job:
+        facebatch run ~/Pictures                 scan, cluster, export tags, write the site
+    Step by step:
+        facebatch scan ~/Pictures                detect and embed every face
+        facebatch cluster                        group the faces into people
+        facebatch clusters                       list them (or: facebatch report)
+        facebatch label cluster 12 Alice         name a person once
+        facebatch export tags.json               per-photo tags, names on every photo
+    \b
+    Every command takes --library DIR (before or after the command) or FACEBATCH_LIBRARY.
     """
     ctx.obj = library_path(library)
 
 
-@cli.command()
-@click.argument("folders", nargs=-1, required=True, type=click.Path())
-@click.option("--scheduler", metavar="ADDRESS", help="Use an existing Dask cluster (tcp://host:8786).")
-@click.option("--workers", type=int, help="Local worker processes [default: one per core / threads].")
-@click.option("--threads-per-worker", type=int, default=1, show_default=True, help="Torch threads per local worker.")
-@click.option("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, show_default=True, help="Faces per forward pass.")
-@click.option("--shard-size", type=int, help="Photos per shard [default: 256, fewer for small scans].")
-@click.option(
-    "--detect-size",
-    type=int,
-    default=DEFAULT_DETECT_MAX_SIDE,
-    show_default=True,
-    help="Longest side of the copy faces are detected on.",
-)
-@click.option(
-    "--min-face", type=int, default=DEFAULT_MIN_FACE, show_default=True, help="Smallest face kept (pixels)."
-)
-@click.option(
-    "--min-score", type=float, default=DEFAULT_MIN_SCORE, show_default=True, help="Lowest detection score kept."
-)
-@click.option(
-    "--weights",
-    default="casia-webface",
-    show_default=True,
-    help="casia-webface (offline), vggface2 (downloads) or a state-dict FILE.pt.",
-)
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
-@click.option("--include", multiple=True, metavar="GLOB", help="Only photos matching GLOB (repeatable).")
-@click.option("--exclude", multiple=True, metavar="GLOB", help="Skip photos matching GLOB (repeatable).")
-@click.option("--force", is_flag=True, help="Run the models again on every photo, even unchanged ones.")
-@click.option("--retry-errors", is_flag=True, help="Try again photos that failed last time though unchanged.")
-@click.option("--strict", is_flag=True, help="Exit 1 when any photo failed.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar, no summary; errors only.")
-@click.pass_obj
-@user_errors
-def scan(
-    library: Path,
-    folders: tuple[str, ...],
-    scheduler: str | None,
-    workers: int | None,
-    threads_per_worker: int,
-    batch_size: int,
-    shard_size: int | None,
-    detect_size: int,
-    min_face: int,
-    min_score: float,
-    weights: str,
-    device: str,
-    include: tuple[str, ...],
-    exclude: tuple[str, ...],
-    force: bool,
-    retry_errors: bool,
-    strict: bool,
-    quiet: bool,
-) -> None:
-    """Detect and embed every face under FOLDERS into the library's Parquet tables.
+# --------------------------------------------------------------------------- scanning
 
-    Re-running only looks at new and changed photos; a killed scan resumes where it stopped.
 
-    \b
-    Example:
-        facebatch scan ~/Pictures
-        facebatch scan /photos --exclude '*/trash/*' --scheduler tcp://10.0.0.5:8786
-    """
+def scan_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--scheduler", metavar="ADDRESS", help="Use an existing Dask cluster (tcp://host:8786)."),
+        click.option("--workers", type=int, help="Local worker processes [default: one per core / threads]."),
+        click.option("--threads-per-worker", type=int, default=1, show_default=True, help="Torch threads per local worker."),
+        click.option("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, show_default=True, help="Faces per forward pass."),
+        click.option("--shard-size", type=int, help="Photos per shard [default: 256, fewer for small scans]."),
+        click.option("--detect-size", type=int, default=DEFAULT_DETECT_MAX_SIDE, show_default=True,
+                     help="Longest side of the copy faces are detected on."),
+        click.option("--min-face", type=int, default=DEFAULT_MIN_FACE, show_default=True, help="Smallest face kept (pixels)."),
+        click.option("--min-score", type=float, default=DEFAULT_MIN_SCORE, show_default=True,
+                     help="Lowest detection score kept."),
+        click.option("--weights", default="casia-webface", show_default=True,
+                     help="casia-webface (offline), vggface2 (downloads) or a state-dict FILE.pt."),
+        click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N."),
+        click.option("--include", multiple=True, metavar="GLOB", help="Only photos matching GLOB (repeatable)."),
+        click.option("--exclude", multiple=True, metavar="GLOB", help="Skip photos matching GLOB (repeatable)."),
+        click.option("--force", is_flag=True, help="Run the models again on every photo, even unchanged ones."),
+        click.option("--retry-errors", is_flag=True, help="Try again photos that failed last time though unchanged."),
+        click.option("--strict", is_flag=True, help="Exit 1 when any photo failed."),
+        click.option("-q", "--quiet", is_flag=True, help="No progress bar, no summary; errors only."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _scan_config(library: Any, folders: tuple[str, ...], options: dict[str, Any]) -> ScanConfig:
+    return ScanConfig(
+        roots=folders,
+        library=library.root,
+        weights=options["weights"],
+        detection=DetectionSettings(max_side=options["detect_size"], min_face=options["min_face"],
+                                    min_score=options["min_score"]),
+        batch_size=options["batch_size"],
+        shard_size=options["shard_size"],
+        workers=options["workers"],
+        threads_per_worker=options["threads_per_worker"],
+        scheduler=options["scheduler"],
+        device=options["device"],
+        include=options["include"],
+        exclude=options["exclude"],
+        force=options["force"],
+        retry_errors=options["retry_errors"],
+    )
+
+
+def _run_scan(config: ScanConfig, quiet: bool) -> Any:
     from facebatch.progress import ProgressBar
     from facebatch.scan.driver import scan as run_scan
 
-    config = ScanConfig(
-        roots=folders,
-        library=library,
-        weights=weights,
-        detection=DetectionSettings(max_side=detect_size, min_face=min_face, min_score=min_score),
-        batch_size=batch_size,
-        shard_size=shard_size,
-        workers=workers,
-        threads_per_worker=threads_per_worker,
-        scheduler=scheduler,
-        device=device,
-        include=include,
-        exclude=exclude,
-        force=force,
-        retry_errors=retry_errors,
-    )
     logging.getLogger("distributed").setLevel(logging.ERROR)
     bar = ProgressBar(enabled=False if quiet else None)
     try:
@@ -173,63 +206,379 @@ def scan(
         for warning in summary.warnings:
             click.echo(f"warning: {warning}", err=True)
         click.echo(summary.line())
+    return summary
+
+
+@cli.command()
+@click.argument("folders", nargs=-1, required=True, type=click.Path())
+@scan_options
+@with_library
+def scan(library: Any, folders: tuple[str, ...], strict: bool, quiet: bool, **options: Any) -> None:
+    """Detect and embed every face under FOLDERS into the library's Parquet tables.
+
+    Re-running only looks at new and changed photos; a killed scan resumes where it stopped.
+
+    \b
+    Example:
+        facebatch scan ~/Pictures
+        facebatch scan /photos --exclude '*/trash/*' --scheduler tcp://10.0.0.5:8786
+    """
+    summary = _run_scan(_scan_config(library, folders, options), quiet)
     if strict and summary.failed:
         sys.exit(1)
 
 
-@cli.command()
-@click.argument("photo_a", type=click.Path(dir_okay=False))
-@click.argument("photo_b", type=click.Path(dir_okay=False))
-@click.option(
-    "--face",
-    "face_index",
-    type=click.IntRange(min=0),
-    multiple=True,
-    metavar="N",
-    help="Compare face N (0-based, best detection first) instead of the largest; "
-    "once: both photos, twice: photo A then photo B.",
-)
-@click.option("--threshold", type=float, help="Distance at or below which it is the same person [default: measured on LFW].")
-@click.option("--weights", default="casia-webface", show_default=True, help="casia-webface, vggface2 or a FILE.pt.")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@user_errors
-def verify(
-    photo_a: str,
-    photo_b: str,
-    face_index: tuple[int, ...],
-    threshold: float | None,
-    weights: str,
-    device: str,
-    as_json: bool,
-) -> None:
-    """Is the face in PHOTO_A the same person as the face in PHOTO_B?
+# --------------------------------------------------------------------------- people
 
-    Compares the largest face of each photo. Exit status: 0 same person, 1 different people,
-    2 error (no face found, unreadable photo). The default threshold is chosen for the default
-    casia-webface weights; give --threshold with other weights.
+
+def cluster_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    from facebatch.people.grouping import (
+        DEFAULT_MEMBER_DISTANCE,
+        DEFAULT_MERGE_DISTANCE,
+        DEFAULT_METHOD,
+        DEFAULT_MIN_CLUSTER_SIZE,
+        DEFAULT_MIN_FACE_SIZE,
+        DEFAULT_MIN_SAMPLES,
+        DEFAULT_PCA_DIMS,
+    )
+
+    options = [
+        click.option("--min-cluster-size", type=int, default=DEFAULT_MIN_CLUSTER_SIZE, show_default=True,
+                     help="Smallest group of faces that is a cluster."),
+        click.option("--min-samples", type=int, default=DEFAULT_MIN_SAMPLES, show_default=True,
+                     help="HDBSCAN min_samples: higher leaves more faces out."),
+        click.option("--method", type=click.Choice(["eom", "leaf"]), default=DEFAULT_METHOD, show_default=True,
+                     help="HDBSCAN cluster selection."),
+        click.option("--member-distance", type=float, default=DEFAULT_MEMBER_DISTANCE, show_default=True,
+                     help="A face farther than this from its cluster's centre is not a member."),
+        click.option("--merge-distance", type=float, default=DEFAULT_MERGE_DISTANCE, show_default=True,
+                     help="Clusters whose centres are closer than this are one person."),
+        click.option("--pca-dims", type=int, default=DEFAULT_PCA_DIMS, show_default=True,
+                     help="Dimensions HDBSCAN works in on big libraries; 0: all 512."),
+        click.option("--min-face-size", type=float, default=DEFAULT_MIN_FACE_SIZE, show_default=True,
+                     help="Leave faces smaller than this (pixels, shorter side) unclustered."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _cluster(library: Any, options: dict[str, Any]) -> None:
+    from facebatch.people.clustering import cluster_library
+    from facebatch.people.grouping import GroupingSettings
+    from facebatch.people.view import build_view
+
+    summary = cluster_library(library, GroupingSettings(**options))
+    view = build_view(library)
+    named = sum(1 for c in view.clusters.values() if c.person)
+    click.echo(summary.line() + f"; {named} named")
+    for info in view.clusters.values():
+        if info.conflict:
+            click.echo("conflict: " + info.conflict_line())
+
+
+@cli.command()
+@cluster_options
+@with_library
+def cluster(library: Any, **options: Any) -> None:
+    """Group every face in the library by person.
+
+    Clusters that are the same group of faces as last time keep their number; names, "not",
+    merges, splits and ignores given before are applied again. No photo is opened.
 
     \b
     Example:
-        facebatch verify passport.jpg selfie.jpg
-        facebatch verify group.jpg portrait.jpg --face 3 --face 0 --json
+        facebatch cluster
+        facebatch scan ~/Pictures/2024 && facebatch cluster
     """
-    from facebatch.people.verification import DEFAULT_THRESHOLD, EXIT_DIFFERENT, EXIT_ERROR, EXIT_SAME, build_pipeline
-    from facebatch.people.verification import verify as run_verify
+    _cluster(library, options)
 
-    if len(face_index) > 2:
-        raise FacebatchError("--face is given at most twice (photo A, photo B)", exit_code=EXIT_ERROR)
-    faces = (face_index[0], face_index[-1]) if face_index else (None, None)
-    try:
-        pipeline = build_pipeline(weights, device)
-    except FacebatchError as error:
-        raise FacebatchError(str(error), exit_code=EXIT_ERROR) from None
-    result = run_verify(pipeline, photo_a, photo_b, faces, DEFAULT_THRESHOLD if threshold is None else threshold)
-    if as_json:
-        _echo_json({**result.to_json(), "model": pipeline.model})
+
+def _shown_path(path: str, roots: list[str]) -> str:
+    """A photo's path relative to the scanned folder that holds it."""
+    for root in roots:
+        if path.startswith(root.rstrip(os.sep) + os.sep):
+            return os.path.relpath(path, root)
+    return path
+
+
+def _fit(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+
+
+@cli.command(name="clusters")
+@click.option("--limit", type=int, default=50, show_default=True, help="Show at most this many clusters (0: all).")
+@click.option("--examples", type=int, default=3, show_default=True, help="Example photos per cluster.")
+@click.option("--similar", is_flag=True, help="List pairs of clusters that may be one person, nearest first.")
+@with_library
+def list_clusters(library: Any, limit: int, examples: int, similar: bool) -> None:
+    """List clusters, biggest first: number, size, person (or unnamed), example photos, and for an
+    unnamed cluster the named or bigger cluster it may be.
+
+    \b
+    Example:
+        facebatch clusters
+        facebatch clusters --limit 0 --examples 1
+        facebatch clusters --similar
+    """
+    import numpy as np
+
+    from facebatch.people.view import build_view
+
+    view = build_view(library)
+    width = shutil.get_terminal_size((100, 24)).columns
+    if similar:
+        _list_similar(view, limit, width)
+        return
+    faces = library.read_faces(["face_id", "path"])
+    roots = library.scanned_roots()
+    path_of = dict(zip(faces["face_id"].to_pylist(), faces["path"].to_pylist()))
+    order = sorted(view.clusters.values(), key=lambda c: (-c.size, c.cluster_id))
+    shown = order if limit <= 0 else order[:limit]
+    # One sort instead of a scan per cluster: clusters x faces is 10^9 at 100,000 faces.
+    by_cluster = np.lexsort((np.nan_to_num(view.distance, nan=9.0), view.cluster_ids))
+    starts = np.searchsorted(view.cluster_ids[by_cluster], [info.cluster_id for info in shown])
+    for info, start in zip(shown, starts.tolist()):
+        members = view.face_ids[by_cluster[start:start + info.size]]
+        best = [_shown_path(path_of[f], roots) for f in members if f in path_of]
+        what = "ignored" if info.ignored else (info.person or "unnamed")
+        if info.conflict:
+            what += " (conflict)"
+        head = f"{info.cluster_id:>6}  {info.size:>5} faces  {what}"
+        click.echo(_fit(head + "  " + "  ".join(best[:examples]), width))
+        if info.suggestion:
+            other = view.clusters[info.suggestion.cluster_id]
+            click.echo(_fit(f"{'':>8}same person as {other.person or f'cluster {other.cluster_id}'}? distance "
+                            f"{info.suggestion.distance:.3f}: `facebatch merge {other.cluster_id} {info.cluster_id}`",
+                            width))
+    unclustered = int((view.cluster_ids < 0).sum())
+    hidden = len(order) - len(shown)
+    click.echo(f"{len(order)} clusters{f' ({hidden} not shown)' if hidden else ''}, {unclustered} unclustered faces")
+    for info in order:
+        if info.conflict:
+            click.echo("conflict: " + info.conflict_line())
+
+
+def _list_similar(view: Any, limit: int, width: int) -> None:
+    pairs = sorted({(s.distance, min(c, s.cluster_id), max(c, s.cluster_id))
+                    for c, info in view.clusters.items() for s in info.similar})
+    pairs = [p for p in pairs if not (view.clusters[p[1]].ignored or view.clusters[p[2]].ignored)]
+    shown = pairs if limit <= 0 else pairs[:limit]
+
+    def who(c: int) -> str:
+        info = view.clusters[c]
+        return f"{c} ({info.person or 'unnamed'}, {info.size} faces)"
+
+    for distance, a, b in shown:
+        click.echo(_fit(f"{distance:.3f}  {who(a)}  {who(b)}  `facebatch merge {a} {b}`", width))
+    hidden = len(pairs) - len(shown)
+    click.echo(f"{len(pairs)} pairs{f' ({hidden} not shown)' if hidden else ''}")
+
+
+@cli.group()
+def label() -> None:
+    """Name a cluster or faces; say that a face is not someone.
+
+    \b
+    Example:
+        facebatch label cluster 12 Alice
+        facebatch label face 3f2a9c0d1e4b5a67 Bob
+        facebatch label face 3f2a9c0d1e4b5a67 --not Alice
+    """
+
+
+@label.command(name="cluster")
+@click.argument("cluster_id", type=int)
+@click.argument("name")
+@with_library
+def label_cluster_command(library: Any, cluster_id: int, name: str) -> None:
+    """Give NAME to every face of cluster CLUSTER_ID (faces labelled one by one keep their label).
+
+    \b
+    Example:
+        facebatch label cluster 12 Alice
+        facebatch label cluster 7 "Zoë van der Berg"
+    """
+    from facebatch.people.actions import label_cluster
+
+    result = label_cluster(library, cluster_id, name)
+    line = f"cluster {cluster_id} is {result.name}: {result.faces} faces"
+    if result.kept_own:
+        line += f"; {result.kept_own} keep their own face label"
+    if result.refused:
+        line += f"; {result.refused} left out (labelled not {result.name})"
+    click.echo(line)
+
+
+@label.command(name="face")
+@click.argument("face_ids", nargs=-1, required=True, metavar="FACE_ID... NAME")
+@click.option("--not", "negative", is_flag=True, help="These faces are NOT NAME: never give them that name.")
+@with_library
+def label_face_command(library: Any, face_ids: tuple[str, ...], negative: bool) -> None:
+    """Name faces (outranks their cluster's name), or with --not rule a name out for good.
+
+    \b
+    Example:
+        facebatch label face 3f2a9c0d1e4b5a67 Bob
+        facebatch label face 3f2a9c0d1e4b5a67 9e1d22aa0b4c7d10 --not Alice
+    """
+    from facebatch.people.actions import label_faces, reject_faces
+
+    if len(face_ids) < 2:
+        raise UsageError("give FACE_ID... and then NAME, e.g. `facebatch label face 3f2a9c0d1e4b5a67 Bob`")
+    *faces, name = face_ids
+    result = (reject_faces if negative else label_faces)(library, faces, name)
+    subject = f"face {faces[0]}" if len(faces) == 1 else f"{len(faces)} faces"
+    click.echo(f"{subject} {'are' if len(faces) > 1 else 'is'} {'not ' if negative else ''}{result.name}")
+
+
+@cli.command()
+@click.argument("cluster_ids", nargs=-1, required=True, type=int)
+@with_library
+def merge(library: Any, cluster_ids: tuple[int, ...]) -> None:
+    """Say that clusters are the same person: they become the first number, now and after re-runs.
+
+    \b
+    Example:
+        facebatch merge 12 31
+    """
+    from facebatch.people.actions import merge_clusters
+
+    result = merge_clusters(library, list(cluster_ids))
+    line = f"clusters {', '.join(map(str, result.clusters))} are now cluster {result.cluster_id}: {result.size} faces"
+    if result.conflict:
+        line += "\nconflict: " + result.conflict
+    elif result.person:
+        line += f", {result.person}"
+    click.echo(line)
+
+
+@cli.command()
+@click.argument("face_ids", nargs=-1, required=True)
+@with_library
+def split(library: Any, face_ids: tuple[str, ...]) -> None:
+    """Split faces off their cluster: they are one person, not the rest's, now and after re-runs.
+
+    \b
+    Example:
+        facebatch split 3f2a9c0d1e4b5a67 9e1d22aa0b4c7d10
+    """
+    from facebatch.people.actions import split_faces
+
+    result = split_faces(library, list(face_ids))
+    click.echo(f"{result.faces} faces split off cluster {', '.join(map(str, result.clusters))} "
+               f"into cluster {result.cluster_id}")
+
+
+@cli.group()
+def ignore() -> None:
+    """Mark strangers: an ignored cluster is never suggested or exported as a person.
+
+    \b
+    Example:
+        facebatch ignore cluster 7
+        facebatch ignore cluster 7 --undo
+    """
+
+
+@ignore.command(name="cluster")
+@click.argument("cluster_id", type=int)
+@click.option("--undo", is_flag=True, help="Stop ignoring the cluster.")
+@with_library
+def ignore_cluster_command(library: Any, cluster_id: int, undo: bool) -> None:
+    """Ignore cluster CLUSTER_ID (remembered across re-clusters).
+
+    \b
+    Example:
+        facebatch ignore cluster 7
+    """
+    from facebatch.people.actions import ignore_cluster
+
+    result = ignore_cluster(library, cluster_id, undo)
+    if result.kind == "unignore":
+        click.echo(f"cluster {cluster_id} is no longer ignored")
+    elif result.action == 0:
+        click.echo(f"cluster {cluster_id} is already ignored")
     else:
-        click.echo(result.line())
-    sys.exit(EXIT_SAME if result.same else EXIT_DIFFERENT)
+        click.echo(f"cluster {cluster_id} ignored: its {result.faces} faces are never suggested or exported as a person")
+
+
+@cli.command(name="undo")
+@with_library
+def undo_command(library: Any) -> None:
+    """Undo the last label, merge, split or ignore (repeat to go further back).
+
+    Nothing is deleted: the undo is a new entry in the labels history.
+
+    \b
+    Example:
+        facebatch undo
+    """
+    from facebatch.people.actions import undo
+
+    result = undo(library)
+    click.echo(f"undid {result.undone.text()}")
+
+
+@cli.command()
+@with_library
+def people(library: Any) -> None:
+    """List named people: confirmed and suggested faces, photos, clusters.
+
+    \b
+    Example:
+        facebatch people
+    """
+    from facebatch.people.clustering import require_clusters
+    from facebatch.people.suggestions import face_tags, people_summary
+
+    require_clusters(library)
+    found = people_summary(face_tags(library))
+    for person in found:
+        clusters = ", ".join(map(str, person.clusters)) or "-"
+        click.echo(f"{person.name}\t{person.confirmed} confirmed, {person.suggested} suggested faces\t"
+                   f"{person.photos} photos\tclusters {clusters}")
+    click.echo(f"{len(found)} people")
+
+
+# --------------------------------------------------------------------------- exports
+
+
+def _export(library: Any, output: str, fmt: str | None, only_named: bool, min_confidence: float) -> Any:
+    from facebatch.exports.tags import ExportSettings, export_tags, format_for
+    from facebatch.people.clustering import require_clusters
+
+    settings = ExportSettings(output=output, format=format_for(output, fmt), only_named=only_named,
+                              min_confidence=min_confidence)
+    require_clusters(library)
+    return export_tags(library, settings)
+
+
+@cli.command(name="export")
+@click.argument("output")
+@click.option("--format", "fmt", type=click.Choice(["json", "jsonl", "parquet"]), default=None,
+              help="[default: from the file name; jsonl for -]")
+@click.option("--only-named", is_flag=True, help="Only faces with a person (and photos with one).")
+@click.option("--min-confidence", type=float, default=None,
+              help="Suggestions below this confidence are exported as unknown [default: 0.8, the naming cut].")
+@with_library
+def export_command(library: Any, output: str, fmt: str | None, only_named: bool, min_confidence: float | None) -> None:
+    """Write per-photo tags to OUTPUT (a file, or - for standard output): every face with its box,
+    person, status and confidence.
+
+    \b
+    Example:
+        facebatch export tags.json
+        facebatch export tags.parquet --only-named --min-confidence 0.9
+        facebatch export - | jq .path
+    """
+    from facebatch.people.calibration import NAME_CONFIDENCE
+
+    summary = _export(library, output, fmt, only_named, NAME_CONFIDENCE if min_confidence is None else min_confidence)
+    click.echo(summary.line(output), err=output == "-")
+
+
+# --------------------------------------------------------------------------- quality
 
 
 @cli.group("eval")
@@ -252,35 +601,27 @@ def eval_group() -> None:
 @click.option("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, show_default=True, help="Faces per forward pass.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-@user_errors
 def eval_pairs(
-    pairs_csv: str,
-    root: str,
-    flip: bool,
-    n_folds: int,
-    weights: str,
-    device: str,
-    batch_size: int,
-    as_json: bool,
-    quiet: bool,
+    pairs_csv: str, root: str, flip: bool, n_folds: int, weights: str, device: str, batch_size: int,
+    as_json: bool, quiet: bool,
 ) -> None:
     """Verification accuracy on labelled pairs of photos (the LFW protocol).
 
-    PAIRS_CSV rows are `path1,path2,same[,fold]` (same: 1/0; an optional header row). Each fold's
-    threshold is chosen on the other folds; without a fold column pair i goes to fold i % --folds.
-    The face compared is the one nearest the photo's centre; a pair with a photo where no face is
-    found counts as wrong and is listed.
+    PAIRS_CSV rows are `path1,path2,same[,fold]` (same: 1/0); with a header row the columns are
+    found by name. Each fold's threshold is chosen on the other folds; without a fold column pair i
+    goes to fold i % --folds. The face compared is the one nearest the photo's centre; a pair with
+    a photo where no face is found counts as wrong and is listed.
 
     \b
     Example:
         facebatch eval pairs pairs.csv --root ~/datasets/lfw --flip
         facebatch eval pairs pairs.csv --json > lfw.json
     """
-    from facebatch.progress import ProgressBar
     from facebatch.people.verification import build_pipeline, evaluate_pairs, read_pairs
+    from facebatch.progress import ProgressBar
 
     if batch_size < 1:
-        raise FacebatchError(f"--batch-size must be at least 1, got {batch_size}", exit_code=2)
+        raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
     root_path = Path(root).expanduser()
     pairs = read_pairs(Path(pairs_csv), root_path)
     pipeline = build_pipeline(weights, device, batch_size)
@@ -296,253 +637,19 @@ def eval_pairs(
             click.echo(line)
 
 
-@cli.command()
-@click.option("--min-cluster-size", type=int, default=None, help="Smallest group of faces that is a cluster [default: 3].")
-@click.option("--min-samples", type=int, default=None, help="HDBSCAN min_samples: higher leaves more faces out [default: 1].")
-@click.option("--method", type=click.Choice(["eom", "leaf"]), default=None, help="HDBSCAN cluster selection [default: leaf].")
-@click.option("--epsilon", type=float, default=None, help="Join clusters closer than this distance [default: 0].")
-@click.option("--pca-dims", type=int, default=None, help="Reduce embeddings to this many dimensions first; 0: off [default: 64].")
-@click.option("--min-face-size", type=float, default=None,
-              help="Leave faces smaller than this (pixels, shorter side) unclustered [default: 40].")
-@click.pass_obj
-@user_errors
-def cluster(
-    library: Path,
-    min_cluster_size: int | None,
-    min_samples: int | None,
-    method: str | None,
-    epsilon: float | None,
-    pca_dims: int | None,
-    min_face_size: float | None,
-) -> None:
-    """Group every face in the library by person (HDBSCAN over the embeddings).
-
-    Clusters that are the same group of faces as last time keep their number; names, merges and
-    ignores given before are applied again. No photo is opened.
-
-    \b
-    Example:
-        facebatch cluster
-        facebatch scan ~/Pictures/2024 && facebatch cluster
-    """
-    from facebatch.people.clustering import ClusterSettings, cluster_library
-    from facebatch.people.labels import build_view
-
-    given = {"min_cluster_size": min_cluster_size, "min_samples": min_samples, "method": method,
-             "epsilon": epsilon, "pca_dims": pca_dims, "min_face_size": min_face_size}
-    settings = ClusterSettings(**{k: v for k, v in given.items() if v is not None})
-    lib = _library(library)
-    summary = cluster_library(lib, settings)
-    view = build_view(lib)
-    named = sum(1 for c in view.clusters.values() if c.person)
-    click.echo(summary.line() + f"; {named} named")
-    for info in view.clusters.values():
-        if info.conflict:
-            click.echo("conflict: " + info.conflict_line())
-
-
-@cli.command(name="clusters")
-@click.option("--limit", type=int, default=50, show_default=True, help="Show at most this many clusters (0: all).")
-@click.option("--examples", type=int, default=3, show_default=True, help="Example photos per cluster.")
-@click.pass_obj
-@user_errors
-def list_clusters(library: Path, limit: int, examples: int) -> None:
-    """List clusters, biggest first: number, size, person (or unnamed), example photos.
-
-    \b
-    Example:
-        facebatch clusters
-        facebatch clusters --limit 0 --examples 1
-    """
-    import numpy as np
-
-    from facebatch.people.labels import build_view
-
-    lib = _library(library)
-    view = build_view(lib)
-    faces = lib.read_faces(["face_id", "path"])
-    path_of = dict(zip(faces["face_id"].to_pylist(), faces["path"].to_pylist()))
-    order = sorted(view.clusters.values(), key=lambda c: (-c.size, c.cluster_id))
-    shown = order if limit <= 0 else order[:limit]
-    # One sort instead of a scan per cluster: clusters x faces is 10^9 at 100,000 faces.
-    by_cluster = np.lexsort((-view.probability, view.cluster_ids))
-    starts = np.searchsorted(view.cluster_ids[by_cluster], [info.cluster_id for info in shown])
-    for info, start in zip(shown, starts.tolist()):
-        members = view.face_ids[by_cluster[start:start + info.size]]
-        best = [path_of[f] for f in members if f in path_of]
-        what = "ignored" if info.ignored else (info.person or "unnamed")
-        if info.conflict:
-            what += " (conflict)"
-        click.echo(f"{info.cluster_id:>6}  {info.size:>5} faces  {what}  " + "  ".join(best[:examples]))
-    unclustered = int((view.cluster_ids < 0).sum())
-    hidden = len(order) - len(shown)
-    click.echo(f"{len(order)} clusters{f' ({hidden} not shown)' if hidden else ''}, {unclustered} unclustered faces")
-    for info in order:
-        if info.conflict:
-            click.echo("conflict: " + info.conflict_line())
-
-
-@cli.group()
-def label() -> None:
-    """Name a cluster or one face; say that a face is not someone.
-
-    \b
-    Example:
-        facebatch label cluster 12 Alice
-        facebatch label face 3f2a9c0d1e4b5a67 Bob
-        facebatch label face 3f2a9c0d1e4b5a67 --not Alice
-    """
-
-
-@label.command(name="cluster")
-@click.argument("cluster_id", type=int)
-@click.argument("name")
-@click.pass_obj
-@user_errors
-def label_cluster_command(library: Path, cluster_id: int, name: str) -> None:
-    """Give NAME to every face of cluster CLUSTER_ID (faces labelled one by one keep their label).
-
-    \b
-    Example:
-        facebatch label cluster 12 Alice
-        facebatch label cluster 7 "Zoë van der Berg"
-    """
-    from facebatch.people.labels import label_cluster
-
-    click.echo(label_cluster(_library(library), cluster_id, name))
-
-
-@label.command(name="face")
-@click.argument("face_id")
-@click.argument("name")
-@click.option("--not", "negative", is_flag=True, help="This face is NOT NAME: never give it that name.")
-@click.pass_obj
-@user_errors
-def label_face_command(library: Path, face_id: str, name: str, negative: bool) -> None:
-    """Name one face (outranks its cluster's name), or with --not rule a name out for good.
-
-    \b
-    Example:
-        facebatch label face 3f2a9c0d1e4b5a67 Bob
-        facebatch label face 3f2a9c0d1e4b5a67 --not Alice
-    """
-    from facebatch.people.labels import label_face
-
-    click.echo(label_face(_library(library), face_id, name, negative))
-
-
-@cli.command()
-@click.argument("cluster_ids", nargs=-1, required=True, type=int)
-@click.pass_obj
-@user_errors
-def merge(library: Path, cluster_ids: tuple[int, ...]) -> None:
-    """Say that clusters are the same person: they become the first number, now and after re-runs.
-
-    \b
-    Example:
-        facebatch merge 12 31
-    """
-    from facebatch.people.labels import merge_clusters
-
-    click.echo(merge_clusters(_library(library), list(cluster_ids)))
-
-
-@cli.group()
-def ignore() -> None:
-    """Mark strangers: an ignored cluster is never suggested or exported as a person.
-
-    \b
-    Example:
-        facebatch ignore cluster 7
-        facebatch ignore cluster 7 --undo
-    """
-
-
-@ignore.command(name="cluster")
-@click.argument("cluster_id", type=int)
-@click.option("--undo", is_flag=True, help="Stop ignoring the cluster.")
-@click.pass_obj
-@user_errors
-def ignore_cluster_command(library: Path, cluster_id: int, undo: bool) -> None:
-    """Ignore cluster CLUSTER_ID (remembered across re-clusters).
-
-    \b
-    Example:
-        facebatch ignore cluster 7
-    """
-    from facebatch.people.labels import ignore_cluster
-
-    click.echo(ignore_cluster(_library(library), cluster_id, undo))
-
-
-@cli.command()
-@click.pass_obj
-@user_errors
-def people(library: Path) -> None:
-    """List named people: confirmed and suggested faces, photos, clusters.
-
-    \b
-    Example:
-        facebatch people
-    """
-    from facebatch.people.labels import people as list_people
-
-    lib = _library(library)
-    from facebatch.people.clustering import require_clusters
-
-    require_clusters(lib)
-    found = list_people(lib)
-    for person in found:
-        clusters = ", ".join(map(str, person.clusters)) or "-"
-        click.echo(f"{person.name}\t{person.confirmed} confirmed, {person.suggested} suggested faces\t"
-                   f"{person.photos} photos\tclusters {clusters}")
-    click.echo(f"{len(found)} people")
-
-
-@cli.command(name="export")
-@click.argument("output", type=click.Path(dir_okay=False))
-@click.option("--format", "fmt", type=click.Choice(["json", "jsonl", "parquet"]), default=None,
-              help="[default: from the file name, else json]")
-@click.option("--only-named", is_flag=True, help="Only faces with a person (and photos with one).")
-@click.option("--min-confidence", type=float, default=0.0, show_default=True,
-              help="Suggestions below this confidence are exported as unknown.")
-@click.pass_obj
-@user_errors
-def export_command(library: Path, output: str, fmt: str | None, only_named: bool, min_confidence: float) -> None:
-    """Write per-photo tags: every face with its box, person, status and confidence.
-
-    \b
-    Example:
-        facebatch export tags.json
-        facebatch export tags.parquet --only-named --min-confidence 0.5
-    """
-    from facebatch.people.clustering import require_clusters
-    from facebatch.exports.tags import FORMATS, ExportSettings, export_tags
-
-    suffix = Path(output).suffix.lstrip(".").lower()
-    settings = ExportSettings(
-        output=Path(output), format=fmt or (suffix if suffix in FORMATS else "json"),
-        only_named=only_named, min_confidence=min_confidence,
-    )
-    lib = _library(library)
-    require_clusters(lib)
-    summary = export_tags(lib, settings)
-    click.echo(summary.line(settings.output))
-
-
 @eval_group.command("clusters")
 @click.argument("truth_csv", type=click.Path(dir_okay=False))
 @click.option("--root", type=click.Path(file_okay=False), default=".", show_default=True, help="Folder the CSV's paths are relative to.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@click.pass_obj
-@user_errors
-def eval_clusters(library: Path, truth_csv: str, root: str, as_json: bool) -> None:
+@with_library
+def eval_clusters(library: Any, truth_csv: str, root: str, as_json: bool) -> None:
     """Quality of the library's current clustering against true identities.
 
     TRUTH_CSV rows are `path,identity` (an optional header row; extra columns are ignored when the
-    header names `path` and `identity`). Each photo labels its face nearest the centre. Reports
-    pairwise and BCubed precision/recall/F (unclustered faces count as clusters of one), coverage
-    (share of labelled faces in a cluster) and clusters found vs identities.
+    header names `path` and `identity`). Each photo labels its face nearest the centre; a group
+    photo's `a;b` identity names several people and is left out (its faces are still clustered).
+    Reports pairwise and BCubed precision/recall/F (unclustered faces count as clusters of one),
+    coverage (share of labelled faces in a cluster) and clusters found vs identities.
 
     \b
     Example:
@@ -553,9 +660,8 @@ def eval_clusters(library: Path, truth_csv: str, root: str, as_json: bool) -> No
     from facebatch.people.evaluation import evaluate_library_clusters, read_truth
 
     truth = read_truth(Path(truth_csv))
-    lib = _library(library)
-    require_clusters(lib)
-    result = evaluate_library_clusters(lib, truth, Path(root).expanduser(), read_assignments(lib))
+    require_clusters(library)
+    result = evaluate_library_clusters(library, truth, Path(root).expanduser(), read_assignments(library))
     if as_json:
         _echo_json(result.to_json())
     else:
@@ -563,12 +669,14 @@ def eval_clusters(library: Path, truth_csv: str, root: str, as_json: bool) -> No
             click.echo(line)
 
 
+# --------------------------------------------------------------------------- the review site
+
+
 @cli.command()
 @click.option("--out", type=click.Path(file_okay=False), help="Site folder [default: LIBRARY/report].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar; print only the index path.")
-@click.pass_obj
-@user_errors
-def report(library: Path, out: str | None, quiet: bool) -> None:
+@with_library
+def report(library: Any, out: str | None, quiet: bool) -> None:
     """Write the review site (every cluster as faces) and print the path of its index page.
 
     Open it in any browser, from disk: no server, no network. Thumbnails are cached in the
@@ -584,7 +692,7 @@ def report(library: Path, out: str | None, quiet: bool) -> None:
 
     bar = ProgressBar(enabled=False if quiet else None, unit="thumbnails")
     try:
-        index = write_report(_library(library), Path(out) if out else None, bar)
+        index = write_report(library, Path(out) if out else None, bar)
     finally:
         bar.close()
     click.echo(index)
@@ -601,19 +709,17 @@ def show() -> None:
     """
 
 
-def _contact_sheet(library: Path, pick: Callable[[Any], list], title: str, out: str) -> None:
+def _contact_sheet(library: Any, pick: Callable[[Any], list], title: str, out: str) -> None:
     from facebatch.review.report import collect, write_contact_sheet
 
-    lib = _library(library)
-    click.echo(write_contact_sheet(lib, pick(collect(lib)), title, Path(out)))
+    click.echo(write_contact_sheet(library, pick(collect(library)), title, out))
 
 
 @show.command(name="cluster")
 @click.argument("cluster_id", type=int)
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Image file (.jpg or .png).")
-@click.pass_obj
-@user_errors
-def show_cluster(library: Path, cluster_id: int, output: str) -> None:
+@click.option("-o", "--output", required=True, help="Image file (.jpg or .png), or - with --format.")
+@with_library
+def show_cluster(library: Any, cluster_id: int, output: str) -> None:
     """Write a contact sheet of cluster CLUSTER_ID's faces and print its path.
 
     \b
@@ -627,10 +733,9 @@ def show_cluster(library: Path, cluster_id: int, output: str) -> None:
 
 @show.command(name="person")
 @click.argument("name")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Image file (.jpg or .png).")
-@click.pass_obj
-@user_errors
-def show_person(library: Path, name: str, output: str) -> None:
+@click.option("-o", "--output", required=True, help="Image file (.jpg or .png).")
+@with_library
+def show_person(library: Any, name: str, output: str) -> None:
     """Write a contact sheet of NAME's faces (confirmed and suggested) and print its path.
 
     \b
@@ -642,39 +747,101 @@ def show_person(library: Path, name: str, output: str) -> None:
     _contact_sheet(library, lambda site: faces_of_person(site, name), name, output)
 
 
+# --------------------------------------------------------------------------- one photo against the library
+
+
 @cli.command()
-@click.argument("photo", type=click.Path(dir_okay=False))
-@click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True, help="People listed per face.")
-@click.option("--threshold", type=float, help="Largest distance accepted as a person [default: measured on LFW].")
-@click.option("--weights", default="casia-webface", show_default=True, help="The weights the library was scanned with.")
+@click.argument("photo_a", type=click.Path(dir_okay=False))
+@click.argument("photo_b", type=click.Path(dir_okay=False))
+@click.option("--face", "face_index", type=click.IntRange(min=0), multiple=True, metavar="N",
+              help="Compare face N (0-based, best detection first) instead of the largest; "
+              "once: both photos, twice: photo A then photo B.")
+@click.option("--threshold", type=float, help="Distance at or below which it is the same person [default: 0.838, "
+              "confidence 0.8].")
+@click.option("--weights", default="casia-webface", show_default=True, help="casia-webface, vggface2 or a FILE.pt.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@click.pass_obj
-@user_errors
-def identify(
-    library: Path, photo: str, top_k: int, threshold: float | None, weights: str, device: str, as_json: bool
+def verify(
+    photo_a: str, photo_b: str, face_index: tuple[int, ...], threshold: float | None, weights: str, device: str,
+    as_json: bool,
 ) -> None:
-    """Who is in PHOTO? Each face with the best named person and a confidence, or unknown.
+    """Is the face in PHOTO_A the same person as the face in PHOTO_B?
 
-    Faces are matched against the library's named people (labelled faces and members of named
-    clusters). Exit 2 when the photo has no face or can't be read.
+    Compares the largest face of each photo, on the scale `identify` and the export use. Exit
+    status: 0 same person, 1 different people, 2 error (no face found, unreadable photo).
+
+    \b
+    Example:
+        facebatch verify passport.jpg selfie.jpg
+        facebatch verify group.jpg portrait.jpg --face 3 --face 0 --json
+    """
+    from facebatch.people.verification import DEFAULT_THRESHOLD, EXIT_DIFFERENT, EXIT_ERROR, EXIT_SAME, build_pipeline
+    from facebatch.people.verification import verify as run_verify
+
+    try:
+        if len(face_index) > 2:
+            raise UsageError("--face is given at most twice (photo A, photo B)")
+        faces = (face_index[0], face_index[-1]) if face_index else (None, None)
+        pipeline = build_pipeline(weights, device)
+        result = run_verify(pipeline, photo_a, photo_b, faces, DEFAULT_THRESHOLD if threshold is None else threshold)
+    except FacebatchError as error:
+        _fail(str(error), EXIT_ERROR)
+    if as_json:
+        _echo_json({**result.to_json(), "model": pipeline.model})
+    else:
+        click.echo(result.line())
+    sys.exit(EXIT_SAME if result.same else EXIT_DIFFERENT)
+
+
+@cli.command()
+@click.argument("photos", nargs=-1, required=True, type=click.Path())
+@click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True, help="People listed per face.")
+@click.option("--min-confidence", type=float, default=None, help="Lowest confidence that names a face [default: 0.8].")
+@click.option("--weights", default="casia-webface", show_default=True, help="The weights the library was scanned with.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per photo and line.")
+@with_library
+def identify(
+    library: Any, photos: tuple[str, ...], top_k: int, min_confidence: float | None, weights: str, device: str,
+    as_json: bool,
+) -> None:
+    """Who is in PHOTOS (files or folders)? Each face with the best named person and a confidence.
+
+    Faces are compared with the library's named people (the centre of each one's confirmed
+    faces). The models are built once for all the photos. Exit 2 when no photo could be read.
 
     \b
     Example:
         facebatch identify new-photo.jpg
-        facebatch identify party.jpg --top-k 5 --json
+        facebatch identify ~/Downloads/party --json > who.jsonl
     """
-    from facebatch.people.labels import DEFAULT_SUGGEST_DISTANCE
-    from facebatch.people.recognition import identify as run_identify
-    from facebatch.people.verification import build_pipeline
+    import json
 
-    limit = DEFAULT_SUGGEST_DISTANCE if threshold is None else threshold
-    faces = run_identify(_library(library), build_pipeline(weights, device), photo, top_k, limit)
-    if as_json:
-        _echo_json({"photo": photo, "threshold": limit, "faces": [f.to_json() for f in faces]})
-    else:
-        for face in faces:
-            click.echo(face.line())
+    from facebatch.people.calibration import NAME_CONFIDENCE
+    from facebatch.people.recognition import identify_photos
+    from facebatch.people.verification import build_pipeline
+    from facebatch.scan.discovery import discover
+
+    if min_confidence is not None and not 0.0 <= min_confidence <= 1.0:
+        raise UsageError(f"--min-confidence must be between 0 and 1, got {min_confidence}")
+    found = discover(photos, skip_dirs=[library.root])
+    paths = [p.path for p in found.photos]
+    if not paths:
+        raise InputError(f"no photos in {', '.join(photos)}")
+    pipeline = build_pipeline(weights, device)
+    read = 0
+    for photo in identify_photos(library, pipeline, paths, top_k,
+                                 NAME_CONFIDENCE if min_confidence is None else min_confidence):
+        read += photo.error is None
+        if as_json:
+            click.echo(json.dumps(photo.to_json(), ensure_ascii=False))
+        elif photo.error:
+            click.echo(f"{photo.path}: {photo.error}")
+        else:
+            for face in photo.faces:
+                click.echo(f"{photo.path}: {face.line()}")
+    if not read:
+        sys.exit(EXIT_CODES[InputError])
 
 
 def main() -> None:

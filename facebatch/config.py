@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from facebatch.errors import FacebatchError
+from facebatch.errors import UsageError
 
 DEFAULT_LIBRARY = "facebatch-library"
 
@@ -37,11 +37,11 @@ class DetectionSettings:
 
     def __post_init__(self) -> None:
         if self.max_side < 160:
-            raise FacebatchError(f"--detect-size must be at least 160 pixels, got {self.max_side}")
+            raise UsageError(f"--detect-size must be at least 160 pixels, got {self.max_side}")
         if self.min_face < 1:
-            raise FacebatchError(f"--min-face must be at least 1 pixel, got {self.min_face}")
+            raise UsageError(f"--min-face must be at least 1 pixel, got {self.min_face}")
         if not 0.0 <= self.min_score <= 1.0:
-            raise FacebatchError(f"--min-score must be between 0 and 1, got {self.min_score}")
+            raise UsageError(f"--min-score must be between 0 and 1, got {self.min_score}")
 
 
 @dataclass(frozen=True)
@@ -63,17 +63,17 @@ class ScanConfig:
 
     def __post_init__(self) -> None:
         if not self.roots:
-            raise FacebatchError("give at least one photo folder to scan")
+            raise UsageError("give at least one photo folder to scan")
         if self.batch_size < 1:
-            raise FacebatchError(f"--batch-size must be at least 1, got {self.batch_size}")
+            raise UsageError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.shard_size is not None and self.shard_size < 1:
-            raise FacebatchError(f"--shard-size must be at least 1, got {self.shard_size}")
+            raise UsageError(f"--shard-size must be at least 1, got {self.shard_size}")
         if self.workers is not None and self.workers < 1:
-            raise FacebatchError(f"--workers must be at least 1, got {self.workers}")
+            raise UsageError(f"--workers must be at least 1, got {self.workers}")
         if self.threads_per_worker < 1:
-            raise FacebatchError(f"--threads-per-worker must be at least 1, got {self.threads_per_worker}")
+            raise UsageError(f"--threads-per-worker must be at least 1, got {self.threads_per_worker}")
         if self.scheduler is not None and self.workers is not None:
-            raise FacebatchError("--workers starts a local cluster; it cannot be combined with --scheduler")
+            raise UsageError("--workers starts a local cluster; it cannot be combined with --scheduler")
         check_device(self.device)
 
     def local_workers(self) -> int:
@@ -83,9 +83,9 @@ class ScanConfig:
         return max(1, (os.cpu_count() or 1) // self.threads_per_worker)
 
 
-def check_device(device: str, exit_code: int = 1) -> None:
+def check_device(device: str) -> None:
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise FacebatchError(f"--device must be cpu, cuda or cuda:N, got {device!r}", exit_code)
+        raise UsageError(f"--device must be cpu, cuda or cuda:N, got {device!r}")
 
 
 def library_path(option: str | None) -> Path:

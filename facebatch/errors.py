@@ -1,16 +1,54 @@
-"""Exceptions shared by every stage."""
+"""Exceptions shared by every stage. The CLI turns each class into one line and an exit code
+(`facebatch.cli.EXIT_CODES`); library code never chooses an exit code."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 
 class FacebatchError(Exception):
-    """An error the user caused or can fix (bad path, bad option, busy library).
+    """An error the user caused or can fix: printed as one line, never a traceback."""
 
-    The CLI prints its message as one line and exits with `exit_code`; library code raises it
-    instead of letting an OSError or ValueError surface as a traceback.
-    """
 
-    def __init__(self, message: str, exit_code: int = 1) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
+class UsageError(FacebatchError):
+    """A bad option or argument value: the command line must change."""
+
+
+class NotFound(FacebatchError):
+    """Something the command names is not there: a cluster number, a face id, a person."""
+
+
+class InputError(FacebatchError):
+    """An input file or folder can't be used: a missing photo folder, a malformed CSV, a photo
+    without a face."""
+
+
+class OutputError(FacebatchError):
+    """The output can't be written where asked: a missing folder, a path that is not a file."""
+
+
+class LibraryMissing(FacebatchError):
+    """No library (or nothing of what the command needs in it yet)."""
+
+    def __init__(self, root: Path, message: str | None = None) -> None:
+        super().__init__(
+            message
+            or f"no library at {root}: run `facebatch scan FOLDER` first, or point at one with "
+            "--library DIR or the FACEBATCH_LIBRARY variable"
+        )
+        self.root = root
+
+
+class LibraryBusy(FacebatchError):
+    """Another facebatch command is writing to the library."""
+
+
+class LibraryDamaged(FacebatchError):
+    """A table of the library can't be read; `facebatch check` says what and repairs it."""
+
+
+class DeviceUnavailable(FacebatchError):
+    """The device asked for (--device cuda) is not there."""
 
 
 class PhotoError(Exception):

@@ -43,3 +43,42 @@ FACES_SCHEMA = pa.schema(
         pa.field("model", pa.string(), nullable=False),  # weights name@checksum
     ]
 )
+
+# --------------------------------------------------------------------------- people (derived by `cluster`)
+
+UNCLUSTERED = -1
+
+CLUSTERS_SCHEMA = pa.schema(
+    [
+        pa.field("face_id", pa.string(), nullable=False),
+        pa.field("cluster_id", pa.int64(), nullable=False),  # -1: in no cluster
+        # RMS distance from the face to the other faces of its cluster (0..2); null when unclustered
+        pa.field("distance", pa.float32(), nullable=True),
+        pa.field("first_run", pa.int64(), nullable=False),  # the clustering run that first saw this face
+    ]
+)
+
+# Each cluster's nearest other clusters: what `clusters --similar` and merge suggestions show.
+CLUSTER_PAIRS_SCHEMA = pa.schema(
+    [
+        pa.field("cluster_id", pa.int64(), nullable=False),
+        pa.field("other_id", pa.int64(), nullable=False),
+        pa.field("distance", pa.float32(), nullable=False),  # RMS distance between the two clusters' faces
+    ]
+)
+
+# --------------------------------------------------------------------------- what the user said
+
+LABELS_SCHEMA = pa.schema(
+    [
+        pa.field("action", pa.int64(), nullable=False),  # one user action (a command, a click)
+        pa.field("face_id", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),  # name | not | merge | ignore | split
+        pa.field("value", pa.string(), nullable=False),  # a name, or a group token
+        pa.field("active", pa.bool_(), nullable=False),  # false: the slot is emptied
+        pa.field("source", pa.string(), nullable=False),  # face | cluster | xmp
+        pa.field("run", pa.int64(), nullable=False),  # the clustering run the user saw when acting
+        pa.field("created_at", pa.timestamp("ms", tz="UTC"), nullable=False),
+        pa.field("undoes", pa.int64(), nullable=True),  # the action this one undoes
+    ]
+)

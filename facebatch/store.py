@@ -1,4 +1,4 @@
-"""The library folder: Parquet tables written shard by shard, atomically, readable by any Parquet tool.
+"""The library folder, and the `Library` facade: every table is read and written here, nowhere else.
 
 Layout (pandas, DuckDB and PyArrow read `photos/` and `faces/` as datasets):
 
@@ -6,11 +6,17 @@ Layout (pandas, DuckDB and PyArrow read `photos/` and `faces/` as datasets):
     LIBRARY/photos/part-000042.parquet
     LIBRARY/faces/part-000042.parquet
     LIBRARY/shards/part-000042.json  per-shard stats, written last: the shard is done
-    LIBRARY/.lock                    held by the scan that is writing
+    LIBRARY/clusters.parquet         face -> cluster, written whole by `facebatch cluster`
+    LIBRARY/cluster_pairs.parquet    each cluster's nearest other clusters (merge suggestions)
+    LIBRARY/clusters.json            the clustering run counter, next cluster number, settings
+    LIBRARY/labels.parquet           what the user said: an append-only history (people.labels)
+    LIBRARY/labels-generations/      the last LABEL_GENERATIONS versions of labels.parquet
+    LIBRARY/.lock                    held by the command that is writing
 
-A part whose stats file is missing was cut short by a kill and is deleted by the next scan. Parts
-are numbered in the order they were written, so when a path appears in two parts (a changed photo,
-a retried error, a removed photo) the later part wins; `reconcile` rewrites the older part.
+A part whose stats file is missing was cut short by a kill: readers skip it and the next scan
+deletes it. Parts are numbered in the order they were written, so when a path appears in two parts
+(a changed photo, a retried error, a removed photo) the later part wins; `reconcile` rewrites the
+older part. Schemas: facebatch.schema.
 """
 
 from __future__ import annotations
@@ -19,70 +25,45 @@ import fcntl
 import json
 import os
 import re
-import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from facebatch.errors import FacebatchError
-from facebatch.schema import FACES_SCHEMA, PHOTOS_SCHEMA, STATUS_OK
+from facebatch.errors import LibraryBusy, LibraryDamaged, OutputError, UsageError
+from facebatch.files import atomic_write_json, atomic_write_table
+from facebatch.schema import (
+    CLUSTER_PAIRS_SCHEMA,
+    CLUSTERS_SCHEMA,
+    FACES_SCHEMA,
+    LABELS_SCHEMA,
+    PHOTOS_SCHEMA,
+    STATUS_OK,
+)
 
 PART_NAME = re.compile(r"^part-(\d{6,})\.(parquet|json)$")
+# Old versions of labels.parquet kept: a damaged file is restored from the newest readable one.
+LABEL_GENERATIONS = 20
 TABLE_SCHEMAS = {"photos": PHOTOS_SCHEMA, "faces": FACES_SCHEMA}
 
 
-@contextmanager
-def atomic_file(path: Path, mode: str = "wb", encoding: str | None = None) -> Iterator[IO[Any]]:
-    """A file that appears at `path` whole or not at all: a hidden temp file beside it, fsync, rename.
+def read_table_file(path: Path, schema: pa.Schema | None) -> pa.Table:
+    """One Parquet file of the library's own (clusters, labels); empty when it isn't there yet.
 
-    The temp name starts with '.', which Parquet dataset readers skip; 0644 like any new file
-    (mkstemp makes 0600, but caches and tables are shared by workers and users).
+    schema None: as stored (for files an older version wrote, upgraded by the caller).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode, encoding=encoding) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    with atomic_file(path) as f:
-        f.write(data)
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
-
-
-def atomic_write_table(path: Path, table: pa.Table, metadata: dict[str, str] | None = None) -> None:
-    """Parquet through a temp file. The temp name starts with '.', which Parquet dataset readers skip."""
-    if metadata:
-        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
-    with atomic_file(path) as f:  # straight into the temp file: no second copy of a big table in memory
-        pq.write_table(table, f, compression="zstd")
-
-
-def read_table_file(path: Path, schema: pa.Schema) -> pa.Table:
-    """One Parquet file of the library's own (clusters, labels); empty when it isn't there yet."""
     if not path.exists():
-        return schema.empty_table()
+        return schema.empty_table() if schema is not None else pa.table({})
     try:
         return pq.read_table(path, schema=schema)
     except (OSError, pa.ArrowException) as exc:
-        raise FacebatchError(f"cannot read {path}: {exc}") from exc
+        raise LibraryDamaged(f"cannot read {path}: {exc}; `facebatch check` says what is damaged") from exc
 
 
 @dataclass(frozen=True)
@@ -112,7 +93,7 @@ class Library:
         """Make the folders and record the embedding model; an existing library must match it."""
         info = self.read_info()
         if info is not None and info.get("model") != model:
-            raise FacebatchError(
+            raise UsageError(
                 f"library {self.root} holds embeddings from {info.get('model')}, this scan uses {model}: "
                 "embeddings of two models can't be compared; use another --library"
             )
@@ -121,31 +102,49 @@ class Library:
         if info is None:
             atomic_write_json(self.info_path, {"format": 1, "model": model})
 
+    def add_roots(self, roots: list[str]) -> None:
+        """Remember the folders scanned into this library (listings show paths relative to them)."""
+        info = self.read_info() or {}
+        known = info.get("roots", [])
+        new = [r for r in roots if r not in known]
+        if new:
+            atomic_write_json(self.info_path, {**info, "roots": sorted(known + new)})
+
+    def scanned_roots(self) -> list[str]:
+        """The scanned folders, longest first (so the deepest one that holds a photo is found first)."""
+        return sorted((self.read_info() or {}).get("roots", []), key=len, reverse=True)
+
     def read_info(self) -> dict[str, Any] | None:
         try:
             return json.loads(self.info_path.read_text())
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:
-            raise FacebatchError(f"cannot read {self.info_path}: {exc}") from exc
+            raise LibraryDamaged(f"cannot read {self.info_path}: {exc}") from exc
 
     @contextmanager
-    def lock(self) -> Iterator[None]:
-        """One writer at a time. flock is released by the kernel when a killed scan dies."""
+    def lock(self, wait: float = 0.0) -> Iterator[None]:
+        """One writer at a time, waiting up to `wait` seconds for the one before. flock is released
+        by the kernel when a killed command dies, so a kill never leaves the library locked."""
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             handle = open(self.root / ".lock", "a+")
         except OSError as exc:
-            raise FacebatchError(f"cannot write to library {self.root}: {exc.strerror}") from exc
+            raise OutputError(f"cannot write to library {self.root}: {exc.strerror}") from exc
         with handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.seek(0)
-                holder = handle.read().strip() or "another process"
-                raise FacebatchError(
-                    f"library {self.root} is in use by {holder}; wait for it to finish"
-                ) from None
+            deadline = time.monotonic() + wait
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        handle.seek(0)
+                        holder = handle.read().strip() or "another process"
+                        raise LibraryBusy(
+                            f"library {self.root} is in use by {holder}; wait for it to finish"
+                        ) from None
+                    time.sleep(0.05)
             handle.seek(0)
             handle.truncate()
             handle.write(f"process {os.getpid()}")
@@ -193,7 +192,8 @@ class Library:
         schema = TABLE_SCHEMAS[table]
         folder = self.root / table
         pieces = []
-        for number in sorted(self.part_numbers(folder)):
+        # Only finished shards: a part without its stats file may be half written by a scan now.
+        for number in sorted(self.part_numbers(folder) & self.part_numbers(self.shards_dir)):
             piece = pq.read_table(folder / f"part-{number:06d}.parquet", columns=columns, schema=schema)
             if with_part:
                 piece = piece.append_column("part", pa.array(np.full(piece.num_rows, number, np.int64)))
@@ -210,6 +210,78 @@ class Library:
 
     def read_faces(self, columns: list[str] | None = None) -> pa.Table:
         return self.read_table("faces", columns)
+
+    # --- people: clusters (derived, rewritten whole) and labels (the user's, append-only) ----
+
+    @property
+    def clusters_path(self) -> Path:
+        return self.root / "clusters.parquet"
+
+    @property
+    def cluster_pairs_path(self) -> Path:
+        return self.root / "cluster_pairs.parquet"
+
+    @property
+    def cluster_state_path(self) -> Path:
+        return self.root / "clusters.json"
+
+    @property
+    def labels_path(self) -> Path:
+        return self.root / "labels.parquet"
+
+    @property
+    def label_generations_dir(self) -> Path:
+        return self.root / "labels-generations"
+
+    def has_clusters(self) -> bool:
+        return self.clusters_path.exists()
+
+    def read_clusters(self) -> pa.Table:
+        """face_id -> cluster_id of the last `facebatch cluster`; empty before the first."""
+        table = read_table_file(self.clusters_path, None)
+        if table.num_rows and "distance" not in table.column_names:  # written before distances
+            table = table.append_column("distance", pa.nulls(table.num_rows, pa.float32()))
+        return table.select(CLUSTERS_SCHEMA.names).cast(CLUSTERS_SCHEMA) if table.num_rows else CLUSTERS_SCHEMA.empty_table()
+
+    def read_cluster_pairs(self) -> pa.Table:
+        return read_table_file(self.cluster_pairs_path, CLUSTER_PAIRS_SCHEMA)
+
+    def read_cluster_state(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.cluster_state_path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise LibraryDamaged(f"cannot read {self.cluster_state_path}: {exc}") from exc
+
+    def write_clustering(self, clusters: pa.Table, pairs: pa.Table | None, state: dict[str, Any]) -> None:
+        """State first: a kill between the writes only skips cluster numbers, never reuses one."""
+        atomic_write_json(self.cluster_state_path, state)
+        atomic_write_table(self.clusters_path, clusters.cast(CLUSTERS_SCHEMA))
+        if pairs is not None:
+            atomic_write_table(self.cluster_pairs_path, pairs.cast(CLUSTER_PAIRS_SCHEMA))
+
+    def read_labels(self) -> pa.Table:
+        """The whole history of what the user said (oldest first); empty before the first label."""
+        table = read_table_file(self.labels_path, None)
+        return _upgrade_labels(table) if table.num_rows else LABELS_SCHEMA.empty_table()
+
+    def append_labels(self, rows: pa.Table) -> pa.Table:
+        """Add one action's rows to the history; the file before it is kept as a generation.
+
+        Call under `lock()`. Returns the new history.
+        """
+        history = pa.concat_tables([self.read_labels(), rows.cast(LABELS_SCHEMA)])
+        if self.labels_path.exists():
+            self.label_generations_dir.mkdir(exist_ok=True)
+            action = int(max(history["action"].to_pylist(), default=0))
+            keep = self.label_generations_dir / f"labels-{action:09d}.parquet"
+            if not keep.exists():
+                os.link(self.labels_path, keep)  # the old file itself: no copy, no partial file
+            for old in sorted(self.label_generations_dir.glob("labels-*.parquet"))[:-LABEL_GENERATIONS]:
+                old.unlink()
+        atomic_write_table(self.labels_path, history)
+        return history
 
     def shard_stats(self) -> list[dict[str, Any]]:
         return [
@@ -277,6 +349,29 @@ class Library:
             else:
                 atomic_write_table(path, part, pq.read_schema(path).metadata)
         return len(touched)
+
+
+def _upgrade_labels(table: pa.Table) -> pa.Table:
+    """A labels table from before the history (face_id, kind, value, source, run, created_at):
+    every row active, one action per moment it was written."""
+    if "action" in table.column_names:
+        return table.cast(LABELS_SCHEMA)
+    created = table["created_at"].to_pylist()
+    order = {t: i + 1 for i, t in enumerate(sorted(set(created)))}
+    n = table.num_rows
+    return pa.table(
+        {
+            "action": pa.array([order[t] for t in created], pa.int64()),
+            "face_id": table["face_id"],
+            "kind": table["kind"],
+            "value": table["value"],
+            "active": pa.array([True] * n, pa.bool_()),
+            "source": table["source"],
+            "run": table["run"],
+            "created_at": table["created_at"],
+            "undoes": pa.nulls(n, pa.int64()),
+        }
+    ).cast(LABELS_SCHEMA)
 
 
 def _last_index_by_key(keys: list[Any]) -> dict[Any, int]:

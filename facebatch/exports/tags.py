@@ -1,4 +1,5 @@
-"""Per-photo tags from the tables (no photo is opened): json, jsonl or parquet, written atomically.
+"""Per-photo tags from the tables (no photo is opened): json, jsonl or parquet, to a file
+(written atomically, see facebatch.files) or to standard output ("-").
 
 json: {"photos": [{path, photo_id, width, height, faces: [...]}, ...]}; jsonl: one such photo per
 line; parquet: one row per face with the photo's columns repeated. A face is
@@ -16,11 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
-from facebatch.errors import FacebatchError
-from facebatch.people.labels import DEFAULT_SUGGEST_DISTANCE, STATUS_UNKNOWN, face_tags
+from facebatch.errors import UsageError
+from facebatch.files import STDOUT, describe_output, output_file
+from facebatch.people.calibration import NAME_CONFIDENCE
+from facebatch.people.suggestions import face_tags
 from facebatch.schema import LIVE_STATUSES
-from facebatch.store import Library, atomic_file, atomic_write_table
+from facebatch.store import Library
 
 FORMATS = ("json", "jsonl", "parquet")
 
@@ -43,21 +47,29 @@ EXPORT_SCHEMA = pa.schema(
 
 @dataclass(frozen=True)
 class ExportSettings:
-    output: Path
+    output: str  # a file name, or "-" for standard output
     format: str = "json"
     only_named: bool = False
-    min_confidence: float = 0.0
-    suggest_distance: float = DEFAULT_SUGGEST_DISTANCE
+    min_confidence: float = NAME_CONFIDENCE  # suggestions below this are exported as unknown
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
-            raise FacebatchError(f"--format must be json, jsonl or parquet, got {self.format!r}")
+            raise UsageError(f"--format must be json, jsonl or parquet, got {self.format!r}")
         if not 0.0 <= self.min_confidence <= 1.0:
-            raise FacebatchError(f"--min-confidence must be between 0 and 1, got {self.min_confidence}")
-        if not 0.0 < self.suggest_distance <= 2.0:
-            raise FacebatchError(f"--suggest-distance must be in (0, 2], got {self.suggest_distance}")
-        if self.output.is_dir():
-            raise FacebatchError(f"{self.output} is a folder: give a file name, e.g. tags.{self.format}")
+            raise UsageError(f"--min-confidence must be between 0 and 1, got {self.min_confidence}")
+
+
+def format_for(output: str, given: str | None) -> str:
+    """--format, else the file's extension; an unknown extension needs --format."""
+    if given:
+        return given
+    if output == STDOUT:
+        return "jsonl"
+    suffix = Path(output).suffix.lstrip(".").lower()
+    if suffix in FORMATS:
+        return suffix
+    raise UsageError(f"cannot tell the format of {output!r} from its extension: name it .json, .jsonl or .parquet, "
+                     "or give --format")
 
 
 @dataclass
@@ -66,8 +78,8 @@ class ExportSummary:
     faces: int
     named: int
 
-    def line(self, output: Path) -> str:
-        return f"{self.photos} photos, {self.faces} faces ({self.named} with a person) -> {output}"
+    def line(self, output: str) -> str:
+        return f"{self.photos} photos, {self.faces} faces ({self.named} with a person) -> {describe_output(output)}"
 
 
 def _round(values: list[float]) -> list[float]:
@@ -76,7 +88,7 @@ def _round(values: list[float]) -> list[float]:
 
 def photo_records(library: Library, settings: ExportSettings) -> list[dict[str, Any]]:
     """Live photos with their faces, sorted by path; filters applied."""
-    tags = face_tags(library, settings.suggest_distance)
+    tags = face_tags(library, settings.min_confidence)
     faces = library.read_faces(["face_id", "photo_id", "box"])
     boxes = dict(zip(faces["face_id"].to_pylist(), faces["box"].to_pylist()))
     photos = library.read_photos()
@@ -84,8 +96,6 @@ def photo_records(library: Library, settings: ExportSettings) -> list[dict[str, 
     for face_id, photo_id, c, person, status, conf in zip(
         tags.face_ids, tags.photo_ids, tags.cluster_ids.tolist(), tags.person, tags.status, tags.confidence.tolist()
     ):
-        if status != "confirmed" and person is not None and conf < settings.min_confidence:
-            person, status, conf = None, STATUS_UNKNOWN, 0.0  # a weak suggestion is no suggestion
         if person is None:
             conf = 0.0
         if settings.only_named and person is None:
@@ -118,12 +128,6 @@ def _json_lines(records: list[dict[str, Any]]) -> Iterator[str]:
         yield json.dumps(record, ensure_ascii=False) + "\n"
 
 
-def _write_text(path: Path, chunks: Iterator[str]) -> None:
-    """Streamed to a temp file, then renamed: a kill leaves the old file or none."""
-    with atomic_file(path, "w", encoding="utf-8") as f:
-        f.writelines(chunks)
-
-
 def _json_document(records: list[dict[str, Any]]) -> Iterator[str]:
     yield '{"photos": ['
     for i, record in enumerate(records):
@@ -142,15 +146,14 @@ def _face_table(records: list[dict[str, Any]]) -> pa.Table:
 
 def export_tags(library: Library, settings: ExportSettings) -> ExportSummary:
     records = photo_records(library, settings)
-    try:
+    binary = settings.format == "parquet"
+    with output_file(settings.output, binary=binary) as f:
         if settings.format == "json":
-            _write_text(settings.output, _json_document(records))
+            f.writelines(_json_document(records))
         elif settings.format == "jsonl":
-            _write_text(settings.output, _json_lines(records))
+            f.writelines(_json_lines(records))
         else:
-            atomic_write_table(settings.output, _face_table(records))
-    except OSError as exc:
-        raise FacebatchError(f"cannot write {settings.output}: {exc.strerror or exc}") from exc
+            pq.write_table(_face_table(records), f, compression="zstd")
     n_faces = sum(len(r["faces"]) for r in records)
     named = sum(1 for r in records for f in r["faces"] if f["person"] is not None)
     return ExportSummary(len(records), n_faces, named)

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from facebatch.errors import FacebatchError
-from facebatch.store import atomic_file, atomic_write_json
+from facebatch.files import atomic_file, atomic_write_json
 
 if TYPE_CHECKING:
     import torch

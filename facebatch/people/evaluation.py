@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from facebatch.errors import FacebatchError
+from facebatch.errors import InputError
 from facebatch.schema import LIVE_STATUSES
 
 if TYPE_CHECKING:
@@ -371,22 +371,22 @@ def read_truth(csv_path: Path) -> list[tuple[str, str]]:
         with open(csv_path, newline="") as handle:
             rows = [(n, [c.strip() for c in row]) for n, row in enumerate(csv.reader(handle), start=1) if any(row)]
     except OSError as exc:
-        raise FacebatchError(f"cannot read truth file {csv_path}: {exc.strerror or exc}", exit_code=2) from None
+        raise InputError(f"cannot read truth file {csv_path}: {exc.strerror or exc}") from None
     except (csv.Error, UnicodeDecodeError) as exc:
-        raise FacebatchError(f"truth file {csv_path} is not a CSV file: {exc}", exit_code=2) from None
+        raise InputError(f"truth file {csv_path} is not a CSV file: {exc}") from None
     path_col, identity_col = 0, 1
     if rows and "path" in (c.lower() for c in rows[0][1]):
         header = [c.lower() for c in rows.pop(0)[1]]
         if "identity" not in header:
-            raise FacebatchError(f"{csv_path}: the header has no `identity` column", exit_code=2)
+            raise InputError(f"{csv_path}: the header has no `identity` column")
         path_col, identity_col = header.index("path"), header.index("identity")
     truth = []
     for line, row in rows:
         if len(row) <= max(path_col, identity_col) or not row[path_col] or not row[identity_col]:
-            raise FacebatchError(f"{csv_path} line {line}: expected path,identity", exit_code=2)
+            raise InputError(f"{csv_path} line {line}: expected path,identity")
         truth.append((row[path_col], row[identity_col]))
     if not truth:
-        raise FacebatchError(f"truth file {csv_path} has no rows", exit_code=2)
+        raise InputError(f"truth file {csv_path} has no rows")
     return truth
 
 

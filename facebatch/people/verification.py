@@ -18,25 +18,20 @@ import numpy as np
 
 from facebatch.config import DetectionSettings, check_device
 from facebatch.models.detection import Face
-from facebatch.errors import FacebatchError, PhotoError
+from facebatch.errors import InputError, PhotoError, UsageError
 from facebatch.people.evaluation import DEFAULT_FAR, DEFAULT_FOLDS, VerificationReport, nearest_centre, verification_report
 from facebatch.imageload import read_photo_bytes
 from facebatch.scan.pipeline import FacePipeline, PipelineBuilder, pipeline_for
 from facebatch.models.weights import DEFAULT_WEIGHTS, resolve_weights
+from facebatch.people.calibration import NAME_DISTANCE, confidence
 
-# Euclidean distance between two L2-normalised casia-webface embeddings at or below which two
-# faces are called the same person: the best-accuracy threshold on lfw-dev (6,000 pairs, 10 folds
-# x 300 same + 300 different, seed 0, scan's preprocessing box-margin44-182-centre160):
-#   accuracy 98.77% at 1.108 on all pairs; 98.63 ± 0.30% when each fold's threshold is chosen on
-#   the other nine (those thresholds ranged 1.098 to 1.115); ROC AUC 0.9991.
-#   At 1.108 about 0.8% of different-person pairs are accepted (FAR 8e-3, TAR 98.3%). For FAR 1e-3
-#   use --threshold 1.026 (TAR 94.7%); 1.0 gives FAR 3e-4, TAR 92.4%.
-# Reproduce:
-#   facebatch --library /tmp/lfw-lib scan ../shared/datasets/lfw-dev/images
-#   python benchmarks/lfw_pairs.py --library /tmp/lfw-lib --write-pairs /tmp/lfw-dev-pairs.csv
-#   facebatch eval pairs /tmp/lfw-dev-pairs.csv --root ../shared/datasets/lfw-dev/images
-# Other weights (vggface2, a .pt file) have their own scale: measure with `eval pairs` and pass --threshold.
-DEFAULT_THRESHOLD = 1.108
+# "Same person" uses the one cut of people.calibration: confidence >= 0.8, distance <= 0.838, the
+# same cut `identify` and the export's suggestions use, so the commands never disagree on a face.
+# It is stricter than the best 1:1 accuracy threshold on LFW pairs (1.108 on lfw-dev: 98.6%
+# accuracy, but 0.8% of different-person pairs accepted): at 0.838 a stranger is almost never
+# called the same (table in BENCHMARKS.md). `eval pairs` reports the LFW protocol on its own
+# thresholds; --threshold overrides the cut, e.g. with other weights (measure with `eval pairs`).
+DEFAULT_THRESHOLD = NAME_DISTANCE
 
 # Exit codes of `facebatch verify`: scripts branch on them.
 EXIT_SAME = 0
@@ -50,7 +45,7 @@ def build_pipeline(
     weights: str = DEFAULT_WEIGHTS, device: str = "cpu", batch_size: int = 32, threads: int | None = None
 ) -> FacePipeline:
     """The scan's detector and embedder with default detection settings, in this process."""
-    check_device(device, exit_code=EXIT_ERROR)
+    check_device(device)
     weights_file = resolve_weights(weights)
     builder = PipelineBuilder(
         DetectionSettings(), weights_file, batch_size, device, torch_threads=threads or os.cpu_count() or 1
@@ -106,10 +101,15 @@ class VerifyResult:
     def same(self) -> bool:
         return self.distance <= self.threshold
 
+    @property
+    def confidence(self) -> float:
+        return float(confidence(self.distance))
+
     def line(self) -> str:
         verdict = "same person" if self.same else "different people"
         sign = "<=" if self.same else ">"
-        return f"{verdict}: distance {self.distance:.4f} {sign} threshold {self.threshold:.4f}"
+        return (f"{verdict}: distance {self.distance:.4f} {sign} threshold {self.threshold:.4f} "
+                f"(confidence {self.confidence:.2f})")
 
     def to_json(self) -> dict:
         def face(chosen: ChosenFace) -> dict:
@@ -121,7 +121,8 @@ class VerifyResult:
                 "score": round(chosen.face.score, 4),
             }
 
-        return {"same": self.same, "distance": self.distance, "threshold": self.threshold, "a": face(self.a), "b": face(self.b)}
+        return {"same": self.same, "distance": self.distance, "threshold": self.threshold,
+                "confidence": round(self.confidence, 4), "a": face(self.a), "b": face(self.b)}
 
 
 def photo_faces(pipeline: FacePipeline, path: str) -> tuple[list[Face], list[np.ndarray], int, int]:
@@ -129,7 +130,7 @@ def photo_faces(pipeline: FacePipeline, path: str) -> tuple[list[Face], list[np.
         photo, faces, crops = pipeline.find_faces(read_photo_bytes(path))
     except PhotoError as exc:
         message = exc.message if path in exc.message else f"{path}: {exc.message}"
-        raise FacebatchError(message, exit_code=EXIT_ERROR) from None
+        raise InputError(message) from None
     return faces, crops, photo.width, photo.height
 
 
@@ -145,12 +146,11 @@ def verify(
     for path, wanted in zip((path_a, path_b), faces):
         found, found_crops, _, _ = photo_faces(pipeline, path)
         if not found:
-            raise FacebatchError(f"no face found in {path}", exit_code=EXIT_ERROR)
+            raise InputError(f"no face found in {path}")
         index = prominent_face(found) if wanted is None else wanted
         if not 0 <= index < len(found):
-            raise FacebatchError(
+            raise UsageError(
                 f"--face {index}: {path} has {len(found)} face{'s' if len(found) != 1 else ''} (0 to {len(found) - 1})",
-                exit_code=EXIT_ERROR,
             )
         chosen.append(ChosenFace(path, index, len(found), found[index]))
         crops.append(found_crops[index])
@@ -182,9 +182,9 @@ def read_pairs(csv_path: Path, root: Path) -> list[Pair]:
         with open(csv_path, newline="") as handle:
             rows = [(n, row) for n, row in enumerate(csv.reader(handle), start=1) if row and any(row)]
     except OSError as exc:
-        raise FacebatchError(f"cannot read pairs file {csv_path}: {exc.strerror or exc}", exit_code=2) from None
+        raise InputError(f"cannot read pairs file {csv_path}: {exc.strerror or exc}") from None
     except (csv.Error, UnicodeDecodeError) as exc:
-        raise FacebatchError(f"pairs file {csv_path} is not a CSV file: {exc}", exit_code=2) from None
+        raise InputError(f"pairs file {csv_path} is not a CSV file: {exc}") from None
     if rows and len(first := rows[0][1]) >= 3 and first[2].strip().lower() not in _TRUE | _FALSE:
         if not (root / first[0].strip()).is_file():
             rows = rows[1:]  # header
@@ -192,22 +192,21 @@ def read_pairs(csv_path: Path, root: Path) -> list[Pair]:
     for line, row in rows:
         cells = [c.strip() for c in row]
         if len(cells) not in (3, 4) or not cells[0] or not cells[1]:
-            raise FacebatchError(f"{csv_path} line {line}: expected path1,path2,same[,fold]", exit_code=2)
+            raise InputError(f"{csv_path} line {line}: expected path1,path2,same[,fold]")
         label = cells[2].lower()
         if label not in _TRUE | _FALSE:
-            raise FacebatchError(
+            raise InputError(
                 f"{csv_path} line {line}: same must be 1/0, true/false or yes/no, got {cells[2]!r}",
-                exit_code=2,
             )
         fold = cells[3] if len(cells) == 4 and cells[3] else None
         pairs.append(Pair(cells[0], cells[1], label in _TRUE, fold))
     if not pairs:
-        raise FacebatchError(f"pairs file {csv_path} has no pairs", exit_code=2)
+        raise InputError(f"pairs file {csv_path} has no pairs")
     if len({p.fold is None for p in pairs}) > 1:
-        raise FacebatchError(f"{csv_path}: give a fold for every pair or for none", exit_code=2)
+        raise InputError(f"{csv_path}: give a fold for every pair or for none")
     for path in dict.fromkeys(p for pair in pairs for p in (pair.path1, pair.path2)):
         if not (root / path).is_file():
-            raise FacebatchError(f"photo not found: {root / path} (paths in {csv_path.name} are relative to --root)", exit_code=2)
+            raise InputError(f"photo not found: {root / path} (paths in {csv_path.name} are relative to --root)")
     return pairs
 
 
@@ -311,9 +310,9 @@ def evaluate_pairs(
     same = np.array([pair.same for pair in pairs])
     folds = None if pairs[0].fold is None else [pair.fold for pair in pairs]
     if folds is not None and len(set(folds)) < 2:
-        raise FacebatchError("the fold column must name at least 2 folds", exit_code=2)
+        raise InputError("the fold column must name at least 2 folds")
     if folds is None and len(pairs) < n_folds:
-        raise FacebatchError(f"{len(pairs)} pairs are too few for {n_folds} folds", exit_code=2)
+        raise InputError(f"{len(pairs)} pairs are too few for {n_folds} folds")
     report = verification_report(distances, same, folds, n_folds)
     failed_photos = {p: failed[root / p] for p in photos if root / p in failed}
     return PairsResult(report, failed_photos, len(photos), flip)

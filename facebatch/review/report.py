@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import html
-import io
 import os
 import re
 import shlex
@@ -24,9 +23,12 @@ from urllib.parse import quote
 
 from PIL import Image, ImageDraw, ImageFont
 
-from facebatch.errors import FacebatchError
-from facebatch.people.labels import build_view, face_tags
-from facebatch.store import Library, atomic_write_bytes
+from facebatch.errors import FacebatchError, NotFound, UsageError
+from facebatch.people.calibration import confidence
+from facebatch.people.suggestions import face_tags
+from facebatch.people.view import build_view
+from facebatch.files import STDOUT, atomic_write_bytes, describe_output, output_file, resolve_output
+from facebatch.store import Library
 from facebatch.review.thumbnails import FaceBox, make_thumbnails
 
 FACES_PER_PAGE = 200
@@ -41,7 +43,7 @@ class Face:
     person: str | None
     status: str  # confirmed, suggested, unknown
     confidence: float
-    probability: float
+    fit: float  # distance to the centre of its cluster's other faces (nan: not in a cluster)
     thumbnail: str = ""  # URL relative to the site folder
 
     @property
@@ -80,7 +82,7 @@ def collect(library: Library) -> Site:
     view = build_view(library)
     tags = face_tags(library, view=view)
     boxes = _face_boxes(library)
-    probability = dict(zip(view.face_ids.tolist(), view.probability.tolist()))
+    fit = dict(zip(view.face_ids.tolist(), view.distance.tolist()))
     clusters = {
         c: Cluster(c, info.person, info.ignored, info.conflict_line() if info.conflict else None)
         for c, info in view.clusters.items()
@@ -89,13 +91,13 @@ def collect(library: Library) -> Site:
     people: dict[str, list[Face]] = {}
     for i, face_id in enumerate(tags.face_ids):
         face = Face(boxes[face_id], int(tags.cluster_ids[i]), tags.person[i], tags.status[i],
-                    float(tags.confidence[i]), float(probability.get(face_id, 0.0)))
+                    float(tags.confidence[i]), float(fit.get(face_id, float("nan"))))
         cluster = clusters.get(face.cluster_id)
         (cluster.faces if cluster else unclustered).append(face)
         if face.person:
             people.setdefault(face.person, []).append(face)
     for cluster in clusters.values():
-        cluster.faces.sort(key=lambda f: (f.status != "confirmed", -f.probability, f.face_id))
+        cluster.faces.sort(key=lambda f: (f.status != "confirmed", _fit_key(f.fit), f.face_id))
     for named in people.values():
         named.sort(key=lambda f: (f.status != "confirmed", -f.confidence, f.face_id))
     ordered = sorted((c for c in clusters.values() if c.faces), key=lambda c: (-len(c.faces), c.cluster_id))
@@ -106,6 +108,10 @@ def collect(library: Library) -> Site:
         unclustered,
         dict(sorted(people.items(), key=lambda kv: (-len(kv[1]), kv[0]))),
     )
+
+
+def _fit_key(distance: float) -> float:
+    return distance if distance == distance else 9.0  # nan (alone) last
 
 
 def write_report(
@@ -214,7 +220,7 @@ def _face_pages(stem: str, heading: str, faces: Sequence[Face], title: str) -> d
 def _face_card(face: Face) -> str:
     who = html.escape(face.person) if face.person else "unnamed"
     status = {"confirmed": "confirmed", "suggested": f"suggested {face.confidence:.0%}"}.get(
-        face.status, f"cluster fit {face.probability:.0%}" if face.cluster_id != -1 else "")
+        face.status, f"fits {float(confidence(face.fit)):.0%}" if face.cluster_id != -1 and face.fit == face.fit else "")
     shown_path = "/".join(Path(face.path).parts[-2:])
     return (
         f"<figure class=face>{_thumb(face)}<figcaption><b>{who}</b> <small>{status}</small><br>"
@@ -303,21 +309,23 @@ def faces_of_cluster(site: Site, cluster_id: int) -> list[Face]:
     for cluster in [*site.clusters, *site.ignored]:
         if cluster.cluster_id == cluster_id:
             return cluster.faces
-    raise FacebatchError(f"no cluster {cluster_id}: `facebatch clusters` lists them")
+    raise NotFound(f"no cluster {cluster_id}: `facebatch clusters` lists them")
 
 
 def faces_of_person(site: Site, name: str) -> list[Face]:
     if name not in site.people:
         known = ", ".join(list(site.people)[:5]) or "none yet"
-        raise FacebatchError(f"nobody is named {name!r} (people: {known}); `facebatch people` lists them")
+        raise NotFound(f"nobody is named {name!r} (people: {known}); `facebatch people` lists them")
     return site.people[name]
 
 
-def write_contact_sheet(library: Library, faces: Sequence[Face], title: str, out: Path) -> Path:
-    """A grid of the faces' thumbnails under a title line; JPEG or PNG by the file's extension."""
-    kind = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG"}.get(out.suffix.lower())
+def write_contact_sheet(library: Library, faces: Sequence[Face], title: str, out: str) -> str:
+    """A grid of the faces' thumbnails under a title line; JPEG or PNG by the file's extension
+    (PNG for "-", standard output). Returns where it went."""
+    kind = "PNG" if out == STDOUT else {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG"}.get(Path(out).suffix.lower())
     if kind is None:
-        raise FacebatchError(f"contact sheet must be .jpg, .jpeg or .png, got {out.name}")
+        raise UsageError(f"contact sheet must be .jpg, .jpeg or .png, got {Path(out).name}")
+    resolve_output(out)  # a missing folder is reported before any thumbnail is made
     shown = list(faces)[:SHEET_MAX_FACES]
     thumbnails = make_thumbnails(library, [f.source for f in shown])
     columns = max(1, min(SHEET_COLUMNS, len(shown)))
@@ -331,10 +339,9 @@ def write_contact_sheet(library: Library, faces: Sequence[Face], title: str, out
         with Image.open(thumbnails[face.face_id]) as thumb:
             cell = thumb.convert("RGB").resize((SHEET_CELL, SHEET_CELL))
         sheet.paste(cell, ((i % columns) * SHEET_CELL, header + (i // columns) * SHEET_CELL))
-    buffer = io.BytesIO()
-    sheet.save(buffer, kind, **({"quality": 90} if kind == "JPEG" else {}))
-    atomic_write_bytes(out.absolute(), buffer.getvalue())
-    return out.absolute()
+    with output_file(out, binary=True) as f:
+        sheet.save(f, kind, **({"quality": 90} if kind == "JPEG" else {}))
+    return describe_output(out if out == STDOUT else Path(out).absolute())
 
 
 def _face_boxes(library: Library) -> dict[str, FaceBox]:

@@ -18,7 +18,8 @@ from PIL import Image, ImageDraw
 
 from facebatch.errors import PhotoError
 from facebatch.imageload import decode_photo, read_photo_bytes
-from facebatch.store import Library, atomic_write_bytes
+from facebatch.files import atomic_write_bytes
+from facebatch.store import Library
 
 THUMBNAIL_SIZE = 200  # px: sharp at 100 css px on a 2x phone screen
 CONTEXT = 0.35  # the box widened by this share on each side: hair and chin stay in view

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from facebatch.errors import FacebatchError
+from facebatch.errors import FacebatchError, InputError
 from facebatch.imageload import HEIF_INSTALL_HINT, HEIF_SUPPORTED
 
 PHOTO_EXTENSIONS: frozenset[str] = frozenset(
@@ -90,7 +90,7 @@ def discover(
         elif _has_photo_extension(root_path, walker.extensions):
             walker.add_file_root(root_path, root_stat)
         else:
-            raise FacebatchError(f"not a folder: {root_path}")
+            raise InputError(f"not a folder: {root_path}")
     # Outer folders first, so that a folder inside another root is reached as part of the outer
     # one and its files' relative paths (used by the globs) don't depend on the roots' order.
     walker.add_folder_roots(sorted(folder_roots, key=os.path.realpath))
@@ -105,16 +105,16 @@ def _stat_root(root_path: str) -> os.stat_result:
     try:
         return os.stat(root_path)
     except FileNotFoundError:
-        raise FacebatchError(f"photo folder not found: {root_path}") from None
+        raise InputError(f"photo folder not found: {root_path}") from None
     except OSError as error:
-        raise FacebatchError(f"cannot read photo folder {root_path}: {_reason(error)}") from None
+        raise InputError(f"cannot read photo folder {root_path}: {_reason(error)}") from None
 
 
 def _check_root_readable(root_path: str) -> None:
     try:
         _list_folder(root_path)
     except OSError as error:
-        raise FacebatchError(f"cannot read photo folder {root_path}: {_reason(error)}") from None
+        raise InputError(f"cannot read photo folder {root_path}: {_reason(error)}") from None
 
 
 def _folder_identities(folders: Iterable[str | Path]) -> set[tuple[int, int]]:

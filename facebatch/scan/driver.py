@@ -21,7 +21,7 @@ from typing import Any
 import pyarrow as pa
 
 from facebatch.config import DEFAULT_SHARD_SIZE, ScanConfig
-from facebatch.scan.discovery import Discovery, PhotoFile, discover
+from facebatch.scan.discovery import Discovery, PhotoFile, discover, photo_extensions
 from facebatch.models.embedding import model_tag
 from facebatch.errors import FacebatchError, PhotoError
 from facebatch.scan.pipeline import PipelineBuilder, ShardResult, photo_row, run_shard
@@ -98,8 +98,12 @@ def scan(config: ScanConfig, progress: ProgressCallback | None = None) -> ScanSu
     weights = resolve_weights(config.weights)
     model = model_tag(weights)
     summary = ScanSummary(library=str(library.root), warnings=list(discovery.warnings))
+    if not discovery.photos:
+        looked_for = " ".join(sorted(photo_extensions()))
+        summary.warnings.append(f"no photos under {', '.join(config.roots)} (looked for {looked_for}, in any case)")
     with library.lock():
         library.create(model)
+        library.add_roots([os.path.abspath(r) for r in config.roots if os.path.isdir(r)])
         library.remove_unfinished_parts()
         library.reconcile()  # repairs what a scan killed between writing a shard and reconciling left
         plan = plan_scan(library.read_photos(), discovery.photos, config)
@@ -119,11 +123,7 @@ def scan(config: ScanConfig, progress: ProgressCallback | None = None) -> ScanSu
 
 
 def _discover(config: ScanConfig, library: Library) -> Discovery:
-    """A missing or unreadable photo folder is a usage error: exit 2."""
-    try:
-        return discover(config.roots, include=config.include, exclude=config.exclude, skip_dirs=[library.root])
-    except FacebatchError as error:
-        raise FacebatchError(str(error), exit_code=2) from None
+    return discover(config.roots, include=config.include, exclude=config.exclude, skip_dirs=[library.root])
 
 
 def plan_scan(photos: pa.Table, found: Sequence[PhotoFile], config: ScanConfig) -> ScanPlan:

@@ -1,0 +1,255 @@
+"""What the user does to people: name, "not", merge, split, ignore, undo.
+
+The CLI and the review site call these same functions, so they always write the same facts.
+Each one is one action in the labels history (people.labels) and returns a result object that
+says what changed; the callers format it. Writes happen under the library lock, waiting up to
+`wait` seconds for a scan or another command to finish.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from facebatch.errors import NotFound, UsageError
+from facebatch.people.clustering import move_faces, require_clusters, require_library, undo_moves
+from facebatch.people.labels import (
+    KIND_IGNORE,
+    KIND_MERGE,
+    KIND_NAME,
+    KIND_NOT,
+    KIND_SPLIT,
+    SOURCE_CLUSTER,
+    SOURCE_FACE,
+    Fact,
+    action_rows,
+    clean_name,
+    undo_rows,
+    undoable_actions,
+)
+from facebatch.people.view import View, build_view
+from facebatch.store import Library
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    """What one action changed."""
+
+    action: int  # its number in the history (0: nothing changed, nothing written)
+    kind: str  # name-cluster, name-faces, not, merge, ignore, unignore, split, undo
+    faces: int  # faces whose labels changed
+    name: str | None = None
+    cluster_id: int | None = None  # the cluster acted on, or the merged/new cluster
+    clusters: tuple[int, ...] = ()  # every cluster involved
+    size: int = 0  # faces in the resulting cluster
+    kept_own: int = 0  # faces that keep their own, different face label
+    refused: int = 0  # faces left out because they are "not" the name
+    conflict: str | None = None  # a conflict line, after a merge
+    person: str | None = None  # the resulting cluster's person
+    undone: ActionSummary | None = None
+
+
+@dataclass(frozen=True)
+class ActionSummary:
+    """An action of the history, described for undo and the review site."""
+
+    action: int
+    kinds: tuple[str, ...]
+    values: tuple[str, ...]
+    faces: int
+
+    def text(self) -> str:
+        parts = []
+        for kind, value in zip(self.kinds, self.values):
+            if kind == KIND_NAME:
+                parts.append(f"named {value}")
+            elif kind == KIND_NOT:
+                parts.append(f"not {value}")
+            else:
+                parts.append({KIND_MERGE: "merge", KIND_IGNORE: "ignore", KIND_SPLIT: "split"}.get(kind, kind))
+        return f"action {self.action} ({', '.join(parts)}, {self.faces} faces)"
+
+
+def _write(library: Library, view: View, facts: list[Fact]) -> int:
+    rows = action_rows(view.history, facts, view.state.run)
+    if rows.num_rows == 0:
+        return 0
+    library.append_labels(rows)
+    return int(rows["action"][0].as_py())
+
+
+def _live(view: View, face_ids: list[str]) -> list[str]:
+    known = set(view.face_ids.tolist())
+    missing = [f for f in face_ids if f not in known]
+    if missing:
+        raise NotFound(f"no face {missing[0]} in the clustered library: `facebatch export` lists face ids "
+                       "(faces scanned since the last `facebatch cluster` need it first)")
+    return list(dict.fromkeys(face_ids))
+
+
+def label_cluster(library: Library, cluster_id: int, name: str, wait: float = 0.0) -> ActionResult:
+    """Name every member face (source `cluster`), except faces that are "not" that name."""
+    name = clean_name(name)
+    require_library(library)
+    with library.lock(wait):
+        view = build_view(library)
+        info = view.cluster(cluster_id)
+        if info.ignored:
+            raise UsageError(f"cluster {cluster_id} is ignored: `facebatch ignore cluster {cluster_id} --undo` first")
+        members = view.members(cluster_id)
+        refused = [f for f in members if name in view.labels.nots.get(f, ())]
+        named = [f for f in members if name not in view.labels.nots.get(f, ())]
+        own = sum(1 for f in named if f in view.labels.face_names and view.labels.face_names[f][0] != name)
+        action = _write(library, view, [Fact(f, KIND_NAME, name, SOURCE_CLUSTER) for f in named])
+    return ActionResult(action, "name-cluster", len(named), name, cluster_id, (cluster_id,), info.size,
+                        kept_own=own, refused=len(refused), person=name)
+
+
+def label_faces(library: Library, face_ids: list[str], name: str, wait: float = 0.0) -> ActionResult:
+    """`name` for these faces (source `face`: outranks any cluster name); clears "not name"."""
+    name = clean_name(name)
+    require_library(library)
+    with library.lock(wait):
+        view = build_view(library)
+        faces = _live(view, face_ids)
+        facts = [Fact(f, KIND_NAME, name, SOURCE_FACE) for f in faces]
+        facts += [Fact(f, KIND_NOT, name, SOURCE_FACE, active=False) for f in faces if name in view.labels.nots.get(f, ())]
+        action = _write(library, view, facts)
+    return ActionResult(action, "name-faces", len(faces), name, clusters=_clusters_of(view, faces))
+
+
+def reject_faces(library: Library, face_ids: list[str], name: str, wait: float = 0.0) -> ActionResult:
+    """"These faces are not `name`", for good: no cluster label, suggestion or export gives it."""
+    name = clean_name(name)
+    require_library(library)
+    with library.lock(wait):
+        view = build_view(library)
+        faces = _live(view, face_ids)
+        facts = [Fact(f, KIND_NOT, name, SOURCE_FACE) for f in faces]
+        for f in faces:  # the "not" wins over a name of that name this face had
+            own = view.labels.face_names.get(f)
+            if own and own[0] == name:
+                facts.append(Fact(f, KIND_NAME, name, own[1], active=False))
+            if view.labels.cluster_names.get(f) == name:
+                facts.append(Fact(f, KIND_NAME, name, SOURCE_CLUSTER, active=False))
+        action = _write(library, view, facts)
+    return ActionResult(action, "not", len(faces), name, clusters=_clusters_of(view, faces))
+
+
+def merge_clusters(library: Library, cluster_ids: list[int], wait: float = 0.0) -> ActionResult:
+    """One person: the clusters become the first one's number now, and stay together after re-runs."""
+    unique = list(dict.fromkeys(cluster_ids))
+    if len(unique) < 2:
+        raise UsageError("merge needs two different cluster numbers, e.g. `facebatch merge 12 31`")
+    require_library(library)
+    with library.lock(wait):
+        table = require_clusters(library)
+        view = build_view(library, table)
+        for c in unique:
+            if view.cluster(c).ignored:
+                raise UsageError(f"cluster {c} is ignored: `facebatch ignore cluster {c} --undo` first")
+        members = [f for c in unique for f in view.members(c)]
+        tokens = view.labels.tokens[KIND_MERGE]
+        old = {tokens[f][0] for f in members if f in tokens}
+        token = _next_token(view, KIND_MERGE, "m")
+        # Earlier merges touching these faces join the new group: one token per person.
+        carried = [f for f, (t, _) in tokens.items() if t in old]
+        faces = list(dict.fromkeys(carried + members))
+        action = _write(library, view, [Fact(f, KIND_MERGE, token, SOURCE_CLUSTER) for f in faces])
+        moved = [f for c in unique[1:] for f in view.members(c)]
+        table, _ = move_faces(library, table, moved, unique[0], action)
+        merged = build_view(library, table).cluster(unique[0])
+    return ActionResult(action, "merge", len(faces), cluster_id=unique[0], clusters=tuple(unique), size=merged.size,
+                        conflict=merged.conflict_line() if merged.conflict else None, person=merged.person)
+
+
+def split_faces(library: Library, face_ids: list[str], wait: float = 0.0) -> ActionResult:
+    """These faces are one person and not the person of the rest of their cluster: they get a
+    cluster of their own now, and stay apart after re-runs."""
+    require_library(library)
+    with library.lock(wait):
+        table = require_clusters(library)
+        view = build_view(library, table)
+        faces = _live(view, face_ids)
+        cluster_of = view.cluster_of()
+        sources = sorted({cluster_of[f] for f in faces if cluster_of[f] >= 0})
+        if not sources:
+            raise UsageError("only faces that are in a cluster can be split off")
+        rest = [f for c in sources for f in view.members(c) if f not in set(faces)]
+        if not rest:
+            raise UsageError("split needs faces to keep: select fewer faces than the whole cluster")
+        token = _next_token(view, KIND_SPLIT, "s").split("/")[0]
+        facts = [Fact(f, KIND_SPLIT, f"{token}/1", SOURCE_FACE) for f in faces]
+        facts += [Fact(f, KIND_SPLIT, f"{token}/0", SOURCE_CLUSTER) for f in rest]
+        # A cluster name given to the split-off faces stays with the rest.
+        facts += [Fact(f, KIND_NAME, view.labels.cluster_names[f], SOURCE_CLUSTER, active=False)
+                  for f in faces if f in view.labels.cluster_names]
+        action = _write(library, view, facts)
+        _, new_id = move_faces(library, table, faces, None, action)
+    return ActionResult(action, "split", len(faces), cluster_id=new_id, clusters=tuple(sources), size=len(faces))
+
+
+def ignore_cluster(library: Library, cluster_id: int, undo: bool = False, wait: float = 0.0) -> ActionResult:
+    """Strangers: an ignored cluster is never suggested or exported as a person."""
+    require_library(library)
+    with library.lock(wait):
+        view = build_view(library)
+        info = view.cluster(cluster_id)
+        members = view.members(cluster_id)
+        if undo:
+            if not info.ignored:
+                raise UsageError(f"cluster {cluster_id} is not ignored")
+            tokens = view.labels.tokens[KIND_IGNORE]
+            facts = [Fact(f, KIND_IGNORE, tokens[f][0], SOURCE_CLUSTER, active=False) for f in members if f in tokens]
+            return ActionResult(_write(library, view, facts), "unignore", len(facts), cluster_id=cluster_id,
+                                clusters=(cluster_id,), size=info.size)
+        if info.ignored:
+            return ActionResult(0, "ignore", 0, cluster_id=cluster_id, clusters=(cluster_id,), size=info.size)
+        token = _next_token(view, KIND_IGNORE, "i")
+        action = _write(library, view, [Fact(f, KIND_IGNORE, token, SOURCE_CLUSTER) for f in members])
+    return ActionResult(action, "ignore", len(members), cluster_id=cluster_id, clusters=(cluster_id,), size=info.size)
+
+
+def undo(library: Library, wait: float = 0.0) -> ActionResult:
+    """Undo the latest action not undone yet: a new action puts back what it changed."""
+    require_library(library)
+    with library.lock(wait):
+        view = build_view(library)
+        pending = undoable_actions(view.history)
+        if not pending:
+            raise NotFound("nothing to undo")
+        target = pending[0]
+        summary = describe(view.history, target)
+        rows = undo_rows(view.history, target, view.state.run)
+        library.append_labels(rows)
+        undo_moves(library, target)
+    return ActionResult(int(rows["action"][0].as_py()) if rows.num_rows else 0, "undo", summary.faces, undone=summary)
+
+
+def history(library: Library, limit: int = 20) -> list[ActionSummary]:
+    """The latest actions that can still be undone, latest first."""
+    table = library.read_labels()
+    return [describe(table, a) for a in undoable_actions(table)[:limit]]
+
+
+def describe(table: pa.Table, action: int) -> ActionSummary:
+    rows = [(k, v, f, a) for k, v, f, a, n in zip(*(table[c].to_pylist() for c in ("kind", "value", "face_id", "active", "action")))
+            if n == action]
+    kinds = Counter((k, v if k in (KIND_NAME, KIND_NOT) else "") for k, v, _, active in rows if active)
+    faces = len({f for _, _, f, _ in rows})
+    ordered = [kv for kv, _ in kinds.most_common()] or [(rows[0][0], "")] if rows else []
+    return ActionSummary(action, tuple(k for k, _ in ordered), tuple(v for _, v in ordered), faces)
+
+
+def _next_token(view: View, kind: str, prefix: str) -> str:
+    used = [v for k, v in zip(view.history["kind"].to_pylist(), view.history["value"].to_pylist()) if k == kind]
+    numbers = [int(v[len(prefix):].split("/")[0]) for v in used
+               if v.startswith(prefix) and v[len(prefix):].split("/")[0].isdigit()]
+    return f"{prefix}{max(numbers, default=0) + 1}"
+
+
+def _clusters_of(view: View, faces: list[str]) -> tuple[int, ...]:
+    cluster_of = view.cluster_of()
+    return tuple(sorted({cluster_of[f] for f in faces if cluster_of.get(f, -1) >= 0}))

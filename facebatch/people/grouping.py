@@ -1,0 +1,605 @@
+"""Faces into people: HDBSCAN proposes groups, an absolute distance scale and the user's
+constraints decide them. Pure numpy: embeddings and constraints in, a group per face out.
+
+The steps, each measured on the development mix (benchmarks/people_mix.py, BENCHMARKS.md):
+
+1. HDBSCAN (leaf selection) over the faces big enough to trust proposes small, tight groups.
+   Density alone cannot say "one person": it shatters a person with thousands of photos into
+   many leaves and, with `eom`, lumps look-alikes together.
+2. Membership on an absolute scale. A face belongs to a group when its root-mean-square
+   distance to the group's other faces (`rms_distance`) is within `member_distance`: the same
+   Euclidean scale `verify` calibrates, averaged over every member so that one close look-alike
+   is not enough. Faces that don't fit are taken out, the worst first.
+3. Cannot-link: two faces of one photo are two people (the better-fitting one stays), faces the
+   user named differently are two people, a face "not Alice" never sits with Alice's faces.
+4. Groups whose faces are on average within `merge_distance` of each other's are one person and
+   are joined (closest first, never across a cannot-link): the leaves of one person come back
+   together, look-alikes stay apart. Must-link: groups holding faces the user named alike (or
+   merged) are joined whatever the distance, again never across a cannot-link.
+5. Faces left out (HDBSCAN noise, faces taken out in 2-3) join the nearest group when they fit
+   it on the same scale; strangers, far from every group, stay unclustered.
+
+RMS distances come from group sums, never pairwise matrices: for unit vectors the mean squared
+distance of f to the faces of a group with sum S and k faces is 2 - 2 f.S / k, so every step is
+O(faces x dimensions) and a million faces fit in memory.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from facebatch.errors import UsageError
+from facebatch.schema import EMBEDDING_DIM
+
+UNCLUSTERED = -1
+SELECTION_METHODS = ("eom", "leaf")
+
+DEFAULT_MIN_CLUSTER_SIZE = 3
+DEFAULT_MIN_SAMPLES = 2
+DEFAULT_METHOD = "eom"
+DEFAULT_MEMBER_DISTANCE = 0.9
+DEFAULT_MERGE_DISTANCE = 0.75
+DEFAULT_PCA_DIMS = 64
+DEFAULT_PCA_SAMPLE = 20_000
+PCA_MIN_FACES = 2_000  # below this HDBSCAN is fast in full dimension: no reduction needed
+# HDBSCAN's tree search is O(n^2)-like beyond ~20 dimensions; from here on it runs on a sparse
+# k-nearest-neighbour graph instead (same leaves: they come from short edges, which the graph keeps).
+KNN_MIN_FACES = 20_000
+KNN_NEIGHBOURS = 10
+ANN_MIN_FACES = 200_000  # from here on neighbours come from faiss, when installed
+DEFAULT_MIN_FACE_SIZE = 40
+# Groups compared with each face left out, and with each group when joining: the nearest by
+# centre. More never changed a result on the development mix.
+CANDIDATES = 8
+
+
+@dataclass(frozen=True)
+class GroupingSettings:
+    min_cluster_size: int = DEFAULT_MIN_CLUSTER_SIZE
+    min_samples: int = DEFAULT_MIN_SAMPLES
+    method: str = DEFAULT_METHOD
+    member_distance: float = DEFAULT_MEMBER_DISTANCE
+    merge_distance: float = DEFAULT_MERGE_DISTANCE
+    pca_dims: int = DEFAULT_PCA_DIMS
+    pca_sample: int = DEFAULT_PCA_SAMPLE
+    min_face_size: float = DEFAULT_MIN_FACE_SIZE
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.min_cluster_size < 2:
+            raise UsageError(f"--min-cluster-size must be at least 2, got {self.min_cluster_size}")
+        if self.min_samples < 1:
+            raise UsageError(f"--min-samples must be at least 1, got {self.min_samples}")
+        if self.method not in SELECTION_METHODS:
+            raise UsageError(f"--method must be eom or leaf, got {self.method!r}")
+        for option, value in (("--member-distance", self.member_distance), ("--merge-distance", self.merge_distance)):
+            if not 0.0 < value <= 2.0:
+                raise UsageError(f"{option} must be in (0, 2], got {value}")
+        if self.pca_dims < 0 or self.pca_dims > EMBEDDING_DIM:
+            raise UsageError(f"--pca-dims must be between 0 and {EMBEDDING_DIM}, got {self.pca_dims}")
+        if self.min_face_size < 0:
+            raise UsageError(f"--min-face-size must be at least 0 pixels, got {self.min_face_size}")
+        if self.pca_sample < 100:
+            raise UsageError(f"--pca-sample must be at least 100, got {self.pca_sample}")
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """What the user said, as face indices and user-group ids (people.constraints builds them).
+
+    `group`: hard must-link: faces with the same id >= 0 are one person whatever their distance
+    (the user named this very face, or split it off with others).
+    `soft`: faces with the same id are one person as far as their groups go: groups holding them
+    are joined, but a face that does not fit is not pulled back (names given to a whole cluster,
+    merges: the user saw the cluster, not every face in it).
+    `apart`: pairs of user-group ids that are different people (two names, two sides of a split).
+    `not_group`: (face, user group) pairs: that face is not that group's person ("not Alice").
+    Faces of one photo are always apart; that comes from the photo codes, not from here.
+    """
+
+    group: np.ndarray
+    soft: np.ndarray
+    apart: frozenset[tuple[int, int]] = frozenset()
+    not_group: frozenset[tuple[int, int]] = frozenset()
+
+    @staticmethod
+    def none(n: int) -> Constraints:
+        return Constraints(np.full(n, -1, np.int64), np.full(n, -1, np.int64))
+
+    @property
+    def effective(self) -> np.ndarray:
+        """Each face's user group: the hard one, else the soft one (-1: none)."""
+        return np.where(self.group >= 0, self.group, self.soft)
+
+    def groups_apart(self, a: int, b: int) -> bool:
+        return (a, b) in self.apart or (b, a) in self.apart
+
+
+@dataclass
+class Grouping:
+    labels: np.ndarray  # group per face, 0..k-1, -1 unclustered
+    distance: np.ndarray  # each member's distance to the centre of its group's other faces (nan: none)
+    neighbours: list[tuple[int, int]]  # groups with faces among each other's nearest neighbours
+    steps: dict[str, Any] = field(default_factory=dict)  # counts per step, for the benchmark and the summary
+
+
+# --------------------------------------------------------------------------- distances
+
+
+def normalise_rows(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
+
+
+def centre_distance(dot: np.ndarray, norm: np.ndarray) -> np.ndarray:
+    """Distance from a unit vector to a group's centre (its sum S, direction only) from f.S and |S|."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cosine = np.where(norm > 1e-12, dot / norm, np.nan)
+    return np.sqrt(np.maximum(2.0 - 2.0 * np.minimum(cosine, 1.0), 0.0))
+
+
+def person_distance(face: np.ndarray, faces: np.ndarray) -> float:
+    """Distance from one unit vector to the centre of a set of unit vectors (one face: the plain
+    distance between the two, as `verify` measures it)."""
+    if len(faces) == 0:
+        return math.nan
+    total = faces.sum(axis=0)
+    return float(centre_distance(np.asarray(face, np.float64) @ total, np.linalg.norm(total)))
+
+
+# --------------------------------------------------------------------------- HDBSCAN proposals
+
+
+def pca_reduce(x: np.ndarray, dims: int, sample: int, seed: int = 0) -> np.ndarray:
+    """Project on the top `dims` principal axes fitted on a random sample, back onto the sphere.
+
+    Re-normalising keeps "Euclidean ranks like cosine" true in the reduced space.
+    """
+    from sklearn.decomposition import PCA
+
+    rng = np.random.default_rng(seed)
+    rows = x if len(x) <= sample else x[rng.choice(len(x), sample, replace=False)]
+    pca = PCA(n_components=dims, svd_solver="full" if len(rows) < 5 * dims else "randomized", random_state=seed)
+    pca.fit(rows)
+    return normalise_rows(pca.transform(x)).astype(np.float64)
+
+
+def nearest_neighbours(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(n, k) indices and inner products of each row's k nearest other rows (unit vectors)."""
+    n = len(x)
+    k = min(k, n - 1)
+    x32 = np.ascontiguousarray(x, np.float32)
+    if n >= ANN_MIN_FACES and _faiss() is not None:
+        return _approximate_neighbours(x32, k)
+    from sklearn.neighbors import NearestNeighbors
+
+    distances, cols = NearestNeighbors(n_neighbors=k + 1, algorithm="brute", n_jobs=os.cpu_count()).fit(
+        x32).kneighbors(x32)
+    return _drop_self(cols, (1.0 - distances.astype(np.float32) ** 2 / 2.0), k)
+
+
+def _drop_self(cols: np.ndarray, sims: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's own entry out of k + 1 neighbours (or its farthest one, when it was not found)."""
+    n = len(cols)
+    own = cols == np.arange(n)[:, None]
+    drop = np.where(own.any(axis=1), own.argmax(axis=1), k)
+    keep = np.ones_like(own)
+    keep[np.arange(n), drop] = False
+    return cols[keep].reshape(n, k), sims[keep].reshape(n, k)
+
+
+def _approximate_neighbours(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """faiss's inverted-file index: O(n * n/nlist * nprobe) instead of O(n^2).
+
+    Faces form tight groups, so probing the 32 nearest of ~4 sqrt(n) cells finds most true
+    neighbours (measured recall 0.89 at 200,000 synthetic faces with 16 probes of 1,024 cells).
+    """
+    faiss = _faiss()
+    n, d = x.shape
+    cells = int(4 * math.sqrt(n))
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, cells, faiss.METRIC_INNER_PRODUCT)
+    index.train(x[np.random.default_rng(0).choice(n, min(n, 40 * cells), replace=False)])
+    index.add(x)
+    index.nprobe = 32
+    sims, cols = index.search(x, k + 1)
+    return _drop_self(cols, sims, k)
+
+
+def _faiss() -> Any:
+    """faiss, when installed (`pip install 'facebatch[large]'`): approximate neighbours for big libraries."""
+    try:
+        import faiss
+    except ImportError:
+        return None
+    return faiss
+
+
+def knn_graph(cols: np.ndarray, sims: np.ndarray) -> Any:
+    """Sparse symmetric distances to each face's nearest faces, as one connected graph.
+
+    Separate components are tied together by edges of length 2, the largest distance between
+    unit vectors, so they only meet at the root of HDBSCAN's hierarchy.
+    """
+    from scipy import sparse
+    from scipy.sparse import csgraph
+
+    n, k = cols.shape
+    rows = np.repeat(np.arange(n), k)
+    keep = cols.ravel() >= 0  # the approximate search may find fewer than k
+    # A stored 0 would read as "no edge": identical faces get a tiny distance instead.
+    distances = np.maximum(np.sqrt(np.maximum(0.0, 2.0 - 2.0 * sims.ravel())), 1e-6).astype(np.float32)
+    graph = sparse.csr_matrix((distances[keep], (rows[keep], cols.ravel()[keep])), shape=(n, n))
+    graph = graph.maximum(graph.T).tocsr()
+    count, component = csgraph.connected_components(graph, directed=False)
+    if count > 1:
+        first = np.unique(component, return_index=True)[1]
+        ties = sparse.csr_matrix((np.full(count - 1, 2.0, np.float32), (first[:1].repeat(count - 1), first[1:])),
+                                 shape=(n, n))
+        graph = graph.maximum(ties).maximum(ties.T).tocsr()
+    return graph
+
+
+def hdbscan_proposals(x: np.ndarray, settings: GroupingSettings) -> np.ndarray:
+    """HDBSCAN labels (-1 noise) for unit vectors."""
+    n = len(x)
+    if n < max(settings.min_cluster_size, 2):
+        return np.full(n, UNCLUSTERED, np.int64)
+    import hdbscan  # heavy import: only when clustering
+
+    if settings.pca_dims and n >= PCA_MIN_FACES and settings.pca_dims < x.shape[1]:
+        x = pca_reduce(x, settings.pca_dims, settings.pca_sample, settings.seed)
+    else:
+        x = np.asarray(x, np.float64)
+    use_graph = n >= KNN_MIN_FACES
+    model = hdbscan.HDBSCAN(
+        min_cluster_size=settings.min_cluster_size,
+        min_samples=min(settings.min_samples, n - 1),
+        cluster_selection_method=settings.method,
+        metric="precomputed" if use_graph else "euclidean",
+        core_dist_n_jobs=os.cpu_count() or 1,
+    )
+    data = knn_graph(*nearest_neighbours(x, max(KNN_NEIGHBOURS, settings.min_samples))) if use_graph else x
+    return np.asarray(model.fit_predict(data), np.int64)
+
+
+# --------------------------------------------------------------------------- groups on the absolute scale
+
+
+class _Groups:
+    """Mutable groups of faces with running sums: what the steps after HDBSCAN work on."""
+
+    def __init__(self, x: np.ndarray, labels: np.ndarray, photo: np.ndarray, constraints: Constraints) -> None:
+        self.x = x
+        self.photo = photo
+        self.constraints = constraints
+        self.label = labels.copy()
+        count = int(labels.max()) + 1 if len(labels) and labels.max() >= 0 else 0
+        self.sum = np.zeros((count, x.shape[1]), np.float64)
+        self.size = np.zeros(count, np.int64)
+        member = labels >= 0
+        np.add.at(self.sum, labels[member], x[member])
+        np.add.at(self.size, labels[member], 1)
+        self.user = constraints.effective
+        self.not_groups: dict[int, set[int]] = {}
+        for face, group in constraints.not_group:
+            self.not_groups.setdefault(face, set()).add(group)
+
+    def members(self, g: int) -> np.ndarray:
+        return np.flatnonzero(self.label == g)
+
+    def remove(self, faces: np.ndarray) -> None:
+        faces = faces[self.label[faces] >= 0]
+        np.subtract.at(self.sum, self.label[faces], self.x[faces])
+        np.subtract.at(self.size, self.label[faces], 1)
+        self.label[faces] = UNCLUSTERED
+
+    def add(self, faces: np.ndarray, g: int) -> None:
+        self.sum[g] += self.x[faces].sum(axis=0)
+        self.size[g] += len(faces)
+        self.label[faces] = g
+
+    def new_group(self, faces: np.ndarray) -> int:
+        self.sum = np.vstack([self.sum, self.x[faces].sum(axis=0)[None]])
+        self.size = np.append(self.size, len(faces))
+        self.label[faces] = len(self.size) - 1
+        return len(self.size) - 1
+
+    def own_distance(self, faces: np.ndarray) -> np.ndarray:
+        """Distance of each face to the centre of the other faces of its group (nan when alone)."""
+        others = self.sum[self.label[faces]] - self.x[faces]
+        dot = np.einsum("ij,ij->i", self.x[faces], others)
+        distance = centre_distance(dot, np.linalg.norm(others, axis=1))
+        distance[self.size[self.label[faces]] < 2] = np.nan
+        return distance
+
+    def distance_to(self, faces: np.ndarray, g: np.ndarray) -> np.ndarray:
+        """Distance of faces (not members) to the centres of groups g."""
+        dot = np.einsum("ij,ij->i", self.x[faces], self.sum[g])
+        return centre_distance(dot, np.linalg.norm(self.sum[g], axis=1))
+
+    def centres(self) -> np.ndarray:
+        return normalise_rows(self.sum)
+
+    def allowed(self, faces: np.ndarray, g: int) -> bool:
+        """May these faces (not in g) join group g without breaking a cannot-link?"""
+        members = self.members(g)
+        if np.intersect1d(self.photo[faces], self.photo[members]).size:
+            return False
+        return self._groups_compatible(faces, members)
+
+    def can_join(self, a: int, b: int) -> bool:
+        return self.allowed(self.members(b), a)
+
+    def _groups_compatible(self, faces: np.ndarray, members: np.ndarray) -> bool:
+        group = self.user
+        ours = set(group[faces][group[faces] >= 0].tolist())
+        theirs = set(group[members][group[members] >= 0].tolist())
+        if any(self.constraints.groups_apart(a, b) for a in ours for b in theirs if a != b):
+            return False
+        if self.not_groups:
+            for f in faces.tolist():
+                if self.not_groups.get(f, set()) & theirs:
+                    return False
+            for f in members.tolist():
+                if self.not_groups.get(f, set()) & ours:
+                    return False
+        return True
+
+
+def _take_out_misfits(groups: _Groups, limit: float, min_size: int) -> int:
+    """Remove, worst first, faces whose RMS distance to their group's other faces exceeds `limit`.
+
+    One face per group per round (the worst), so an intruder does not get a true member thrown
+    out with it; groups that shrink below `min_size` dissolve. Returns faces taken out.
+    """
+    taken = 0
+    active = np.flatnonzero(groups.size > 0)
+    while len(active):
+        faces = np.flatnonzero(np.isin(groups.label, active))
+        if not len(faces):
+            break
+        rms = groups.own_distance(faces)
+        order = np.lexsort((-np.nan_to_num(rms, nan=-1.0), groups.label[faces]))
+        first = np.r_[True, groups.label[faces][order][1:] != groups.label[faces][order][:-1]]
+        worst = faces[order[first]]
+        worst_rms = rms[order[first]]
+        out = worst[worst_rms > limit]
+        if not len(out):
+            break
+        active = np.unique(groups.label[out])
+        groups.remove(out)
+        taken += len(out)
+    taken += _dissolve_small(groups, min_size)
+    return taken
+
+
+def _dissolve_small(groups: _Groups, min_size: int) -> int:
+    small = np.flatnonzero((groups.size > 0) & (groups.size < min_size))
+    if not len(small):
+        return 0
+    faces = np.flatnonzero(np.isin(groups.label, small))
+    groups.remove(faces)
+    return len(faces)
+
+
+def _separate(groups: _Groups) -> int:
+    """Cannot-links inside a group: per photo the best-fitting face stays; faces of a second
+    named person, or "not" this group's person, leave. Returns faces taken out."""
+    faces = np.flatnonzero(groups.label >= 0)
+    if not len(faces):
+        return 0
+    out: set[int] = set()
+    key = groups.label[faces] * (int(groups.photo.max()) + 1) + groups.photo[faces]
+    _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
+    crowded = np.unique(groups.label[faces][counts[inverse.reshape(-1)] > 1])
+    for g in crowded.tolist():
+        out.update(_one_face_per_photo(groups, groups.members(g)))
+    constraint = groups.constraints
+    if constraint.apart or groups.not_groups:
+        for g in np.unique(groups.label[faces]).tolist():
+            out.update(_user_conflicts(groups, groups.members(g)))
+    if out:
+        groups.remove(np.array(sorted(out), np.int64))
+    return len(out)
+
+
+def _one_face_per_photo(groups: _Groups, members: np.ndarray) -> list[int]:
+    """The faces to take out of a group so that each photo keeps one: the one nearest the centre
+    of the group's faces from photos seen once (a crowd from one group photo must not decide
+    who the group is), or of all its faces when every photo repeats."""
+    photos, inverse, counts = np.unique(groups.photo[members], return_inverse=True, return_counts=True)
+    repeated = counts[inverse.reshape(-1)] > 1
+    core = members[~repeated] if (~repeated).any() else members
+    centre = groups.x[core].sum(axis=0)
+    fit = groups.x[members] @ centre
+    out = []
+    for p in np.flatnonzero(counts > 1).tolist():
+        same = np.flatnonzero(inverse.reshape(-1) == p)
+        keep = same[np.argmax(fit[same])]
+        out.extend(int(members[i]) for i in same if i != keep)
+    return out
+
+
+def _user_conflicts(groups: _Groups, members: np.ndarray) -> list[int]:
+    """Faces of a second user group that is apart from the group's biggest one, and faces that
+    are "not" a user group present: they leave."""
+    constraint = groups.constraints
+    present = groups.user[members]
+    ids, counts = np.unique(present[present >= 0], return_counts=True)
+    out: list[int] = []
+    if len(ids) > 1:
+        keep = int(ids[np.argmax(counts)])
+        for other in ids.tolist():
+            if other != keep and constraint.groups_apart(keep, other):
+                out.extend(members[present == other].tolist())
+    if groups.not_groups:
+        here = set(ids.tolist())
+        out.extend(f for f in members.tolist() if groups.not_groups.get(f, set()) & here)
+    return out
+
+
+def _group_pairs(groups: _Groups, cols: np.ndarray) -> dict[int, set[int]]:
+    """Groups that are neighbours: some face of one has a face of the other among its nearest."""
+    a = np.repeat(groups.label, cols.shape[1])
+    b = groups.label[np.maximum(cols.ravel(), 0)]
+    keep = (a >= 0) & (b >= 0) & (a != b) & (cols.ravel() >= 0)
+    pairs = np.unique(np.stack([np.minimum(a[keep], b[keep]), np.maximum(a[keep], b[keep])], axis=1), axis=0)
+    near: dict[int, set[int]] = {}
+    for x, y in pairs.tolist():
+        near.setdefault(x, set()).add(y)
+        near.setdefault(y, set()).add(x)
+    return near
+
+
+def _join_close_groups(groups: _Groups, cols: np.ndarray, limit: float) -> int:
+    """Join neighbouring groups whose faces are on average within `limit` of each other, closest
+    first (average linkage on the RMS scale, never across a cannot-link). Returns joins made."""
+    near = _group_pairs(groups, cols)
+    heap = [(_centres_distance(groups, a, b), a, b) for a, others in near.items() for b in others if a < b]
+    heapq.heapify(heap)
+    joins = 0
+    while heap:
+        distance, a, b = heapq.heappop(heap)
+        if distance > limit:
+            break
+        if groups.size[a] == 0 or groups.size[b] == 0:
+            continue  # joined into another group since; the new pairs are in the heap
+        if not groups.can_join(a, b):
+            continue
+        groups.add(groups.members(b), a)
+        groups.sum[b] = 0.0
+        groups.size[b] = 0
+        joins += 1
+        merged = (near.pop(a, set()) | near.pop(b, set())) - {a, b}
+        near[a] = merged
+        for c in merged:
+            near[c].discard(b)
+            near[c].add(a)
+            heapq.heappush(heap, (_centres_distance(groups, a, c), min(a, c), max(a, c)))
+    return joins
+
+
+def _centres_distance(groups: _Groups, a: int, b: int) -> float:
+    """Distance between the centres of two groups."""
+    dot = float(groups.sum[a] @ groups.sum[b])
+    return float(centre_distance(np.array(dot), np.array(np.linalg.norm(groups.sum[a]) * np.linalg.norm(groups.sum[b]))))
+
+
+def _join_user_groups(groups: _Groups) -> int:
+    """Must-link: the groups holding faces of one user group become one (unless a cannot-link
+    says no). Faces of a hard user group that were left out join it too, and a hard user group
+    nobody clustered becomes a group of its own. Returns groups and faces moved."""
+    hard, user = groups.constraints.group, groups.user
+    moved = 0
+    for u in np.unique(user[user >= 0]).tolist():
+        faces = np.flatnonzero(user == u)
+        held = sorted((int(g) for g in np.unique(groups.label[faces]) if g >= 0), key=lambda g: -groups.size[g])
+        for other in held[1:]:
+            if groups.can_join(held[0], other):
+                groups.add(groups.members(other), held[0])
+                groups.sum[other] = 0.0
+                groups.size[other] = 0
+                moved += 1
+        loose = faces[(groups.label[faces] < 0) & (hard[faces] == u)]
+        if held:
+            for f in loose.tolist():
+                one = np.array([f])
+                if groups.allowed(one, held[0]):
+                    groups.add(one, held[0])
+                    moved += 1
+        elif len(loose) >= 2 and len(np.unique(groups.photo[loose])) == len(loose):
+            groups.new_group(loose)
+            moved += len(loose)
+    return moved
+
+
+def _adopt_loose_faces(groups: _Groups, candidates: np.ndarray, cols: np.ndarray, limit: float) -> int:
+    """Faces in no group join the best-fitting neighbouring group within `limit` (RMS distance to
+    its faces), if no cannot-link forbids it. Returns faces adopted."""
+    loose = candidates[groups.label[candidates] < 0]
+    if not len(loose):
+        return 0
+    neighbour_groups = groups.label[np.maximum(cols[loose], 0)]
+    neighbour_groups[cols[loose] < 0] = UNCLUSTERED
+    best_group = np.full(len(loose), UNCLUSTERED, np.int64)
+    best_rms = np.full(len(loose), np.inf)
+    for j in range(neighbour_groups.shape[1]):
+        g = neighbour_groups[:, j]
+        ok = g >= 0
+        if not ok.any():
+            continue
+        rms = groups.distance_to(loose[ok], g[ok])
+        rows = np.flatnonzero(ok)
+        better = rms < best_rms[rows]
+        best_rms[rows[better]] = rms[better]
+        best_group[rows[better]] = g[ok][better]
+    adopted = 0
+    for i in np.argsort(best_rms).tolist():  # best fits first: they take a photo's place first
+        if best_rms[i] > limit:
+            break
+        one = loose[i:i + 1]
+        if groups.allowed(one, int(best_group[i])):
+            groups.add(one, int(best_group[i]))
+            adopted += 1
+    return adopted
+
+
+# --------------------------------------------------------------------------- the whole thing
+
+
+def group_faces(
+    x: np.ndarray,
+    sides: np.ndarray,
+    photo: np.ndarray,
+    settings: GroupingSettings,
+    constraints: Constraints | None = None,
+) -> Grouping:
+    """Faces (unit vectors) into people. `photo`: an integer code per face (same photo, same code)."""
+    n = len(x)
+    constraints = Constraints.none(n) if constraints is None else constraints
+    x = np.asarray(x, np.float64)
+    eligible = np.flatnonzero(sides >= settings.min_face_size)
+    labels = np.full(n, UNCLUSTERED, np.int64)
+    steps: dict[str, Any] = {}
+    cols = np.full((n, 0), -1, np.int64)
+    if len(eligible) >= 2:
+        sub = x[eligible]
+        if settings.pca_dims and len(sub) >= PCA_MIN_FACES and settings.pca_dims < x.shape[1]:
+            sub = pca_reduce(sub, settings.pca_dims, settings.pca_sample, settings.seed)
+        near, _ = nearest_neighbours(sub, KNN_NEIGHBOURS)
+        cols = np.full((n, near.shape[1]), -1, np.int64)
+        cols[eligible] = eligible[near]
+        labels[eligible] = hdbscan_proposals(x[eligible], settings)
+    steps["proposed"] = int(len(np.unique(labels[labels >= 0])))
+    groups = _Groups(x, labels, photo, constraints)
+    steps["separated"] = _separate(groups)
+    steps["misfits"] = _take_out_misfits(groups, settings.member_distance, settings.min_cluster_size)
+    steps["user_joins"] = _join_user_groups(groups)
+    steps["joins"] = _join_close_groups(groups, cols, settings.merge_distance)
+    steps["adopted"] = _adopt_loose_faces(groups, eligible, cols, settings.member_distance)
+    # Joins and adoptions moved the centres: check every member once more.
+    steps["misfits"] += _take_out_misfits(groups, settings.member_distance, settings.min_cluster_size)
+    return _finish(groups, cols, steps)
+
+
+def _finish(groups: _Groups, cols: np.ndarray, steps: dict[str, Any]) -> Grouping:
+    """Dense labels 0..k-1 (by first face), each member's distance to its group, neighbouring groups."""
+    labels = np.full(len(groups.label), UNCLUSTERED, np.int64)
+    member = np.flatnonzero(groups.label >= 0)
+    distance = np.full(len(groups.label), np.nan)
+    if len(member):
+        distance[member] = groups.own_distance(member)
+        _, first = np.unique(groups.label[member], return_index=True)
+        order = np.argsort(np.argsort(first))
+        dense = np.unique(groups.label[member], return_inverse=True)[1].reshape(-1)
+        labels[member] = order[dense]
+    groups.label = labels
+    neighbours = sorted((a, b) for a, others in _group_pairs(groups, cols).items() for b in others if a < b)
+    steps["groups"] = int(labels.max()) + 1 if len(member) else 0
+    return Grouping(labels, distance, neighbours, steps)

@@ -1,0 +1,186 @@
+"""Per-face tags: confirmed, suggested or unknown, with a calibrated confidence. Tables only.
+
+- confirmed: the user named this face, or named its cluster and the face is still in a cluster
+  of that person (confidence 1).
+- suggested: the nearest named person, by the distance to the centre of their confirmed faces,
+  with confidence >= the cut (people.calibration). Never a name the face is "not", never while
+  its cluster is ignored, and never two faces of one photo under one name: the better one keeps
+  it, the other falls back to its next person or to unknown.
+- unknown: everything else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from facebatch.people.calibration import NAME_CONFIDENCE, confidence
+from facebatch.people.clustering import embeddings_matrix, require_library
+from facebatch.people.view import View, build_view
+from facebatch.schema import UNCLUSTERED
+from facebatch.store import Library
+
+STATUS_CONFIRMED, STATUS_SUGGESTED, STATUS_UNKNOWN = "confirmed", "suggested", "unknown"
+CANDIDATES = 3  # people tried per face when a better face of its photo took the first one
+BLOCK = 4096  # faces compared with every person at once (memory: BLOCK x people)
+
+
+@dataclass
+class FaceTags:
+    """One row per live face, in the faces table's order."""
+
+    face_ids: list[str]
+    photo_ids: list[str]
+    cluster_ids: np.ndarray
+    person: list[str | None]
+    status: list[str]
+    confidence: np.ndarray
+    distance: np.ndarray  # to the person's centre (nan: confirmed or unknown)
+
+
+@dataclass
+class People:
+    """Every named person's confirmed faces, as running sums: the gallery for suggestions."""
+
+    names: list[str]
+    sums: np.ndarray  # (people, 512)
+    counts: np.ndarray
+
+    @property
+    def centres(self) -> np.ndarray:
+        norms = np.linalg.norm(self.sums, axis=1, keepdims=True)
+        return self.sums / np.maximum(norms, 1e-12)
+
+    def distances(self, x: np.ndarray) -> np.ndarray:
+        """(faces, people) distances from each face to each person's centre."""
+        return np.sqrt(np.maximum(0.0, 2.0 - 2.0 * (x @ self.centres.T)))
+
+
+def gallery(names: list[str | None], x: np.ndarray) -> People:
+    """People from (name or None, embedding) rows."""
+    people = sorted({n for n in names if n})
+    index = {n: i for i, n in enumerate(people)}
+    sums = np.zeros((len(people), x.shape[1] if x.ndim == 2 else 512), np.float64)
+    counts = np.zeros(len(people), np.int64)
+    rows = [i for i, n in enumerate(names) if n]
+    if rows:
+        owner = np.array([index[names[i]] for i in rows])
+        np.add.at(sums, owner, x[rows])
+        np.add.at(counts, owner, 1)
+    return People(people, sums, counts)
+
+
+def face_tags(library: Library, min_confidence: float = NAME_CONFIDENCE, view: View | None = None) -> FaceTags:
+    """confirmed / suggested / unknown for every live face, from the tables alone."""
+    require_library(library)
+    faces = library.read_faces(["face_id", "photo_id", "embedding"])
+    face_ids = faces["face_id"].to_pylist()
+    photo_ids = faces["photo_id"].to_pylist()
+    view = build_view(library) if view is None else view
+    cluster_of = view.cluster_of()
+    cluster_ids = np.array([cluster_of.get(f, UNCLUSTERED) for f in face_ids], np.int64)
+    n = len(face_ids)
+    person: list[str | None] = [None] * n
+    status = [STATUS_UNKNOWN] * n
+    conf = np.zeros(n, np.float32)
+    distance = np.full(n, np.nan, np.float32)
+    for i, (face_id, c) in enumerate(zip(face_ids, cluster_ids.tolist())):
+        name = view.confirmed_name(face_id, c)
+        if name:
+            person[i], status[i], conf[i] = name, STATUS_CONFIRMED, 1.0
+    x = embeddings_matrix(faces)
+    del faces
+    people = gallery(person, x)
+    open_rows = [
+        i for i in range(n)
+        if status[i] == STATUS_UNKNOWN and not (cluster_ids[i] in view.clusters and view.clusters[cluster_ids[i]].ignored)
+    ]
+    if people.names and open_rows:
+        candidates = _candidates(x, open_rows, people, face_ids, view)
+        _assign(candidates, photo_ids, person, status, conf, distance, min_confidence)
+    return FaceTags(face_ids, photo_ids, cluster_ids, person, status, conf, distance)
+
+
+def _candidates(
+    x: np.ndarray, rows: list[int], people: People, face_ids: list[str], view: View
+) -> list[tuple[float, int, str]]:
+    """(distance, face row, name) of each open face's nearest allowed people."""
+    out = []
+    k = min(CANDIDATES, len(people.names))
+    for start in range(0, len(rows), BLOCK):
+        block = rows[start:start + BLOCK]
+        d = people.distances(x[block])
+        nearest = np.argsort(d, axis=1)[:, : k + 4]  # a few spare for "not" labels
+        for row, i in enumerate(block):
+            nots = view.labels.nots.get(face_ids[i], ())
+            taken = 0
+            for j in nearest[row].tolist():
+                name = people.names[j]
+                if name in nots:
+                    continue
+                out.append((float(d[row, j]), i, name))
+                taken += 1
+                if taken == k:
+                    break
+    return out
+
+
+def _assign(
+    candidates: list[tuple[float, int, str]],
+    photo_ids: list[str],
+    person: list[str | None],
+    status: list[str],
+    conf: np.ndarray,
+    distance: np.ndarray,
+    min_confidence: float,
+) -> None:
+    """Best (face, person) pairs first; a photo holds each name once (confirmed faces first)."""
+    used = {(photo_ids[i], name) for i, name in enumerate(person) if name}
+    for d, i, name in sorted(candidates):
+        c = float(confidence(d))
+        if c < min_confidence:
+            break
+        if status[i] != STATUS_UNKNOWN or (photo_ids[i], name) in used:
+            continue
+        person[i], status[i], conf[i], distance[i] = name, STATUS_SUGGESTED, c, d
+        used.add((photo_ids[i], name))
+
+
+@dataclass
+class Person:
+    name: str
+    confirmed: int
+    suggested: int
+    photos: int  # photos with a confirmed or suggested face of this person
+    clusters: list[int]
+
+
+def people_summary(tags: FaceTags) -> list[Person]:
+    by_name: dict[str, Person] = {}
+    photos: dict[str, set[str]] = {}
+    for name, st, photo, c in zip(tags.person, tags.status, tags.photo_ids, tags.cluster_ids.tolist()):
+        if name is None:
+            continue
+        entry = by_name.setdefault(name, Person(name, 0, 0, 0, []))
+        if st == STATUS_CONFIRMED:
+            entry.confirmed += 1
+        else:
+            entry.suggested += 1
+        photos.setdefault(name, set()).add(photo)
+        if c != UNCLUSTERED and c not in entry.clusters:
+            entry.clusters.append(c)
+    for name, entry in by_name.items():
+        entry.photos = len(photos[name])
+        entry.clusters.sort()
+    return sorted(by_name.values(), key=lambda p: (-(p.confirmed + p.suggested), p.name))
+
+
+def named_gallery(library: Library, view: View | None = None) -> People:
+    """The named people's confirmed faces: what `identify` compares new faces with."""
+    require_library(library)
+    view = build_view(library) if view is None else view
+    faces = library.read_faces(["face_id", "embedding"])
+    cluster_of = view.cluster_of()
+    names = [view.confirmed_name(f, cluster_of.get(f, UNCLUSTERED)) for f in faces["face_id"].to_pylist()]
+    return gallery(names, embeddings_matrix(faces))

@@ -1,0 +1,141 @@
+"""Clusters and labels joined: who each cluster is now, its conflicts, and which cluster it may
+be the same person as. Derived on every read, never stored."""
+
+from __future__ import annotations
+
+import shlex
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from facebatch.errors import NotFound
+from facebatch.people.calibration import confidence
+from facebatch.people.clustering import ClusterState, require_clusters
+from facebatch.people.labels import KIND_IGNORE, LabelState, group_clusters, replay
+from facebatch.schema import UNCLUSTERED
+from facebatch.store import Library
+
+
+@dataclass(frozen=True)
+class Similar:
+    """Another cluster that may be the same person."""
+
+    cluster_id: int
+    distance: float  # between the two clusters' centres
+
+    @property
+    def confidence(self) -> float:
+        return float(confidence(self.distance))
+
+
+@dataclass
+class ClusterInfo:
+    cluster_id: int
+    size: int
+    person: str | None = None
+    ignored: bool = False
+    votes: Counter = field(default_factory=Counter)  # names of its labelled members
+    whole_cluster_names: Counter = field(default_factory=Counter)  # names its members got as a cluster
+    similar: list[Similar] = field(default_factory=list)  # nearest first
+    suggestion: Similar | None = None  # for an unnamed cluster: the named or larger one it may be
+
+    @property
+    def conflict(self) -> bool:
+        return len(self.whole_cluster_names) >= 2 or (self.person is None and len(self.votes) >= 2)
+
+    def conflict_line(self) -> str:
+        names = " and ".join(f"{name} ({n})" for name, n in self.votes.most_common())
+        shown = f"shown as {self.person}" if self.person else "left unnamed"
+        keep = self.person or self.votes.most_common(1)[0][0]
+        other = next(name for name, _ in self.votes.most_common() if name != keep)
+        return (
+            f"cluster {self.cluster_id} holds faces named {names}: {shown}; "
+            f"`facebatch label cluster {self.cluster_id} {shlex.quote(keep)}` names them all, "
+            f"`facebatch label face FACE_ID {shlex.quote(other)}` keeps one face apart"
+        )
+
+
+@dataclass
+class View:
+    face_ids: np.ndarray  # faces of the last clustering run
+    cluster_ids: np.ndarray
+    distance: np.ndarray  # each member's distance to the centre of its cluster's other faces
+    first_run: np.ndarray
+    state: ClusterState
+    history: pa.Table  # the labels history
+    labels: LabelState
+    clusters: dict[int, ClusterInfo]
+
+    def members(self, cluster_id: int) -> list[str]:
+        return self.face_ids[self.cluster_ids == cluster_id].tolist()
+
+    def cluster(self, cluster_id: int) -> ClusterInfo:
+        info = self.clusters.get(cluster_id)
+        if info is None:
+            raise NotFound(f"no cluster {cluster_id}: `facebatch clusters` lists them")
+        return info
+
+    def cluster_of(self) -> dict[str, int]:
+        return dict(zip(self.face_ids.tolist(), self.cluster_ids.tolist()))
+
+    def confirmed_name(self, face_id: str, cluster_id: int) -> str | None:
+        """The name the user gave this face: its own, or its cluster's while it is still in a
+        cluster of that person (an intruder moved out by a later clustering loses it)."""
+        own = self.labels.face_names.get(face_id)
+        if own:
+            return own[0]
+        name = self.labels.cluster_names.get(face_id)
+        info = self.clusters.get(cluster_id)
+        if name and info is not None and info.person == name and not info.ignored:
+            return name
+        return None
+
+
+def build_view(library: Library, table: pa.Table | None = None, history: pa.Table | None = None) -> View:
+    clusters = require_clusters(library) if table is None else table
+    history = library.read_labels() if history is None else history
+    labels = replay(history)
+    face_ids = np.array(clusters["face_id"].to_pylist(), dtype=object)
+    cluster_ids = clusters["cluster_id"].to_numpy()
+    first_run = clusters["first_run"].to_numpy()
+    distance = np.asarray(clusters["distance"].to_numpy(zero_copy_only=False), np.float64)
+    sizes = Counter(cluster_ids[cluster_ids != UNCLUSTERED].tolist())
+    infos = {c: ClusterInfo(c, n) for c, n in sorted(sizes.items())}
+    for face_id, c in zip(face_ids.tolist(), cluster_ids.tolist()):
+        if c == UNCLUSTERED:
+            continue
+        own = labels.face_names.get(face_id)
+        name = own[0] if own else labels.cluster_names.get(face_id)
+        if name:
+            infos[c].votes[name] += 1
+            if not own:
+                infos[c].whole_cluster_names[name] += 1
+    for info in infos.values():
+        if info.votes:
+            name, n = info.votes.most_common(1)[0]
+            if 2 * n > sum(info.votes.values()):
+                info.person = name
+    for members in group_clusters(labels.tokens[KIND_IGNORE], face_ids, cluster_ids, first_run).values():
+        for c in members:
+            infos[c].ignored = True
+    _attach_similar(infos, library.read_cluster_pairs())
+    return View(face_ids, cluster_ids, distance, first_run, ClusterState.read(library), history, labels, infos)
+
+
+def _attach_similar(infos: dict[int, ClusterInfo], pairs: pa.Table) -> None:
+    """Nearest clusters from the last clustering; an unnamed cluster's suggestion is the nearest
+    named or larger one (merges since then may have removed a number: those are skipped)."""
+    for a, b, distance in zip(*(pairs[c].to_pylist() for c in ("cluster_id", "other_id", "distance"))):
+        if a in infos and b in infos:
+            infos[a].similar.append(Similar(b, float(distance)))
+    for info in infos.values():
+        info.similar.sort(key=lambda s: s.distance)
+        if info.person or info.ignored:
+            continue
+        for other in info.similar:
+            target = infos[other.cluster_id]
+            if not target.ignored and (target.person or target.size > info.size):
+                info.suggestion = other
+                break
