@@ -115,7 +115,7 @@ def with_library(command: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-@click.group(cls=FacebatchGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(name="facebatch", cls=FacebatchGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option(
     "--library",
     envvar="FACEBATCH_LIBRARY",
@@ -209,7 +209,7 @@ def _run_scan(config: ScanConfig, quiet: bool) -> Any:
     return summary
 
 
-@cli.command()
+@cli.command(short_help="Detect and embed every face under photo folders.")
 @click.argument("folders", nargs=-1, required=True, type=click.Path())
 @scan_options
 @with_library
@@ -277,7 +277,7 @@ def _cluster(library: Any, options: dict[str, Any]) -> None:
             click.echo("conflict: " + info.conflict_line())
 
 
-@cli.command()
+@cli.command(short_help="Group the faces into people.")
 @cluster_options
 @with_library
 def cluster(library: Any, **options: Any) -> None:
@@ -306,7 +306,7 @@ def _fit(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(0, width - 1)] + "…"
 
 
-@cli.command(name="clusters")
+@cli.command(name="clusters", short_help="List clusters and the ones that may be one person.")
 @click.option("--limit", type=int, default=50, show_default=True, help="Show at most this many clusters (0: all).")
 @click.option("--examples", type=int, default=3, show_default=True, help="Example photos per cluster.")
 @click.option("--similar", is_flag=True, help="List pairs of clusters that may be one person, nearest first.")
@@ -375,7 +375,7 @@ def _list_similar(view: Any, limit: int, width: int) -> None:
     click.echo(f"{len(pairs)} pairs{f' ({hidden} not shown)' if hidden else ''}")
 
 
-@cli.group()
+@cli.group(short_help="Name a cluster or faces, or say a face is not someone.")
 def label() -> None:
     """Name a cluster or faces; say that a face is not someone.
 
@@ -432,7 +432,7 @@ def label_face_command(library: Any, face_ids: tuple[str, ...], negative: bool) 
     click.echo(f"{subject} {'are' if len(faces) > 1 else 'is'} {'not ' if negative else ''}{result.name}")
 
 
-@cli.command()
+@cli.command(short_help="Say that clusters are the same person.")
 @click.argument("cluster_ids", nargs=-1, required=True, type=int)
 @with_library
 def merge(library: Any, cluster_ids: tuple[int, ...]) -> None:
@@ -453,7 +453,7 @@ def merge(library: Any, cluster_ids: tuple[int, ...]) -> None:
     click.echo(line)
 
 
-@cli.command()
+@cli.command(short_help="Split faces off their cluster: another person.")
 @click.argument("face_ids", nargs=-1, required=True)
 @with_library
 def split(library: Any, face_ids: tuple[str, ...]) -> None:
@@ -470,7 +470,7 @@ def split(library: Any, face_ids: tuple[str, ...]) -> None:
                f"into cluster {result.cluster_id}")
 
 
-@cli.group()
+@cli.group(short_help="Mark a cluster of strangers: never named.")
 def ignore() -> None:
     """Mark strangers: an ignored cluster is never suggested or exported as a person.
 
@@ -503,7 +503,7 @@ def ignore_cluster_command(library: Any, cluster_id: int, undo: bool) -> None:
         click.echo(f"cluster {cluster_id} ignored: its {result.faces} faces are never suggested or exported as a person")
 
 
-@cli.command(name="undo")
+@cli.command(name="undo", short_help="Undo the last label, merge, split or ignore.")
 @with_library
 def undo_command(library: Any) -> None:
     """Undo the last label, merge, split or ignore (repeat to go further back).
@@ -520,7 +520,7 @@ def undo_command(library: Any) -> None:
     click.echo(f"undid {result.undone.text()}")
 
 
-@cli.command()
+@cli.command(short_help="List named people with their faces and photos.")
 @with_library
 def people(library: Any) -> None:
     """List named people: confirmed and suggested faces, photos, clusters.
@@ -554,7 +554,7 @@ def _export(library: Any, output: str, fmt: str | None, only_named: bool, min_co
     return export_tags(library, settings)
 
 
-@cli.command(name="export")
+@cli.command(name="export", short_help="Write per-photo tags (json, jsonl, parquet).")
 @click.argument("output")
 @click.option("--format", "fmt", type=click.Choice(["json", "jsonl", "parquet"]), default=None,
               help="[default: from the file name; jsonl for -]")
@@ -581,7 +581,7 @@ def export_command(library: Any, output: str, fmt: str | None, only_named: bool,
 # --------------------------------------------------------------------------- quality
 
 
-@cli.group("eval")
+@cli.group("eval", short_help="Measure verification and clustering quality.")
 def eval_group() -> None:
     """Measure quality: verification accuracy on labelled pairs, clustering against true identities.
 
@@ -672,7 +672,7 @@ def eval_clusters(library: Any, truth_csv: str, root: str, as_json: bool) -> Non
 # --------------------------------------------------------------------------- the review site
 
 
-@cli.command()
+@cli.command(short_help="Write the static review site of every cluster.")
 @click.option("--out", type=click.Path(file_okay=False), help="Site folder [default: LIBRARY/report].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar; print only the index path.")
 @with_library
@@ -698,7 +698,7 @@ def report(library: Any, out: str | None, quiet: bool) -> None:
     click.echo(index)
 
 
-@cli.group()
+@cli.group(short_help="Contact sheets of a cluster or a person.")
 def show() -> None:
     """Contact sheets: a grid of face crops, to see who a cluster or person is.
 
@@ -750,7 +750,7 @@ def show_person(library: Any, name: str, output: str) -> None:
 # --------------------------------------------------------------------------- one photo against the library
 
 
-@cli.command()
+@cli.command(short_help="Are two photos of the same person?")
 @click.argument("photo_a", type=click.Path(dir_okay=False))
 @click.argument("photo_b", type=click.Path(dir_okay=False))
 @click.option("--face", "face_index", type=click.IntRange(min=0), multiple=True, metavar="N",
@@ -793,7 +793,7 @@ def verify(
     sys.exit(EXIT_SAME if result.same else EXIT_DIFFERENT)
 
 
-@cli.command()
+@cli.command(short_help="Who is in new photos, among the named people?")
 @click.argument("photos", nargs=-1, required=True, type=click.Path())
 @click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True, help="People listed per face.")
 @click.option("--min-confidence", type=float, default=None, help="Lowest confidence that names a face [default: 0.8].")

@@ -52,7 +52,10 @@ CLUSTERS_SCHEMA = pa.schema(
     [
         pa.field("face_id", pa.string(), nullable=False),
         pa.field("cluster_id", pa.int64(), nullable=False),  # -1: in no cluster
-        # RMS distance from the face to the other faces of its cluster (0..2); null when unclustered
+        # One centre of the cluster's person (a cluster the user merged may have several, e.g. a
+        # child at 2 and at 12); numbered per run, -1 when unclustered
+        pa.field("mode", pa.int64(), nullable=False),
+        # distance from the face to the centre of the other faces of its mode (0..2); null when alone
         pa.field("distance", pa.float32(), nullable=True),
         pa.field("first_run", pa.int64(), nullable=False),  # the clustering run that first saw this face
     ]

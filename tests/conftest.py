@@ -83,3 +83,21 @@ def add_photos(lib: Library, people: dict[str, int], centres: dict[str, np.ndarr
 def scan_quietly(library: Path, folder: Path) -> None:
     result = run("--library", library, "scan", "-q", folder)
     assert result.exit_code == 0, result.output
+
+
+@pytest.fixture(scope="session")
+def sample_scan(tmp_path_factory) -> Path:
+    """sample_data scanned once per test session (real MTCNN and FaceNet); copy it to change it."""
+    root = tmp_path_factory.mktemp("sample-scan") / "lib"
+    result = run("--library", root, "scan", "-q", SAMPLE_DATA)
+    assert result.exit_code == 0, result.output
+    return root
+
+
+@pytest.fixture
+def sample_library(sample_scan, tmp_path) -> Library:
+    """A private copy of the scanned sample_data library."""
+    import shutil
+
+    shutil.copytree(sample_scan, tmp_path / "lib")
+    return Library(tmp_path / "lib")

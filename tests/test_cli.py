@@ -64,20 +64,42 @@ def test_a_second_concurrent_scan_is_refused(tmp_path):
     library = Library(tmp_path / "lib")
     with library.lock():
         result = run("--library", str(library.root), "scan", str(tmp_path))
-    assert result.exit_code == 1
+    assert result.exit_code == 3
     assert result.output == (
         f"Error: library {library.root} is in use by process {os.getpid()}; wait for it to finish\n"
     )
 
 
-def test_library_comes_from_the_environment(tmp_path):
+def test_library_comes_from_the_environment_or_either_side_of_the_command(tmp_path):
+    missing = ("Error: no library at {}: run `facebatch scan FOLDER` first, or point at one with --library DIR "
+               "or the FACEBATCH_LIBRARY variable\n")
     result = run("cluster", env={"FACEBATCH_LIBRARY": str(tmp_path / "envlib")})
-    assert result.exit_code == 1
-    assert result.output == f"Error: no library at {tmp_path / 'envlib'}: run `facebatch scan FOLDER` first\n"
+    assert (result.exit_code, result.output) == (2, missing.format(tmp_path / "envlib"))
+    result = run("clusters", "--library", tmp_path / "after", env={"FACEBATCH_LIBRARY": str(tmp_path / "envlib")})
+    assert (result.exit_code, result.output) == (2, missing.format(tmp_path / "after"))
+    result = run("--library", tmp_path / "before", "people")
+    assert (result.exit_code, result.output) == (2, missing.format(tmp_path / "before"))
+
+
+def test_click_usage_errors_are_one_line_and_exit_1():
+    result = run("scan")
+    assert (result.exit_code, result.output) == (1, "Error: Missing argument 'FOLDERS...'. (`facebatch scan --help`)\n")
+    result = run("clusters", "--limit", "many")
+    assert result.exit_code == 1 and result.output.count("\n") == 1
+    result = run("nosuchcommand")
+    assert result.exit_code == 1 and result.output.startswith("Error: No such command 'nosuchcommand'")
+
+
+def test_top_level_help_shows_the_whole_flow_and_whole_descriptions():
+    result = run("--help")
+    assert result.exit_code == 0
+    for step in ("facebatch run", "facebatch scan", "facebatch cluster", "facebatch label cluster", "facebatch export"):
+        assert step in result.output
+    commands = result.output.split("Commands:")[1].splitlines()
+    assert all("..." not in line for line in commands), result.output  # no description cut mid-sentence
 
 
 def test_every_command_has_help_with_an_example():
-    for args in ([], ["scan"]):
+    for args in (["scan"], ["cluster"], ["clusters"], ["export"], ["identify"], ["verify"], ["report"], ["undo"]):
         result = run(*args, "--help")
-        assert result.exit_code == 0
-        assert "Example:" in result.output
+        assert result.exit_code == 0 and "Example:" in result.output, args

@@ -80,13 +80,17 @@ def _write(library: Library, view: View, facts: list[Fact]) -> int:
     return int(rows["action"][0].as_py())
 
 
-def _live(view: View, face_ids: list[str]) -> list[str]:
-    known = set(view.face_ids.tolist())
+def _live(library: Library, face_ids: list[str]) -> list[str]:
+    known = set(library.read_faces(["face_id"])["face_id"].to_pylist())
     missing = [f for f in face_ids if f not in known]
     if missing:
-        raise NotFound(f"no face {missing[0]} in the clustered library: `facebatch export` lists face ids "
-                       "(faces scanned since the last `facebatch cluster` need it first)")
+        raise NotFound(f"no face {missing[0]} in the library: `facebatch export` lists face ids")
     return list(dict.fromkeys(face_ids))
+
+
+def _view(library: Library) -> View:
+    """The view for actions on faces, which need no clustering yet."""
+    return build_view(library, library.read_clusters())
 
 
 def label_cluster(library: Library, cluster_id: int, name: str, wait: float = 0.0) -> ActionResult:
@@ -112,8 +116,8 @@ def label_faces(library: Library, face_ids: list[str], name: str, wait: float = 
     name = clean_name(name)
     require_library(library)
     with library.lock(wait):
-        view = build_view(library)
-        faces = _live(view, face_ids)
+        view = _view(library)
+        faces = _live(library, face_ids)
         facts = [Fact(f, KIND_NAME, name, SOURCE_FACE) for f in faces]
         facts += [Fact(f, KIND_NOT, name, SOURCE_FACE, active=False) for f in faces if name in view.labels.nots.get(f, ())]
         action = _write(library, view, facts)
@@ -125,8 +129,8 @@ def reject_faces(library: Library, face_ids: list[str], name: str, wait: float =
     name = clean_name(name)
     require_library(library)
     with library.lock(wait):
-        view = build_view(library)
-        faces = _live(view, face_ids)
+        view = _view(library)
+        faces = _live(library, face_ids)
         facts = [Fact(f, KIND_NOT, name, SOURCE_FACE) for f in faces]
         for f in faces:  # the "not" wins over a name of that name this face had
             own = view.labels.face_names.get(f)
@@ -172,9 +176,9 @@ def split_faces(library: Library, face_ids: list[str], wait: float = 0.0) -> Act
     with library.lock(wait):
         table = require_clusters(library)
         view = build_view(library, table)
-        faces = _live(view, face_ids)
+        faces = _live(library, face_ids)
         cluster_of = view.cluster_of()
-        sources = sorted({cluster_of[f] for f in faces if cluster_of[f] >= 0})
+        sources = sorted({cluster_of.get(f, -1) for f in faces} - {-1})
         if not sources:
             raise UsageError("only faces that are in a cluster can be split off")
         rest = [f for c in sources for f in view.members(c) if f not in set(faces)]
@@ -187,7 +191,7 @@ def split_faces(library: Library, face_ids: list[str], wait: float = 0.0) -> Act
         facts += [Fact(f, KIND_NAME, view.labels.cluster_names[f], SOURCE_CLUSTER, active=False)
                   for f in faces if f in view.labels.cluster_names]
         action = _write(library, view, facts)
-        _, new_id = move_faces(library, table, faces, None, action)
+        _, new_id = move_faces(library, table, faces, None, action, split=True)
     return ActionResult(action, "split", len(faces), cluster_id=new_id, clusters=tuple(sources), size=len(faces))
 
 
@@ -216,7 +220,7 @@ def undo(library: Library, wait: float = 0.0) -> ActionResult:
     """Undo the latest action not undone yet: a new action puts back what it changed."""
     require_library(library)
     with library.lock(wait):
-        view = build_view(library)
+        view = _view(library)
         pending = undoable_actions(view.history)
         if not pending:
             raise NotFound("nothing to undo")

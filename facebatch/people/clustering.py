@@ -215,6 +215,7 @@ def _clusters_table(face_ids: np.ndarray, ids: np.ndarray, grouping: Grouping, f
         {
             "face_id": pa.array(face_ids.tolist(), pa.string()),
             "cluster_id": pa.array(ids, pa.int64()),
+            "mode": pa.array(grouping.modes, pa.int64()),
             "distance": pa.array(distance.astype(np.float32), pa.float32(), mask=np.isnan(distance)),
             "first_run": pa.array(first_run, pa.int64()),
         }
@@ -236,7 +237,9 @@ def _numbered_pairs(grouping: Grouping, ids: np.ndarray) -> list[tuple[int, int]
 MOVES_KEPT = 50
 
 
-def move_faces(library: Library, table: pa.Table, face_ids: list[str], target: int | None, action: int) -> tuple[pa.Table, int]:
+def move_faces(
+    library: Library, table: pa.Table, face_ids: list[str], target: int | None, action: int, split: bool = False
+) -> tuple[pa.Table, int]:
     """Put faces into cluster `target` (None: a new number) now, without a re-cluster, and
     remember where they were so that undoing `action` puts them back. Call under the lock."""
     state = ClusterState.read(library)
@@ -245,15 +248,20 @@ def move_faces(library: Library, table: pa.Table, face_ids: list[str], target: i
         state.next_id = target + 1
     chosen = set(face_ids)
     ids = table["cluster_id"].to_pylist()
+    modes = table["mode"].to_pylist()
+    new_mode = max(modes, default=-1) + 1  # a split-off group is a new centre; a merge keeps the modes
     before = []
     for i, face_id in enumerate(table["face_id"].to_pylist()):
         if face_id in chosen:
-            before.append((face_id, ids[i]))
+            before.append((face_id, ids[i], modes[i]))
             ids[i] = target
+            if split:
+                modes[i] = new_mode
     table = table.set_column(table.schema.get_field_index("cluster_id"), "cluster_id", pa.array(ids, pa.int64()))
+    table = table.set_column(table.schema.get_field_index("mode"), "mode", pa.array(modes, pa.int64()))
     moves = [m for m in library.read_cluster_state().get("moves", []) if m["run"] == state.run][-MOVES_KEPT + 1:]
-    moves.append({"action": action, "run": state.run, "faces": [f for f, _ in before], "before": [c for _, c in before],
-                  "after": target})
+    moves.append({"action": action, "run": state.run, "faces": [f for f, _, _ in before],
+                  "before": [c for _, c, _ in before], "modes": [m for _, _, m in before], "after": target})
     library.write_clustering(table, None, {**asdict(state), "moves": moves})
     return table, target
 
@@ -266,16 +274,17 @@ def undo_moves(library: Library, action: int) -> int:
     if not undone:
         return 0
     table = library.read_clusters()
-    ids = table["cluster_id"].to_pylist()
+    ids, modes = table["cluster_id"].to_pylist(), table["mode"].to_pylist()
     index = {f: i for i, f in enumerate(table["face_id"].to_pylist())}
     moved = 0
     for move in undone:
-        for face_id, before in zip(move["faces"], move["before"]):
+        for face_id, before, mode in zip(move["faces"], move["before"], move["modes"]):
             i = index.get(face_id)
             if i is not None and ids[i] == move["after"]:
-                ids[i] = before
+                ids[i], modes[i] = before, mode
                 moved += 1
     table = table.set_column(table.schema.get_field_index("cluster_id"), "cluster_id", pa.array(ids, pa.int64()))
+    table = table.set_column(table.schema.get_field_index("mode"), "mode", pa.array(modes, pa.int64()))
     library.write_clustering(table, None, {**data, "moves": [m for m in moves if m["action"] != action]})
     return moved
 

@@ -1,11 +1,11 @@
 """The user's labels as clustering constraints (people.grouping.Constraints).
 
-Each face can carry keys: its own name (`name:Alice`, hard), the name its cluster was given
-(`name:Alice`, soft), a merge token (`merge:m3`, soft) and a split side (`split:s1/1` for the
-faces split off, hard; `split:s1/0` for the rest, soft). Keys that meet on one face are one person
-(a merge of Alice's cluster with an unnamed one makes `merge:m3` and `name:Alice` one user
-group). Two user groups holding different names, or the two sides of one split, are apart; a
-face "not Alice" is apart from Alice's user group.
+Each face can carry keys: a name (`name:Alice`, its own or its cluster's), a merge token
+(`merge:m3`) and a split side (`split:s1/1` for the faces split off, `split:s1/0` for the rest).
+Keys that meet on one face are one person (a merge of Alice's cluster with an unnamed one makes
+`merge:m3` and `name:Alice` one user group). How firmly a face holds to its group (hard, merged
+or by name only) is in people.grouping.Constraints. Two user groups holding different names, or
+the two sides of one split, are apart; a face "not Alice" is apart from Alice's user group.
 """
 
 from __future__ import annotations
@@ -35,40 +35,46 @@ class _UnionFind:
             self.parent[max(ra, rb)] = min(ra, rb)
 
 
-def face_keys(state: LabelState, face_id: str) -> tuple[list[str], list[str]]:
-    """(hard keys, soft keys) of one face."""
-    hard, soft = [], []
+def face_keys(state: LabelState, face_id: str) -> tuple[list[str], bool, bool]:
+    """(keys, hard, merged) of one face: its user-group keys, whether the user named or split off
+    this very face, and whether it is in a merge or split the user made."""
+    keys, hard, merged = [], False, False
     own = state.face_names.get(face_id)
     if own:
-        hard.append(f"name:{own[0]}")
+        keys.append(f"name:{own[0]}")
+        hard = True
     elif face_id in state.cluster_names:
-        soft.append(f"name:{state.cluster_names[face_id]}")
+        keys.append(f"name:{state.cluster_names[face_id]}")
     merge = state.tokens[KIND_MERGE].get(face_id)
     if merge:
-        soft.append(f"merge:{merge[0]}")
+        keys.append(f"merge:{merge[0]}")
+        merged = True
     split = state.tokens[KIND_SPLIT].get(face_id)
     if split:
-        (hard if split[0].endswith("/1") else soft).append(f"split:{split[0]}")
-    return hard, soft
+        keys.append(f"split:{split[0]}")
+        hard = hard or split[0].endswith("/1")
+        merged = True
+    return keys, hard, merged
 
 
 def user_constraints(state: LabelState, face_ids: Sequence[str]) -> Constraints:
     n = len(face_ids)
     keys = [face_keys(state, f) for f in face_ids]
     union = _UnionFind()
-    for hard, soft in keys:
-        every = hard + soft
+    for every, _, _ in keys:
+        for key in every:
+            union.find(key)
         for key in every[1:]:
             union.union(every[0], key)
-    roots = sorted({union.find(k) for hard, soft in keys for k in hard + soft})
+    roots = sorted({union.find(k) for every, _, _ in keys for k in every})
     number = {root: i for i, root in enumerate(roots)}
     group = np.full(n, -1, np.int64)
-    soft_group = np.full(n, -1, np.int64)
-    for i, (hard, soft) in enumerate(keys):
-        if hard:
-            group[i] = number[union.find(hard[0])]
-        if soft:
-            soft_group[i] = number[union.find(soft[0])]
+    hard = np.zeros(n, bool)
+    merged = np.zeros(n, bool)
+    for i, (every, is_hard, is_merged) in enumerate(keys):
+        if every:
+            group[i] = number[union.find(every[0])]
+            hard[i], merged[i] = is_hard, is_merged
     # What each user group is: its names and split sides.
     names: dict[int, set[str]] = {}
     sides: dict[int, set[str]] = {}
@@ -100,4 +106,4 @@ def user_constraints(state: LabelState, face_ids: Sequence[str]) -> Constraints:
         for name in state.nots.get(face_id, ())
         if name in group_of_name
     }
-    return Constraints(group, soft_group, frozenset(apart), frozenset(not_group))
+    return Constraints(group, hard, merged, frozenset(apart), frozenset(not_group))

@@ -317,11 +317,14 @@ class LibraryClusterEvaluation:
     n_labelled: int  # rows of the truth file
     not_in_library: tuple[str, ...]  # labelled photos the library has not scanned (or that failed)
     without_face: tuple[str, ...]  # labelled photos scanned without a face found
+    group_photos: tuple[str, ...] = ()  # photos of several people (`a;b`): which face is whom is unknown
 
     def lines(self) -> list[str]:
+        evaluated = self.n_labelled - len(self.not_in_library) - len(self.without_face) - len(self.group_photos)
+        groups = f", {len(self.group_photos)} group photos left out" if self.group_photos else ""
         lines = [
-            f"labelled      {self.n_labelled} photos: {self.n_labelled - len(self.not_in_library) - len(self.without_face)} "
-            f"faces evaluated, {len(self.not_in_library)} not in the library, {len(self.without_face)} without a face"
+            f"labelled      {self.n_labelled} photos: {evaluated} faces evaluated, {len(self.not_in_library)} not in "
+            f"the library, {len(self.without_face)} without a face{groups}"
         ]
         r = self.report
         if r is not None:
@@ -332,7 +335,8 @@ class LibraryClusterEvaluation:
                 f"F {r.pairwise.f:.4f} (unclustered faces count as singletons)",
                 f"BCubed        precision {r.bcubed.precision:.4f}  recall {r.bcubed.recall:.4f}  F {r.bcubed.f:.4f}",
             ]
-        for label, paths in (("not in the library", self.not_in_library), ("without a face", self.without_face)):
+        for label, paths in (("not in the library", self.not_in_library), ("without a face", self.without_face),
+                             ("group photos (a;b)", self.group_photos)):
             if paths:
                 shown = ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
                 lines.append(f"{label}: {shown}")
@@ -343,6 +347,7 @@ class LibraryClusterEvaluation:
         out: dict = {
             "labelled_photos": self.n_labelled,
             "not_in_library": list(self.not_in_library),
+            "group_photos": list(self.group_photos),
             "without_face": list(self.without_face),
         }
         if r is not None:
@@ -397,7 +402,8 @@ def evaluate_library_clusters(
 
     Each labelled photo (path relative to `root`, matched to the library's absolute paths) labels
     the face nearest its centre; `cluster_ids` maps face_id -> cluster id (-1 or absent:
-    unclustered).
+    unclustered). A photo of several people (identity `a;b`, as dataset manifests write group
+    photos) is left out and listed: which of its faces is whom is unknown.
     """
     photos = library.read_table("photos", ["path", "width", "height", "status"]).to_pylist()
     size = {p["path"]: (p["width"], p["height"]) for p in photos if p["status"] in LIVE_STATUSES}
@@ -406,8 +412,11 @@ def evaluate_library_clusters(
     for face_id, path, box in zip(*(table.column(c).to_pylist() for c in ("face_id", "path", "box"))):
         faces.setdefault(path, []).append((face_id, box))
     by_real: dict[str, str] | None = None
-    labels, clusters, not_in_library, without_face = [], [], [], []
+    labels, clusters, not_in_library, without_face, groups = [], [], [], [], []
     for path, identity in truth:
+        if ";" in str(identity):
+            groups.append(path)
+            continue
         full = os.path.abspath(root / path)
         if full not in size:
             if by_real is None:  # the scan may have reached it through a symlink, or the other way round
@@ -424,4 +433,4 @@ def evaluate_library_clusters(
         labels.append(identity)
         clusters.append(int(cluster_ids.get(ids[nearest], -1)))
     report = cluster_report(labels, clusters) if labels else None
-    return LibraryClusterEvaluation(report, len(truth), tuple(not_in_library), tuple(without_face))
+    return LibraryClusterEvaluation(report, len(truth), tuple(not_in_library), tuple(without_face), tuple(groups))

@@ -29,6 +29,7 @@ from __future__ import annotations
 import heapq
 import math
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,31 +92,31 @@ class GroupingSettings:
 
 @dataclass(frozen=True)
 class Constraints:
-    """What the user said, as face indices and user-group ids (people.constraints builds them).
+    """What the user said, as faces and user groups (people.constraints builds them).
 
-    `group`: hard must-link: faces with the same id >= 0 are one person whatever their distance
-    (the user named this very face, or split it off with others).
-    `soft`: faces with the same id are one person as far as their groups go: groups holding them
-    are joined, but a face that does not fit is not pulled back (names given to a whole cluster,
-    merges: the user saw the cluster, not every face in it).
-    `apart`: pairs of user-group ids that are different people (two names, two sides of a split).
+    `group`: each face's user group (-1: none); faces of one user group are one person. How
+    strongly depends on what the user did to the face:
+      `hard`: the user named this very face (or split it off): it joins its user group's cluster
+      whatever its distance, and is never taken out as a misfit.
+      `merged`: the user merged clusters holding it: groups holding such faces of one user group
+      become one cluster whatever their distance, each keeping its own centre.
+      otherwise (a name given to a whole cluster): groups of one user group become one cluster
+      when their centres are within the member distance; a face that does not fit is not
+      pulled back (the user saw the cluster, not every face in it).
+    `apart`: pairs of user groups that are different people (two names, two sides of a split).
     `not_group`: (face, user group) pairs: that face is not that group's person ("not Alice").
     Faces of one photo are always apart; that comes from the photo codes, not from here.
     """
 
     group: np.ndarray
-    soft: np.ndarray
+    hard: np.ndarray
+    merged: np.ndarray
     apart: frozenset[tuple[int, int]] = frozenset()
     not_group: frozenset[tuple[int, int]] = frozenset()
 
     @staticmethod
     def none(n: int) -> Constraints:
-        return Constraints(np.full(n, -1, np.int64), np.full(n, -1, np.int64))
-
-    @property
-    def effective(self) -> np.ndarray:
-        """Each face's user group: the hard one, else the soft one (-1: none)."""
-        return np.where(self.group >= 0, self.group, self.soft)
+        return Constraints(np.full(n, -1, np.int64), np.zeros(n, bool), np.zeros(n, bool))
 
     def groups_apart(self, a: int, b: int) -> bool:
         return (a, b) in self.apart or (b, a) in self.apart
@@ -123,7 +124,8 @@ class Constraints:
 
 @dataclass
 class Grouping:
-    labels: np.ndarray  # group per face, 0..k-1, -1 unclustered
+    labels: np.ndarray  # cluster (person) per face, 0..k-1, -1 unclustered
+    modes: np.ndarray  # group (one centre) per face: a cluster the user merged may have several
     distance: np.ndarray  # each member's distance to the centre of its group's other faces (nan: none)
     neighbours: list[tuple[int, int]]  # groups with faces among each other's nearest neighbours
     steps: dict[str, Any] = field(default_factory=dict)  # counts per step, for the benchmark and the summary
@@ -246,7 +248,19 @@ def knn_graph(cols: np.ndarray, sims: np.ndarray) -> Any:
 
 
 def hdbscan_proposals(x: np.ndarray, settings: GroupingSettings) -> np.ndarray:
-    """HDBSCAN labels (-1 noise) for unit vectors."""
+    """HDBSCAN labels (-1 noise) for unit vectors.
+
+    HDBSCAN never calls all the data one cluster, so a library of one person (a first scan of a
+    few family photos) would have no cluster at all: when it finds none, it runs again allowing
+    one, and the member test takes out whoever does not fit.
+    """
+    labels = _hdbscan(x, settings, single=False)
+    if (labels < 0).all() and len(x) >= settings.min_cluster_size:
+        labels = _hdbscan(x, settings, single=True)
+    return labels
+
+
+def _hdbscan(x: np.ndarray, settings: GroupingSettings, single: bool) -> np.ndarray:
     n = len(x)
     if n < max(settings.min_cluster_size, 2):
         return np.full(n, UNCLUSTERED, np.int64)
@@ -263,6 +277,7 @@ def hdbscan_proposals(x: np.ndarray, settings: GroupingSettings) -> np.ndarray:
         cluster_selection_method=settings.method,
         metric="precomputed" if use_graph else "euclidean",
         core_dist_n_jobs=os.cpu_count() or 1,
+        allow_single_cluster=single,
     )
     data = knn_graph(*nearest_neighbours(x, max(KNN_NEIGHBOURS, settings.min_samples))) if use_graph else x
     return np.asarray(model.fit_predict(data), np.int64)
@@ -272,43 +287,111 @@ def hdbscan_proposals(x: np.ndarray, settings: GroupingSettings) -> np.ndarray:
 
 
 class _Groups:
-    """Mutable groups of faces with running sums: what the steps after HDBSCAN work on."""
+    """Mutable groups of faces with running sums: what the steps after HDBSCAN work on.
+
+    A group is one *mode* of a person: faces close to one centre. Groups that the user said are
+    one person but that lie far apart (a child at 2 and at 12) stay separate groups, linked into
+    one cluster, so each keeps its own centre. Cannot-links are checked against the whole cluster.
+    Per-group face sets and photo / user-group counters make every check O(group), not O(library).
+    """
 
     def __init__(self, x: np.ndarray, labels: np.ndarray, photo: np.ndarray, constraints: Constraints) -> None:
         self.x = x
         self.photo = photo
         self.constraints = constraints
-        self.label = labels.copy()
+        self.user = constraints.group
+        self.label = np.full(len(labels), UNCLUSTERED, np.int64)
         count = int(labels.max()) + 1 if len(labels) and labels.max() >= 0 else 0
         self.sum = np.zeros((count, x.shape[1]), np.float64)
         self.size = np.zeros(count, np.int64)
-        member = labels >= 0
-        np.add.at(self.sum, labels[member], x[member])
-        np.add.at(self.size, labels[member], 1)
-        self.user = constraints.effective
+        self.parent = list(range(count))  # groups linked into one cluster
+        self.linked: dict[int, set[int]] = {}  # a cluster's root -> its groups, when more than one
+        self.faces: list[set[int]] = [set() for _ in range(count)]
+        self.photos: list[Counter] = [Counter() for _ in range(count)]
+        self.users: list[Counter] = [Counter() for _ in range(count)]
         self.not_groups: dict[int, set[int]] = {}
         for face, group in constraints.not_group:
             self.not_groups.setdefault(face, set()).add(group)
+        self.nots: list[Counter] = [Counter() for _ in range(count)]  # user groups members are "not"
+        member = np.flatnonzero(labels >= 0)
+        order = member[np.argsort(labels[member], kind="stable")]
+        bounds = np.searchsorted(labels[order], np.arange(count + 1))
+        for g in range(count):
+            self.add(order[bounds[g]:bounds[g + 1]], g)
+
+    # --- membership --------------------------------------------------------------------
 
     def members(self, g: int) -> np.ndarray:
-        return np.flatnonzero(self.label == g)
-
-    def remove(self, faces: np.ndarray) -> None:
-        faces = faces[self.label[faces] >= 0]
-        np.subtract.at(self.sum, self.label[faces], self.x[faces])
-        np.subtract.at(self.size, self.label[faces], 1)
-        self.label[faces] = UNCLUSTERED
+        return np.fromiter(self.faces[g], np.int64, len(self.faces[g]))
 
     def add(self, faces: np.ndarray, g: int) -> None:
+        if not len(faces):
+            return
         self.sum[g] += self.x[faces].sum(axis=0)
         self.size[g] += len(faces)
         self.label[faces] = g
+        self.faces[g].update(faces.tolist())
+        self.photos[g].update(self.photo[faces].tolist())
+        self.users[g].update(u for u in self.user[faces].tolist() if u >= 0)
+        for f in faces.tolist():
+            self.nots[g].update(self.not_groups.get(f, ()))
+
+    def remove(self, faces: np.ndarray) -> None:
+        faces = faces[self.label[faces] >= 0]
+        for f, g in zip(faces.tolist(), self.label[faces].tolist()):
+            self.sum[g] -= self.x[f]
+            self.size[g] -= 1
+            self.faces[g].discard(f)
+            self.photos[g][self.photo[f]] -= 1
+            if self.user[f] >= 0:
+                self.users[g][self.user[f]] -= 1
+            for u in self.not_groups.get(f, ()):
+                self.nots[g][u] -= 1
+        self.label[faces] = UNCLUSTERED
+
+    def absorb(self, a: int, b: int) -> None:
+        """Group b's faces into group a (one mode: their centres are close)."""
+        self.add(self.members(b), a)
+        self.sum[b] = 0.0
+        self.size[b] = 0
+        self.faces[b], self.photos[b], self.users[b], self.nots[b] = set(), Counter(), Counter(), Counter()
+        self.link(a, b)
 
     def new_group(self, faces: np.ndarray) -> int:
-        self.sum = np.vstack([self.sum, self.x[faces].sum(axis=0)[None]])
-        self.size = np.append(self.size, len(faces))
-        self.label[faces] = len(self.size) - 1
-        return len(self.size) - 1
+        g = len(self.size)
+        self.sum = np.vstack([self.sum, np.zeros((1, self.x.shape[1]))])
+        self.size = np.append(self.size, 0)
+        self.parent.append(g)
+        self.faces.append(set())
+        self.photos.append(Counter())
+        self.users.append(Counter())
+        self.nots.append(Counter())
+        self.add(faces, g)
+        return g
+
+    # --- clusters of linked groups -------------------------------------------------------
+
+    def root(self, g: int) -> int:
+        while self.parent[g] != g:
+            self.parent[g] = self.parent[self.parent[g]]
+            g = self.parent[g]
+        return g
+
+    def link(self, a: int, b: int) -> None:
+        """Groups a and b are one person (one cluster) but keep their own centres."""
+        ra, rb = self.root(a), self.root(b)
+        if ra == rb:
+            return
+        keep, gone = min(ra, rb), max(ra, rb)
+        self.parent[gone] = keep
+        self.linked[keep] = self.linked.pop(ra, {ra}) | self.linked.pop(rb, {rb})
+
+    def cluster_groups(self, g: int) -> list[int]:
+        """The non-empty groups of g's cluster (usually just g)."""
+        r = self.root(g)
+        return [h for h in self.linked.get(r, {r}) if self.size[h] > 0] or [g]
+
+    # --- distances -------------------------------------------------------------------------
 
     def own_distance(self, faces: np.ndarray) -> np.ndarray:
         """Distance of each face to the centre of the other faces of its group (nan when alone)."""
@@ -323,32 +406,34 @@ class _Groups:
         dot = np.einsum("ij,ij->i", self.x[faces], self.sum[g])
         return centre_distance(dot, np.linalg.norm(self.sum[g], axis=1))
 
-    def centres(self) -> np.ndarray:
-        return normalise_rows(self.sum)
+    # --- cannot-links --------------------------------------------------------------------
 
     def allowed(self, faces: np.ndarray, g: int) -> bool:
-        """May these faces (not in g) join group g without breaking a cannot-link?"""
-        members = self.members(g)
-        if np.intersect1d(self.photo[faces], self.photo[members]).size:
-            return False
-        return self._groups_compatible(faces, members)
+        """May these faces (not in g's cluster) join group g without breaking a cannot-link?"""
+        photos = set(self.photo[faces].tolist())
+        users = {u for u in self.user[faces].tolist() if u >= 0}
+        nots = {u for f in faces.tolist() for u in self.not_groups.get(f, ())}
+        return self._compatible(photos, users, nots, self.cluster_groups(g))
 
     def can_join(self, a: int, b: int) -> bool:
-        return self.allowed(self.members(b), a)
+        """May the clusters of groups a and b be one person?"""
+        if self.root(a) == self.root(b):
+            return True
+        others = self.cluster_groups(b)
+        photos = {p for h in others for p, n in self.photos[h].items() if n > 0}
+        users = {u for h in others for u, n in self.users[h].items() if n > 0}
+        nots = {u for h in others for u, n in self.nots[h].items() if n > 0}
+        return self._compatible(photos, users, nots, self.cluster_groups(a))
 
-    def _groups_compatible(self, faces: np.ndarray, members: np.ndarray) -> bool:
-        group = self.user
-        ours = set(group[faces][group[faces] >= 0].tolist())
-        theirs = set(group[members][group[members] >= 0].tolist())
-        if any(self.constraints.groups_apart(a, b) for a in ours for b in theirs if a != b):
-            return False
-        if self.not_groups:
-            for f in faces.tolist():
-                if self.not_groups.get(f, set()) & theirs:
-                    return False
-            for f in members.tolist():
-                if self.not_groups.get(f, set()) & ours:
-                    return False
+    def _compatible(self, photos: set[int], users: set[int], nots: set[int], groups: list[int]) -> bool:
+        for h in groups:
+            if any(self.photos[h].get(p, 0) > 0 for p in photos):
+                return False
+            theirs = {u for u, n in self.users[h].items() if n > 0}
+            if nots & theirs or any(self.nots[h].get(u, 0) > 0 for u in users):
+                return False
+            if any(self.constraints.groups_apart(a, b) for a in users for b in theirs if a != b):
+                return False
         return True
 
 
@@ -364,8 +449,9 @@ def _take_out_misfits(groups: _Groups, limit: float, min_size: int) -> int:
         faces = np.flatnonzero(np.isin(groups.label, active))
         if not len(faces):
             break
-        rms = groups.own_distance(faces)
-        order = np.lexsort((-np.nan_to_num(rms, nan=-1.0), groups.label[faces]))
+        rms = np.nan_to_num(groups.own_distance(faces), nan=-1.0)
+        rms[_pinned(groups, faces)] = -1.0
+        order = np.lexsort((-rms, groups.label[faces]))
         first = np.r_[True, groups.label[faces][order][1:] != groups.label[faces][order][:-1]]
         worst = faces[order[first]]
         worst_rms = rms[order[first]]
@@ -379,9 +465,26 @@ def _take_out_misfits(groups: _Groups, limit: float, min_size: int) -> int:
     return taken
 
 
+def _pinned(groups: _Groups, faces: np.ndarray) -> np.ndarray:
+    """Faces the user named (hard) that share their group with another face of that user group:
+    the user said they belong together, whatever the distance."""
+    pinned = np.zeros(len(faces), bool)
+    named = np.flatnonzero(groups.constraints.hard[faces])
+    if len(named):
+        key = groups.label[faces[named]] * (int(groups.user.max()) + 1) + groups.user[faces[named]]
+        every = groups.label * (int(groups.user.max()) + 1) + groups.user
+        counts = np.unique(every[(groups.label >= 0) & (groups.user >= 0)], return_counts=True)
+        seen = dict(zip(counts[0].tolist(), counts[1].tolist()))
+        pinned[named] = [seen.get(k, 0) > 1 for k in key.tolist()]
+    return pinned
+
+
 def _dissolve_small(groups: _Groups, min_size: int) -> int:
-    small = np.flatnonzero((groups.size > 0) & (groups.size < min_size))
-    if not len(small):
+    """Groups below `min_size` dissolve, unless the user made them: they hold faces the user
+    named, or are one mode of a cluster the user merged."""
+    small = [g for g in np.flatnonzero((groups.size > 0) & (groups.size < min_size)).tolist()
+             if len(groups.cluster_groups(g)) == 1 and not groups.constraints.hard[groups.members(g)].any()]
+    if not small:
         return 0
     faces = np.flatnonzero(np.isin(groups.label, small))
     groups.remove(faces)
@@ -472,9 +575,7 @@ def _join_close_groups(groups: _Groups, cols: np.ndarray, limit: float) -> int:
             continue  # joined into another group since; the new pairs are in the heap
         if not groups.can_join(a, b):
             continue
-        groups.add(groups.members(b), a)
-        groups.sum[b] = 0.0
-        groups.size[b] = 0
+        groups.absorb(a, b)
         joins += 1
         merged = (near.pop(a, set()) | near.pop(b, set())) - {a, b}
         near[a] = merged
@@ -491,22 +592,23 @@ def _centres_distance(groups: _Groups, a: int, b: int) -> float:
     return float(centre_distance(np.array(dot), np.array(np.linalg.norm(groups.sum[a]) * np.linalg.norm(groups.sum[b]))))
 
 
-def _join_user_groups(groups: _Groups) -> int:
-    """Must-link: the groups holding faces of one user group become one (unless a cannot-link
-    says no). Faces of a hard user group that were left out join it too, and a hard user group
-    nobody clustered becomes a group of its own. Returns groups and faces moved."""
-    hard, user = groups.constraints.group, groups.user
+def _join_user_groups(groups: _Groups, near: float) -> int:
+    """Must-link: groups holding faces of one user group become one cluster, each keeping its
+    own centre, when the user merged them or their centres are within `near` (never across a
+    cannot-link). Faces the user named one by one join their user group's cluster; a user group
+    nobody clustered becomes a group of its own. Returns groups linked and faces moved."""
+    constraint, user = groups.constraints, groups.user
     moved = 0
     for u in np.unique(user[user >= 0]).tolist():
         faces = np.flatnonzero(user == u)
         held = sorted((int(g) for g in np.unique(groups.label[faces]) if g >= 0), key=lambda g: -groups.size[g])
+        merged = {g for g in held if constraint.merged[list(groups.faces[g] & set(faces.tolist()))].any()}
         for other in held[1:]:
-            if groups.can_join(held[0], other):
-                groups.add(groups.members(other), held[0])
-                groups.sum[other] = 0.0
-                groups.size[other] = 0
+            close = _centres_distance(groups, held[0], other) <= near
+            if (close or {held[0], other} <= merged) and groups.can_join(held[0], other):
+                groups.link(held[0], other)
                 moved += 1
-        loose = faces[(groups.label[faces] < 0) & (hard[faces] == u)]
+        loose = faces[(groups.label[faces] < 0) & constraint.hard[faces]]
         if held:
             for f in loose.tolist():
                 one = np.array([f])
@@ -520,32 +622,26 @@ def _join_user_groups(groups: _Groups) -> int:
 
 
 def _adopt_loose_faces(groups: _Groups, candidates: np.ndarray, cols: np.ndarray, limit: float) -> int:
-    """Faces in no group join the best-fitting neighbouring group within `limit` (RMS distance to
-    its faces), if no cannot-link forbids it. Returns faces adopted."""
+    """Faces in no group join the nearest neighbouring group whose centre is within `limit` and
+    that no cannot-link forbids (the next nearest when the nearest says no). Best fits first: a
+    face that fits better takes a photo's place first. Returns faces adopted."""
     loose = candidates[groups.label[candidates] < 0]
-    if not len(loose):
+    if not len(loose) or not cols.shape[1]:
         return 0
     neighbour_groups = groups.label[np.maximum(cols[loose], 0)]
     neighbour_groups[cols[loose] < 0] = UNCLUSTERED
-    best_group = np.full(len(loose), UNCLUSTERED, np.int64)
-    best_rms = np.full(len(loose), np.inf)
-    for j in range(neighbour_groups.shape[1]):
-        g = neighbour_groups[:, j]
-        ok = g >= 0
-        if not ok.any():
-            continue
-        rms = groups.distance_to(loose[ok], g[ok])
-        rows = np.flatnonzero(ok)
-        better = rms < best_rms[rows]
-        best_rms[rows[better]] = rms[better]
-        best_group[rows[better]] = g[ok][better]
+    rows, slots = np.nonzero(neighbour_groups >= 0)
+    if not len(rows):
+        return 0
+    pairs = np.unique(np.stack([rows, neighbour_groups[rows, slots]], axis=1), axis=0)
+    distance = groups.distance_to(loose[pairs[:, 0]], pairs[:, 1])
+    fits = distance <= limit
     adopted = 0
-    for i in np.argsort(best_rms).tolist():  # best fits first: they take a photo's place first
-        if best_rms[i] > limit:
-            break
-        one = loose[i:i + 1]
-        if groups.allowed(one, int(best_group[i])):
-            groups.add(one, int(best_group[i]))
+    for i in np.argsort(distance[fits], kind="stable").tolist():
+        row, g = pairs[fits][i].tolist()
+        face = loose[row]
+        if groups.label[face] < 0 and groups.size[g] > 0 and groups.allowed(np.array([face]), g):
+            groups.add(np.array([face]), g)
             adopted += 1
     return adopted
 
@@ -580,7 +676,7 @@ def group_faces(
     groups = _Groups(x, labels, photo, constraints)
     steps["separated"] = _separate(groups)
     steps["misfits"] = _take_out_misfits(groups, settings.member_distance, settings.min_cluster_size)
-    steps["user_joins"] = _join_user_groups(groups)
+    steps["user_joins"] = _join_user_groups(groups, settings.member_distance)
     steps["joins"] = _join_close_groups(groups, cols, settings.merge_distance)
     steps["adopted"] = _adopt_loose_faces(groups, eligible, cols, settings.member_distance)
     # Joins and adoptions moved the centres: check every member once more.
@@ -589,17 +685,24 @@ def group_faces(
 
 
 def _finish(groups: _Groups, cols: np.ndarray, steps: dict[str, Any]) -> Grouping:
-    """Dense labels 0..k-1 (by first face), each member's distance to its group, neighbouring groups."""
-    labels = np.full(len(groups.label), UNCLUSTERED, np.int64)
+    """Dense cluster labels 0..k-1 (by first face), modes, each member's distance to its group's
+    centre, and neighbouring clusters."""
     member = np.flatnonzero(groups.label >= 0)
     distance = np.full(len(groups.label), np.nan)
+    modes = np.full(len(groups.label), UNCLUSTERED, np.int64)
+    labels = np.full(len(groups.label), UNCLUSTERED, np.int64)
     if len(member):
         distance[member] = groups.own_distance(member)
-        _, first = np.unique(groups.label[member], return_index=True)
-        order = np.argsort(np.argsort(first))
-        dense = np.unique(groups.label[member], return_inverse=True)[1].reshape(-1)
-        labels[member] = order[dense]
+        roots = np.array([groups.root(g) for g in range(len(groups.parent))], np.int64)
+        modes[member] = _dense(groups.label[member])
+        labels[member] = _dense(roots[groups.label[member]])
     groups.label = labels
     neighbours = sorted((a, b) for a, others in _group_pairs(groups, cols).items() for b in others if a < b)
     steps["groups"] = int(labels.max()) + 1 if len(member) else 0
-    return Grouping(labels, distance, neighbours, steps)
+    return Grouping(labels, modes, distance, neighbours, steps)
+
+
+def _dense(values: np.ndarray) -> np.ndarray:
+    """0..k-1 in order of first appearance."""
+    _, first, inverse = np.unique(values, return_index=True, return_inverse=True)
+    return np.argsort(np.argsort(first))[inverse.reshape(-1)]

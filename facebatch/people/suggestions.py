@@ -41,11 +41,13 @@ class FaceTags:
 
 @dataclass
 class People:
-    """Every named person's confirmed faces, as running sums: the gallery for suggestions."""
+    """Every named person's confirmed faces as running sums, one per mode (a person the user
+    merged from far-apart clusters, a child at 2 and at 12, has several centres): the gallery."""
 
-    names: list[str]
-    sums: np.ndarray  # (people, 512)
-    counts: np.ndarray
+    names: list[str]  # sorted
+    owner: np.ndarray  # person index of each mode
+    sums: np.ndarray  # (modes, 512)
+    counts: np.ndarray  # confirmed faces per mode
 
     @property
     def centres(self) -> np.ndarray:
@@ -53,22 +55,30 @@ class People:
         return self.sums / np.maximum(norms, 1e-12)
 
     def distances(self, x: np.ndarray) -> np.ndarray:
-        """(faces, people) distances from each face to each person's centre."""
-        return np.sqrt(np.maximum(0.0, 2.0 - 2.0 * (x @ self.centres.T)))
+        """(faces, people) distance from each face to each person: to their nearest centre."""
+        by_mode = np.sqrt(np.maximum(0.0, 2.0 - 2.0 * (np.asarray(x, np.float64) @ self.centres.T)))
+        out = np.full((len(x), len(self.names)), np.inf)
+        np.minimum.at(out.T, self.owner, by_mode.T)
+        return out
+
+    def faces_of(self, name: str) -> int:
+        return int(self.counts[self.owner == self.names.index(name)].sum())
 
 
-def gallery(names: list[str | None], x: np.ndarray) -> People:
-    """People from (name or None, embedding) rows."""
+def gallery(names: list[str | None], modes: list[int], x: np.ndarray) -> People:
+    """People from (name or None, mode, embedding) rows; faces in no mode share one per person."""
     people = sorted({n for n in names if n})
     index = {n: i for i, n in enumerate(people)}
-    sums = np.zeros((len(people), x.shape[1] if x.ndim == 2 else 512), np.float64)
-    counts = np.zeros(len(people), np.int64)
+    keys = sorted({(index[n], m) for n, m in zip(names, modes) if n})
+    slot = {k: i for i, k in enumerate(keys)}
+    sums = np.zeros((len(keys), x.shape[1] if x.ndim == 2 else 512), np.float64)
+    counts = np.zeros(len(keys), np.int64)
     rows = [i for i, n in enumerate(names) if n]
     if rows:
-        owner = np.array([index[names[i]] for i in rows])
-        np.add.at(sums, owner, x[rows])
-        np.add.at(counts, owner, 1)
-    return People(people, sums, counts)
+        where = np.array([slot[(index[names[i]], modes[i])] for i in rows])
+        np.add.at(sums, where, x[rows])
+        np.add.at(counts, where, 1)
+    return People(people, np.array([k[0] for k in keys], np.int64), sums, counts)
 
 
 def face_tags(library: Library, min_confidence: float = NAME_CONFIDENCE, view: View | None = None) -> FaceTags:
@@ -91,7 +101,8 @@ def face_tags(library: Library, min_confidence: float = NAME_CONFIDENCE, view: V
             person[i], status[i], conf[i] = name, STATUS_CONFIRMED, 1.0
     x = embeddings_matrix(faces)
     del faces
-    people = gallery(person, x)
+    mode_of = view.mode_of()
+    people = gallery(person, [mode_of.get(f, UNCLUSTERED) for f in face_ids], x)
     open_rows = [
         i for i in range(n)
         if status[i] == STATUS_UNKNOWN and not (cluster_ids[i] in view.clusters and view.clusters[cluster_ids[i]].ignored)
@@ -179,8 +190,9 @@ def people_summary(tags: FaceTags) -> list[Person]:
 def named_gallery(library: Library, view: View | None = None) -> People:
     """The named people's confirmed faces: what `identify` compares new faces with."""
     require_library(library)
-    view = build_view(library) if view is None else view
+    view = build_view(library, library.read_clusters()) if view is None else view
     faces = library.read_faces(["face_id", "embedding"])
-    cluster_of = view.cluster_of()
-    names = [view.confirmed_name(f, cluster_of.get(f, UNCLUSTERED)) for f in faces["face_id"].to_pylist()]
-    return gallery(names, embeddings_matrix(faces))
+    cluster_of, mode_of = view.cluster_of(), view.mode_of()
+    face_ids = faces["face_id"].to_pylist()
+    names = [view.confirmed_name(f, cluster_of.get(f, UNCLUSTERED)) for f in face_ids]
+    return gallery(names, [mode_of.get(f, UNCLUSTERED) for f in face_ids], embeddings_matrix(faces))

@@ -173,33 +173,40 @@ class Pair:
 
 
 def read_pairs(csv_path: Path, root: Path) -> list[Pair]:
-    """`path1,path2,same[,fold]` rows (an optional header row is skipped); every photo must exist.
+    """Pairs of photos from a CSV; every photo must exist.
 
-    `same` is 1/0, true/false or yes/no. The first row is a header when its `same` cell is none of
-    these and its first cell is not a photo.
+    With a header row naming `path1`, `path2` and `same` (and maybe `fold`), columns are found by
+    name, in any order; without one they are `path1,path2,same[,fold]`. A first row that is
+    neither (its `same` cell is no 1/0 and its first cell no photo) is skipped as a header.
+    `same` is 1/0, true/false or yes/no.
     """
     try:
         with open(csv_path, newline="") as handle:
-            rows = [(n, row) for n, row in enumerate(csv.reader(handle), start=1) if row and any(row)]
+            rows = [(n, [c.strip() for c in row]) for n, row in enumerate(csv.reader(handle), start=1) if row and any(row)]
     except OSError as exc:
         raise InputError(f"cannot read pairs file {csv_path}: {exc.strerror or exc}") from None
     except (csv.Error, UnicodeDecodeError) as exc:
         raise InputError(f"pairs file {csv_path} is not a CSV file: {exc}") from None
-    if rows and len(first := rows[0][1]) >= 3 and first[2].strip().lower() not in _TRUE | _FALSE:
-        if not (root / first[0].strip()).is_file():
-            rows = rows[1:]  # header
+    columns = {"path1": 0, "path2": 1, "same": 2, "fold": 3}
+    if rows:
+        header = [c.lower() for c in rows[0][1]]
+        if {"path1", "path2", "same"} <= set(header):
+            columns = {name: header.index(name) for name in ("path1", "path2", "same", "fold") if name in header}
+            rows = rows[1:]
+        elif len(header) >= 3 and header[2] not in _TRUE | _FALSE and not (root / rows[0][1][0]).is_file():
+            rows = rows[1:]  # a header with other names: positional columns
+    need = max(columns["path1"], columns["path2"], columns["same"]) + 1
+    limit = max(need, columns.get("fold", 3) + 1)
     pairs: list[Pair] = []
-    for line, row in rows:
-        cells = [c.strip() for c in row]
-        if len(cells) not in (3, 4) or not cells[0] or not cells[1]:
+    for line, cells in rows:
+        if not need <= len(cells) <= limit or not cells[columns["path1"]] or not cells[columns["path2"]]:
             raise InputError(f"{csv_path} line {line}: expected path1,path2,same[,fold]")
-        label = cells[2].lower()
+        label = cells[columns["same"]].lower()
         if label not in _TRUE | _FALSE:
-            raise InputError(
-                f"{csv_path} line {line}: same must be 1/0, true/false or yes/no, got {cells[2]!r}",
-            )
-        fold = cells[3] if len(cells) == 4 and cells[3] else None
-        pairs.append(Pair(cells[0], cells[1], label in _TRUE, fold))
+            raise InputError(f"{csv_path} line {line}: same must be 1/0, true/false or yes/no, got {cells[columns['same']]!r}")
+        at = columns.get("fold")
+        fold = cells[at] if at is not None and at < len(cells) and cells[at] else None
+        pairs.append(Pair(cells[columns["path1"]], cells[columns["path2"]], label in _TRUE, fold))
     if not pairs:
         raise InputError(f"pairs file {csv_path} has no pairs")
     if len({p.fold is None for p in pairs}) > 1:

@@ -61,6 +61,7 @@ class ClusterInfo:
 class View:
     face_ids: np.ndarray  # faces of the last clustering run
     cluster_ids: np.ndarray
+    modes: np.ndarray  # the centre each face belongs to (a merged cluster may have several)
     distance: np.ndarray  # each member's distance to the centre of its cluster's other faces
     first_run: np.ndarray
     state: ClusterState
@@ -80,15 +81,18 @@ class View:
     def cluster_of(self) -> dict[str, int]:
         return dict(zip(self.face_ids.tolist(), self.cluster_ids.tolist()))
 
+    def mode_of(self) -> dict[str, int]:
+        return dict(zip(self.face_ids.tolist(), self.modes.tolist()))
+
     def confirmed_name(self, face_id: str, cluster_id: int) -> str | None:
-        """The name the user gave this face: its own, or its cluster's while it is still in a
-        cluster of that person (an intruder moved out by a later clustering loses it)."""
+        """The name the user gave this face: its own, or its cluster's while the face is still
+        with faces of that name (an intruder that a later clustering moves away loses it)."""
         own = self.labels.face_names.get(face_id)
         if own:
             return own[0]
         name = self.labels.cluster_names.get(face_id)
         info = self.clusters.get(cluster_id)
-        if name and info is not None and info.person == name and not info.ignored:
+        if name and info is not None and not info.ignored and (info.person == name or info.votes[name] >= 2):
             return name
         return None
 
@@ -99,6 +103,7 @@ def build_view(library: Library, table: pa.Table | None = None, history: pa.Tabl
     labels = replay(history)
     face_ids = np.array(clusters["face_id"].to_pylist(), dtype=object)
     cluster_ids = clusters["cluster_id"].to_numpy()
+    modes = clusters["mode"].to_numpy()
     first_run = clusters["first_run"].to_numpy()
     distance = np.asarray(clusters["distance"].to_numpy(zero_copy_only=False), np.float64)
     sizes = Counter(cluster_ids[cluster_ids != UNCLUSTERED].tolist())
@@ -121,7 +126,7 @@ def build_view(library: Library, table: pa.Table | None = None, history: pa.Tabl
         for c in members:
             infos[c].ignored = True
     _attach_similar(infos, library.read_cluster_pairs())
-    return View(face_ids, cluster_ids, distance, first_run, ClusterState.read(library), history, labels, infos)
+    return View(face_ids, cluster_ids, modes, distance, first_run, ClusterState.read(library), history, labels, infos)
 
 
 def _attach_similar(infos: dict[int, ClusterInfo], pairs: pa.Table) -> None:

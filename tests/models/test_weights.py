@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from conftest import dataset
-from facebatch import weights as W
+from facebatch.models import weights as W
 from facebatch.errors import FacebatchError
 
 N_FACES = 6

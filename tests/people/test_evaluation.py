@@ -246,7 +246,7 @@ def labelled_library(tmp_path):
                         {}, MODEL)
     truth = tmp_path / "truth.csv"
     truth.write_text("path,identity,notes\na1.jpg,ann,x\na2.jpg,ann,\nb1.jpg,bob,\nb2.jpg,bob,\n"
-                     "empty.jpg,bob,\nmissing.jpg,ann,\n")
+                     "empty.jpg,bob,\nmissing.jpg,ann,\nb1.jpg,ann;bob,group\n")
     return library, root, truth
 
 
@@ -259,14 +259,16 @@ def test_evaluate_library_clusters_by_hand(labelled_library):
 
     library, root, truth = labelled_library
     result = evaluate_library_clusters(library, read_truth(truth), root, CLUSTERS)
-    assert (result.n_labelled, result.not_in_library, result.without_face) == (6, ("missing.jpg",), ("empty.jpg",))
+    assert (result.n_labelled, result.not_in_library, result.without_face) == (7, ("missing.jpg",), ("empty.jpg",))
+    assert result.group_photos == ("b1.jpg",)  # a;b: several people, left out (not a 3rd identity)
     report = result.report
     # labels ann ann bob bob, clusters 1 1 2 -1: pairwise 1 of 1 predicted pair right, 1 of 2 true pairs
     assert approx(report.pairwise) == (1, 0.5, 2 / 3)
     # bcubed: precision 1 everywhere; recall 1 1 1/2 1/2 = 3/4; F = 6/7
     assert approx(report.bcubed) == (1, 0.75, 6 / 7)
     assert (report.n_faces, report.n_identities, report.n_clusters, report.coverage) == (4, 2, 2, 0.75)
-    assert result.lines()[0] == "labelled      6 photos: 4 faces evaluated, 1 not in the library, 1 without a face"
+    assert result.lines()[0] == ("labelled      7 photos: 4 faces evaluated, 1 not in the library, 1 without a face, "
+                                 "1 group photos left out")
 
 
 def test_eval_clusters_cli(labelled_library, monkeypatch):
@@ -281,13 +283,14 @@ def test_eval_clusters_cli(labelled_library, monkeypatch):
     result = run(*args)
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == [
-        "labelled      6 photos: 4 faces evaluated, 1 not in the library, 1 without a face",
+        "labelled      7 photos: 4 faces evaluated, 1 not in the library, 1 without a face, 1 group photos left out",
         "identities    2, clusters 2 (holding labelled faces)",
         "coverage      0.7500 of labelled faces are in a cluster",
         "pairwise      precision 1.0000  recall 0.5000  F 0.6667 (unclustered faces count as singletons)",
         "BCubed        precision 1.0000  recall 0.7500  F 0.8571",
         "not in the library: missing.jpg",
         "without a face: empty.jpg",
+        "group photos (a;b): b1.jpg",
     ]
     out = json.loads(run(*args, "--json").output)
     assert out["bcubed"] == pytest.approx({"precision": 1.0, "recall": 0.75, "f": 6 / 7})

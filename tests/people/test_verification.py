@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from facebatch.models.detection import Face
-from facebatch.errors import FacebatchError
-from facebatch import verification
+from facebatch.errors import FacebatchError, InputError
+from facebatch.people import verification
 from facebatch.people.verification import DEFAULT_THRESHOLD, central_face, embed_central_faces, prominent_face, read_pairs
 
 from conftest import SAMPLE_DATA, run
@@ -37,7 +37,7 @@ def test_verify_same_person():
     result = run("verify", PEOPLE / "barack_obama/2.jpg", PEOPLE / "barack_obama/3.jpg")
     assert result.exit_code == 0, result.output
     assert result.output.startswith("same person: distance 0.")
-    assert result.output.endswith(f"<= threshold {DEFAULT_THRESHOLD:.4f}\n")
+    assert f"<= threshold {DEFAULT_THRESHOLD:.4f} (confidence 0." in result.output
 
 
 def test_verify_different_people_json():
@@ -153,6 +153,16 @@ def test_read_pairs(tmp_path):
     ]
 
 
+def test_read_pairs_by_header_names(tmp_path):
+    (tmp_path / "a.jpg").write_bytes(b"x")
+    (tmp_path / "b.jpg").write_bytes(b"x")
+    csv_file = tmp_path / "p.csv"
+    csv_file.write_text("fold,path1,path2,same\n1,a.jpg,b.jpg,0\n2,a.jpg,a.jpg,1\n")
+    pairs = read_pairs(csv_file, tmp_path)
+    assert [(p.path1, p.path2, p.same, p.fold) for p in pairs] == [("a.jpg", "b.jpg", False, "1"),
+                                                                    ("a.jpg", "a.jpg", True, "2")]
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
@@ -171,7 +181,7 @@ def test_bad_pairs_files(tmp_path, content, message):
     csv_file.write_text(content)
     with pytest.raises(FacebatchError, match=re.escape(message)) as info:
         read_pairs(csv_file, tmp_path)
-    assert info.value.exit_code == 2
+    assert isinstance(info.value, InputError)
 
 
 def test_eval_pairs_errors_are_one_line(tmp_path):

@@ -15,9 +15,10 @@ import pytest
 from PIL import Image
 
 from conftest import PROJECT, run
-from facebatch import report
-from facebatch.people.clustering import ClusterSettings, cluster_library
-from facebatch.people.labels import label_cluster
+from facebatch.review import report
+from facebatch.people.actions import label_cluster
+from facebatch.people.clustering import cluster_library
+from facebatch.people.grouping import GroupingSettings
 from facebatch.schema import FACES_SCHEMA, PHOTOS_SCHEMA
 from facebatch.store import Library
 from facebatch.review.thumbnails import MISSING_NAME, THUMBNAIL_SIZE, thumbnail_path
@@ -54,7 +55,7 @@ def library(tmp_path) -> Library:
     lib = Library(tmp_path / "lib")
     lib.create(MODEL)
     add_people(lib, tmp_path / "photos", PEOPLE, "a")
-    cluster_library(lib, ClusterSettings())
+    cluster_library(lib, GroupingSettings())
     return lib
 
 
@@ -143,7 +144,7 @@ def test_thumbnails_are_made_once_and_a_vanished_photo_gets_a_placeholder(librar
 
     add_people(library, tmp_path / "photos", {"dan": 3}, "b")
     shutil.rmtree(tmp_path / "photos" / "b")  # new faces whose photos vanished before the report
-    cluster_library(library, ClusterSettings())
+    cluster_library(library, GroupingSettings())
     made = []
     index = report.write_report(library, progress=lambda done, total: made.append((done, total)))
     assert made[-1] == (3, 3)  # only the new faces
@@ -174,7 +175,7 @@ def test_report_and_contact_sheet_commands(library, tmp_path):
 
 def test_a_report_of_an_empty_library_is_one_line(tmp_path):
     result = run("--library", tmp_path / "none", "report")
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert result.output.startswith("Error: ") and result.output.count("\n") == 1
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import dataset, hard_manifest
-from facebatch import discovery
+from facebatch.scan import discovery
 from facebatch.scan.discovery import HEIF_EXTENSIONS, PHOTO_EXTENSIONS, Discovery, PhotoFile, discover
 from facebatch.errors import FacebatchError
 
