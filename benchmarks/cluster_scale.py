@@ -5,9 +5,10 @@ faces = centre + noise with the covariance of lfw-dev's within-person residuals,
 sphere; 1 to 20 faces per person (uniform) and 10% strangers with one face. So the spread between
 and within people is the one measured on real faces, and PCA sees real structure.
 
-Each configuration runs in a fresh process (peak RSS via resource.getrusage).
+Each configuration runs in a fresh process (peak RSS via resource.getrusage): the whole of
+people.grouping (HDBSCAN, the member test, joins, adoption), one face per photo.
 
-    .venv/bin/python benchmarks/cluster_scale.py --lfw /tmp/lfw-lib --sizes 10000,30000,100000 --pca 64
+    .venv/bin/python benchmarks/cluster_scale.py --lfw /tmp/lfw-lib --sizes 10000,100000,1000000
 """
 
 from __future__ import annotations
@@ -60,15 +61,15 @@ def synthetic(n_faces: int, lfw: Path, seed: int = 0) -> tuple[np.ndarray, np.nd
 
 
 def one(args: argparse.Namespace) -> None:
-    from facebatch.people.clustering import ClusterSettings, run_hdbscan
     from facebatch.people.evaluation import cluster_report
+    from facebatch.people.grouping import GroupingSettings, group_faces
 
     x, truth = synthetic(args.n, args.lfw)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    settings = ClusterSettings(pca_dims=args.pca_dims, min_cluster_size=args.min_cluster_size,
-                               min_samples=args.min_samples, method=args.method)
+    settings = GroupingSettings(pca_dims=args.pca_dims, min_cluster_size=args.min_cluster_size,
+                                min_samples=args.min_samples, method=args.method)
     started = time.perf_counter()
-    labels, _ = run_hdbscan(x, settings)
+    labels = group_faces(x, np.full(len(x), 100.0, np.float32), np.arange(len(x)), settings).labels
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     r = cluster_report(truth.tolist(), labels)
@@ -81,10 +82,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--lfw", type=Path, required=True, help="a scanned library of lfw-dev")
     parser.add_argument("--sizes", default="10000,100000")
-    parser.add_argument("--pca", default="0,32,64", help="PCA dimensions to try (0: none)")
+    parser.add_argument("--pca", default="64", help="PCA dimensions to try (0: none)")
     parser.add_argument("--min-cluster-size", type=int, default=3)
-    parser.add_argument("--min-samples", type=int, default=1)
-    parser.add_argument("--method", default="leaf")
+    parser.add_argument("--min-samples", type=int, default=2)
+    parser.add_argument("--method", default="eom")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per configuration")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
@@ -93,7 +94,7 @@ def main() -> None:
     if args.one:
         one(args)
         return
-    from facebatch.people.clustering import KNN_MIN_FACES
+    from facebatch.people.grouping import KNN_MIN_FACES
 
     print("| faces | PCA dims | search | seconds | peak RSS MB | pairwise F | BCubed F | coverage |")
     print("|---|---|---|---|---|---|---|---|", flush=True)

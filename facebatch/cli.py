@@ -63,7 +63,11 @@ def exit_code_for(error: Exception) -> int:
 
 
 class FacebatchGroup(click.Group):
-    """click.Group whose errors, click's own usage errors included, are one line."""
+    """click.Group whose errors, click's own usage errors included, are one line, and whose help
+    lists the commands in the order of the job (scan first), not alphabetically."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)
 
     def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
              standalone_mode: bool = True, **extra: Any) -> Any:
@@ -228,6 +232,72 @@ def scan(library: Any, folders: tuple[str, ...], strict: bool, quiet: bool, **op
         sys.exit(1)
 
 
+@cli.command(short_help="The whole job: scan, cluster, export tags, write the site.")
+@click.argument("folders", nargs=-1, required=True, type=click.Path())
+@scan_options
+@click.option("--tags", "tags_file", default=None, help="Where the tags go [default: LIBRARY/tags.json].")
+@click.option("--no-report", is_flag=True, help="Skip the review site.")
+@with_library
+def run(library: Any, folders: tuple[str, ...], strict: bool, quiet: bool, tags_file: str | None, no_report: bool,
+        **options: Any) -> None:
+    """Bring the library up to date with FOLDERS and say where the results are: scan the new and
+    changed photos, cluster every face (names given before flow to the new photos), export the
+    per-photo tags and write the review site.
+
+    \b
+    Example:
+        facebatch run ~/Pictures
+        facebatch --library /nas/faces run /nas/photos --tags /nas/faces/tags.jsonl --quiet
+    """
+    from facebatch.people.calibration import NAME_CONFIDENCE
+    from facebatch.people.grouping import GroupingSettings
+    from facebatch.review.report import write_report
+
+    summary = _run_scan(_scan_config(library, folders, options), quiet)
+    if not library.read_faces(["face_id"]).num_rows:
+        raise InputError(f"no faces found in {', '.join(folders)}: nothing to cluster")
+    _cluster(library, {f: getattr(GroupingSettings(), f) for f in GroupingSettings.__dataclass_fields__}, quiet)
+    output = tags_file or str(library.root / "tags.json")
+    exported = _export(library, output, None, False, NAME_CONFIDENCE)
+    click.echo(f"tags: {exported.line(output)}")
+    if not no_report:
+        from facebatch.progress import ProgressBar
+
+        bar = ProgressBar(enabled=False if quiet else None, unit="thumbnails")
+        try:
+            index = write_report(library, None, bar)
+        finally:
+            bar.close()
+        click.echo(f"site: {index}")
+    click.echo("next: name people with `facebatch label cluster N NAME` (numbers in `facebatch clusters` or the site), "
+               "then run again")
+    if strict and summary.failed:
+        sys.exit(1)
+
+
+@cli.command(short_help="Check that every table is readable and whole; --repair mends.")
+@click.option("--repair", is_flag=True, help="Set damaged parts aside, restore labels from a generation, reconcile.")
+@with_library
+def check(library: Any, repair: bool) -> None:
+    """Read every table of the library in full and say what is damaged, one line each; with
+    --repair, mend it (nothing is deleted: damaged files move to LIBRARY/damaged/).
+
+    Exit 0 when the library is whole (or was mended), 2 when something is damaged.
+
+    \b
+    Example:
+        facebatch check
+        facebatch check --repair && facebatch scan ~/Pictures
+    """
+    from facebatch.check import check_library
+
+    report = check_library(library, repair)
+    for line in report.lines(library.root):
+        click.echo(line)
+    if not report.healthy:
+        sys.exit(EXIT_CODES[LibraryDamaged])
+
+
 # --------------------------------------------------------------------------- people
 
 
@@ -263,7 +333,7 @@ def cluster_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
-def _cluster(library: Any, options: dict[str, Any]) -> None:
+def _cluster(library: Any, options: dict[str, Any], quiet: bool = False) -> None:
     from facebatch.people.clustering import cluster_library
     from facebatch.people.grouping import GroupingSettings
     from facebatch.people.view import build_view
@@ -271,7 +341,8 @@ def _cluster(library: Any, options: dict[str, Any]) -> None:
     summary = cluster_library(library, GroupingSettings(**options))
     view = build_view(library)
     named = sum(1 for c in view.clusters.values() if c.person)
-    click.echo(summary.line() + f"; {named} named")
+    if not quiet:
+        click.echo(summary.line() + f"; {named} named")
     for info in view.clusters.values():
         if info.conflict:
             click.echo("conflict: " + info.conflict_line())

@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from facebatch.errors import UsageError
+from facebatch.errors import DeviceUnavailable, UsageError
 
 DEFAULT_LIBRARY = "facebatch-library"
 
@@ -86,6 +86,21 @@ class ScanConfig:
 def check_device(device: str) -> None:
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         raise UsageError(f"--device must be cpu, cuda or cuda:N, got {device!r}")
+
+
+def require_device(device: str) -> None:
+    """--device cuda[:N] needs that GPU here: checked before any work (it imports torch, so only
+    when a GPU is asked for), instead of every photo failing on the workers."""
+    if device == "cpu":
+        return
+    import torch
+
+    index = int(device.split(":")[1]) if ":" in device else 0
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if index >= count:
+        found = f"{count} CUDA GPU{'s' if count != 1 else ''}" if count else "no CUDA GPU"
+        raise DeviceUnavailable(f"--device {device}: this machine has {found} (torch {torch.__version__}); "
+                                "use --device cpu")
 
 
 def library_path(option: str | None) -> Path:

@@ -47,6 +47,17 @@ class LibraryDamaged(FacebatchError):
     """A table of the library can't be read; `facebatch check` says what and repairs it."""
 
 
+class DamagedPart(LibraryDamaged):
+    """One part file of the photos or faces table can't be read."""
+
+    def __init__(self, table: str, number: int, path: Path, reason: str) -> None:
+        super().__init__(
+            f"{table} part {path} is damaged ({reason}): `facebatch check --repair` sets it aside and the next "
+            "`facebatch scan` scans its photos again"
+        )
+        self.table, self.number, self.path, self.reason = table, number, path, reason
+
+
 class DeviceUnavailable(FacebatchError):
     """The device asked for (--device cuda) is not there."""
 

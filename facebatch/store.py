@@ -36,7 +36,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from facebatch.errors import LibraryBusy, LibraryDamaged, OutputError, UsageError
+from facebatch.errors import DamagedPart, LibraryBusy, LibraryDamaged, OutputError, UsageError
 from facebatch.files import atomic_write_json, atomic_write_table
 from facebatch.schema import (
     CLUSTER_PAIRS_SCHEMA,
@@ -193,8 +193,8 @@ class Library:
         folder = self.root / table
         pieces = []
         # Only finished shards: a part without its stats file may be half written by a scan now.
-        for number in sorted(self.part_numbers(folder) & self.part_numbers(self.shards_dir)):
-            piece = pq.read_table(folder / f"part-{number:06d}.parquet", columns=columns, schema=schema)
+        for number in self.finished_parts(table):
+            piece = self.read_part(table, number, columns)
             if with_part:
                 piece = piece.append_column("part", pa.array(np.full(piece.num_rows, number, np.int64)))
             pieces.append(piece)
@@ -204,6 +204,57 @@ class Library:
                 empty = empty.append(pa.field("part", pa.int64()))
             return empty.empty_table()
         return pa.concat_tables(pieces)
+
+    def finished_parts(self, table: str) -> list[int]:
+        """Part numbers of `table` whose shard is finished (its stats file exists), in order."""
+        return sorted(self.part_numbers(self.root / table) & self.part_numbers(self.shards_dir))
+
+    def part_path(self, table: str, number: int) -> Path:
+        return self.root / table / f"part-{number:06d}.parquet"
+
+    def read_part(self, table: str, number: int, columns: list[str] | None = None) -> pa.Table:
+        path = self.part_path(table, number)
+        try:
+            return pq.read_table(path, columns=columns, schema=TABLE_SCHEMAS[table])
+        except (OSError, pa.ArrowException) as exc:
+            raise DamagedPart(table, number, path, f"{type(exc).__name__}: {exc}".splitlines()[0][:200]) from None
+
+    def damaged_parts(self, full: bool = False) -> list[DamagedPart]:
+        """Parts that can't be read: the footer of each (cheap: catches a file cut short), or with
+        `full` every row of every part (`facebatch check`)."""
+        found = []
+        for table in TABLE_SCHEMAS:
+            for number in self.finished_parts(table):
+                try:
+                    if full:
+                        self.read_part(table, number)
+                    else:
+                        pq.read_metadata(self.part_path(table, number))
+                except DamagedPart as damaged:
+                    found.append(damaged)
+                except (OSError, pa.ArrowException) as exc:
+                    found.append(DamagedPart(table, number, self.part_path(table, number), str(exc).splitlines()[0]))
+        return found
+
+    @property
+    def damaged_dir(self) -> Path:
+        return self.root / "damaged"
+
+    def set_aside(self, number: int) -> list[Path]:
+        """Move every file of shard `number` (photos, faces, stats) into LIBRARY/damaged/, never
+        deleting: its photos are then unknown to the tables, so the next scan scans them again
+        (same content, same photo and face ids, so names given to its faces still hold)."""
+        self.damaged_dir.mkdir(exist_ok=True)
+        moved = []
+        for folder, suffix in ((self.photos_dir, "parquet"), (self.faces_dir, "parquet"), (self.shards_dir, "json")):
+            source = folder / f"part-{number:06d}.{suffix}"
+            if source.exists():
+                target = self.damaged_dir / f"{folder.name}-part-{number:06d}.{suffix}"
+                if target.exists():
+                    target = target.with_name(f"{target.stem}-{time.time_ns()}.{suffix}")
+                os.replace(source, target)
+                moved.append(target)
+        return moved
 
     def read_photos(self) -> pa.Table:
         return self.read_table("photos")
@@ -337,7 +388,7 @@ class Library:
         for number in sorted(touched):
             rows = np.flatnonzero(parts == number)
             path = self.root / table / f"part-{number:06d}.parquet"
-            part = pq.read_table(path, schema=TABLE_SCHEMAS[table])
+            part = self.read_part(table, number)
             if new_paths:
                 part = part.set_column(
                     part.schema.get_field_index("path"),

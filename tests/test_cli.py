@@ -103,3 +103,25 @@ def test_every_command_has_help_with_an_example():
     for args in (["scan"], ["cluster"], ["clusters"], ["export"], ["identify"], ["verify"], ["report"], ["undo"]):
         result = run(*args, "--help")
         assert result.exit_code == 0 and "Example:" in result.output, args
+
+
+def test_scan_on_a_missing_gpu_is_one_line_before_any_work(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "a.jpg").write_bytes(b"not read")
+    result = run("--library", tmp_path / "lib", "scan", tmp_path / "photos", "--device", "cuda")
+    assert result.exit_code == 2
+    assert result.output == (f"Error: --device cuda: this machine has no CUDA GPU (torch {torch.__version__}); "
+                             "use --device cpu\n")
+    assert not (tmp_path / "lib").exists()  # no photo row touched
+
+
+def test_an_empty_folder_says_what_was_looked_for(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = run("--library", tmp_path / "lib", "scan", tmp_path / "empty")
+    assert result.exit_code == 0
+    assert (f"warning: no photos under {tmp_path / 'empty'} (looked for .bmp .gif .jpeg .jpg .png .tif .tiff .webp, "
+            "in any case)") in result.output

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facebatch.config import DetectionSettings, check_device
+from facebatch.config import DetectionSettings, check_device, require_device
 from facebatch.models.detection import Face
 from facebatch.errors import InputError, PhotoError, UsageError
 from facebatch.people.evaluation import DEFAULT_FAR, DEFAULT_FOLDS, VerificationReport, nearest_centre, verification_report
@@ -46,6 +46,7 @@ def build_pipeline(
 ) -> FacePipeline:
     """The scan's detector and embedder with default detection settings, in this process."""
     check_device(device)
+    require_device(device)
     weights_file = resolve_weights(weights)
     builder = PipelineBuilder(
         DetectionSettings(), weights_file, batch_size, device, torch_threads=threads or os.cpu_count() or 1

@@ -23,7 +23,7 @@ from urllib.parse import quote
 
 from PIL import Image, ImageDraw, ImageFont
 
-from facebatch.errors import FacebatchError, NotFound, UsageError
+from facebatch.errors import InputError, LibraryMissing, NotFound, UsageError
 from facebatch.people.calibration import confidence
 from facebatch.people.suggestions import face_tags
 from facebatch.people.view import build_view
@@ -118,9 +118,15 @@ def write_report(
     library: Library, out: Path | None = None, progress: Callable[[int, int], None] | None = None
 ) -> Path:
     """Make the thumbnails still missing, write every page, drop pages left from an older report."""
+    if not library.exists():
+        raise LibraryMissing(library.root)
+    if not library.read_faces(["face_id"]).num_rows:
+        photos = library.read_table("photos", ["status"]).num_rows
+        if photos:
+            raise InputError(f"library {library.root} has {photos} photos and no face was found in them: "
+                             "nothing to show")
+        raise LibraryMissing(library.root, f"library {library.root} has no photos yet: run `facebatch scan FOLDER` first")
     site = collect(library)
-    if not site.clusters and not site.unclustered and not site.ignored:
-        raise FacebatchError(f"library {library.root} has no faces yet: run `facebatch scan FOLDER` first")
     out = (out or library.root / "report").absolute()
     _attach_thumbnails(site, out, progress)
     pages = render_site(site)

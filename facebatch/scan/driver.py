@@ -20,10 +20,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from facebatch.config import DEFAULT_SHARD_SIZE, ScanConfig
+from facebatch.config import require_device, DEFAULT_SHARD_SIZE, ScanConfig
 from facebatch.scan.discovery import Discovery, PhotoFile, discover, photo_extensions
 from facebatch.models.embedding import model_tag
-from facebatch.errors import FacebatchError, PhotoError
+from facebatch.errors import DamagedPart, FacebatchError, PhotoError
 from facebatch.scan.pipeline import PipelineBuilder, ShardResult, photo_row, run_shard
 from facebatch.schema import FACES_SCHEMA, LIVE_STATUSES, PHOTOS_SCHEMA, STATUS_ERROR, STATUS_GONE
 from facebatch.store import Library
@@ -95,6 +95,8 @@ def scan(config: ScanConfig, progress: ProgressCallback | None = None) -> ScanSu
     started = time.monotonic()
     library = Library(config.library)
     discovery = _discover(config, library)
+    if config.scheduler is None:  # a cluster's workers have their own devices
+        require_device(config.device)
     weights = resolve_weights(config.weights)
     model = model_tag(weights)
     summary = ScanSummary(library=str(library.root), warnings=list(discovery.warnings))
@@ -105,10 +107,7 @@ def scan(config: ScanConfig, progress: ProgressCallback | None = None) -> ScanSu
         library.create(model)
         library.add_roots([os.path.abspath(r) for r in config.roots if os.path.isdir(r)])
         library.remove_unfinished_parts()
-        library.reconcile()  # repairs what a scan killed between writing a shard and reconciling left
-        plan = plan_scan(library.read_photos(), discovery.photos, config)
-        if config.force:
-            plan.old_faces = _faces_by_photo(library)
+        plan = _plan_setting_aside_damage(library, discovery, config, summary)
         summary.found, summary.unchanged, summary.still_failing = plan.total, plan.unchanged, plan.still_failing
         if plan.gone:
             _write_gone(library, plan.gone, model)
@@ -120,6 +119,30 @@ def scan(config: ScanConfig, progress: ProgressCallback | None = None) -> ScanSu
             library.reconcile()
     summary.elapsed = time.monotonic() - started
     return summary
+
+
+def _plan_setting_aside_damage(
+    library: Library, discovery: Discovery, config: ScanConfig, summary: ScanSummary
+) -> ScanPlan:
+    """Reconcile and plan; a part that can't be read (a bad sector, a partial copy) is moved to
+    LIBRARY/damaged/ and its photos are planned again, as new: same content, same face ids."""
+    for damaged in library.damaged_parts():
+        _set_aside(library, damaged, summary)
+    while True:
+        try:
+            library.reconcile()  # repairs what a scan killed between writing a shard and reconciling left
+            plan = plan_scan(library.read_photos(), discovery.photos, config)
+            if config.force:
+                plan.old_faces = _faces_by_photo(library)
+            return plan
+        except DamagedPart as damaged:
+            _set_aside(library, damaged, summary)
+
+
+def _set_aside(library: Library, damaged: DamagedPart, summary: ScanSummary) -> None:
+    moved = library.set_aside(damaged.number)
+    summary.warnings.append(f"damaged {damaged.table} part {damaged.path} moved to {library.damaged_dir}; "
+                            f"its photos are scanned again ({len(moved)} files set aside)")
 
 
 def _discover(config: ScanConfig, library: Library) -> Discovery:

@@ -1,0 +1,215 @@
+"""`facebatch check`: is every table of the library readable and whole, and, with repair, mend it.
+
+Nothing is deleted: a damaged file is moved to LIBRARY/damaged/. What each finding means:
+
+- a photos/faces part that can't be read (cut short, bad sector, wrong schema): set aside; the
+  next `facebatch scan` scans its photos again, with the same photo and face ids (content hash
+  and box), so the names given to those faces still hold;
+- a part without its stats file (a scan killed while writing it): removed by the next scan;
+- a face id or photo path twice (a scan killed between writing and reconciling): reconciled;
+- labels.parquet unreadable: the newest readable generation (LIBRARY/labels-generations/) is
+  put back, and the line says which action it ends at (later ones are lost);
+- clusters files unreadable: set aside; `facebatch cluster` makes them again from the faces and
+  the labels;
+- library.json unreadable: written again from the model recorded in the parts' metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from facebatch.errors import LibraryDamaged, LibraryMissing
+from facebatch.files import atomic_write_json
+from facebatch.schema import LABELS_SCHEMA
+from facebatch.store import Library
+
+
+@dataclass
+class Finding:
+    path: Path
+    problem: str
+    repair: str  # what repairing does (or did)
+    repaired: bool = False
+
+    def line(self) -> str:
+        return f"{'repaired' if self.repaired else 'damaged'}: {self.path}: {self.problem}; {self.repair}"
+
+
+@dataclass
+class CheckReport:
+    findings: list[Finding]
+    parts: int
+    photos: int
+    faces: int
+    label_actions: int
+
+    @property
+    def healthy(self) -> bool:
+        return all(f.repaired for f in self.findings)
+
+    def lines(self, root: Path) -> list[str]:
+        lines = [f.line() for f in self.findings]
+        open_ = sum(not f.repaired for f in self.findings)
+        if open_:
+            lines.append(f"library {root}: {open_} problems; `facebatch check --repair` mends them")
+        else:
+            lines.append(f"library {root} is whole: {self.parts} parts, {self.photos} photos, {self.faces} faces, "
+                         f"{self.label_actions} label actions")
+        return lines
+
+
+def check_library(library: Library, repair: bool = False) -> CheckReport:
+    """Every table read in full; with `repair`, each problem mended as the module docstring says."""
+    if not library.exists() and not library.finished_parts("photos"):
+        raise LibraryMissing(library.root)
+    with library.lock():
+        findings = _info(library, repair)
+        findings += _parts(library, repair)
+        findings += _duplicates(library, repair)
+        findings += _labels(library, repair)
+        findings += _clusters(library, repair)
+        photos = _rows(library, "photos")
+        faces = _rows(library, "faces")
+        try:
+            actions = len(set(library.read_labels()["action"].to_pylist()))
+        except LibraryDamaged:
+            actions = 0
+        parts = len(library.finished_parts("photos"))
+    return CheckReport(findings, parts, photos, faces, actions)
+
+
+def _rows(library: Library, table: str) -> int:
+    total = 0
+    for number in library.finished_parts(table):
+        try:
+            total += pq.read_metadata(library.part_path(table, number)).num_rows
+        except (OSError, pa.ArrowException):
+            pass
+    return total
+
+
+def _info(library: Library, repair: bool) -> list[Finding]:
+    try:
+        if library.read_info() is not None:
+            return []
+        problem = "missing"
+    except LibraryDamaged as error:
+        problem = str(error)
+    finding = Finding(library.info_path, problem, "--repair writes it again from the model in the parts' metadata")
+    models = {
+        (pq.read_schema(library.part_path("faces", n)).metadata or {}).get(b"facebatch.model")
+        for n in library.finished_parts("faces")
+    } - {None}
+    if repair and len(models) == 1:
+        _set_aside_file(library, library.info_path)
+        atomic_write_json(library.info_path, {"format": 1, "model": models.pop().decode()})
+        finding.repair, finding.repaired = "written again from the model in the parts' metadata", True
+    return [finding]
+
+
+def _parts(library: Library, repair: bool) -> list[Finding]:
+    findings = []
+    for damaged in library.damaged_parts(full=True):
+        finding = Finding(damaged.path, damaged.reason,
+                          "--repair sets its shard aside; the next `facebatch scan` scans its photos again")
+        if repair:
+            library.set_aside(damaged.number)
+            finding.repair, finding.repaired = (f"shard set aside in {library.damaged_dir}; run `facebatch scan` to "
+                                                "scan its photos again"), True
+        findings.append(finding)
+    done = set(library.part_numbers(library.shards_dir))
+    for folder in (library.photos_dir, library.faces_dir):
+        for number in sorted(library.part_numbers(folder) - done):
+            finding = Finding(folder / f"part-{number:06d}.parquet", "unfinished (a scan was killed while writing it)",
+                              "the next `facebatch scan` removes it")
+            if repair:
+                library.remove_unfinished_parts()
+                finding.repair, finding.repaired = "removed", True
+            findings.append(finding)
+    return findings
+
+
+def _duplicates(library: Library, repair: bool) -> list[Finding]:
+    try:
+        paths = Counter(library.read_table("photos", ["path"])["path"].to_pylist())
+        faces = Counter(library.read_faces(["face_id"])["face_id"].to_pylist())
+    except LibraryDamaged:
+        return []  # reported, part by part, above
+    twice = [("photos", library.photos_dir, sum(n > 1 for n in paths.values()), "paths"),
+             ("faces", library.faces_dir, sum(n > 1 for n in faces.values()), "face ids")]
+    findings = []
+    for _, folder, count, what in twice:
+        if count:
+            finding = Finding(folder, f"{count} {what} appear twice (a scan was killed before it reconciled)",
+                              "the next `facebatch scan` reconciles them")
+            if repair:
+                library.reconcile()
+                finding.repair, finding.repaired = "reconciled", True
+            findings.append(finding)
+    return findings
+
+
+def _labels(library: Library, repair: bool) -> list[Finding]:
+    try:
+        library.read_labels()
+        return []
+    except LibraryDamaged as error:
+        problem = str(error).split(": `facebatch check`")[0]
+    generations = sorted(library.label_generations_dir.glob("labels-*.parquet"), reverse=True)
+    readable = next((g for g in generations if _readable(g)), None)
+    if readable is None:
+        return [Finding(library.labels_path, problem, "no readable earlier generation: the names are lost")]
+    actions = pq.read_table(readable)["action"].to_pylist() if "action" in pq.read_schema(readable).names else []
+    finding = Finding(library.labels_path, problem,
+                      f"--repair puts back {readable.name} (up to action {max(actions, default=0)}); later labels are lost")
+    if repair:
+        _set_aside_file(library, library.labels_path)
+        tmp = library.labels_path.with_name(f".{library.labels_path.name}.restore")
+        shutil.copyfile(readable, tmp)
+        os.replace(tmp, library.labels_path)
+        finding.repair = f"put back {readable.name} (up to action {max(actions, default=0)}); labels given after it are lost"
+        finding.repaired = True
+    return [finding]
+
+
+def _readable(path: Path) -> bool:
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException):
+        return False
+    return set(LABELS_SCHEMA.names) <= set(table.column_names) or {"face_id", "kind", "value"} <= set(table.column_names)
+
+
+def _clusters(library: Library, repair: bool) -> list[Finding]:
+    findings = []
+    for path in (library.clusters_path, library.cluster_pairs_path, library.cluster_state_path):
+        if not path.exists():
+            continue
+        try:
+            if path.suffix == ".json":
+                json.loads(path.read_text())
+            else:
+                pq.read_table(path)
+            continue
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            problem = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+        finding = Finding(path, problem, "--repair sets it aside; `facebatch cluster` makes it again")
+        if repair:
+            _set_aside_file(library, path)
+            finding.repair, finding.repaired = "set aside; run `facebatch cluster` to make it again", True
+        findings.append(finding)
+    return findings
+
+
+def _set_aside_file(library: Library, path: Path) -> None:
+    if path.exists():
+        library.damaged_dir.mkdir(exist_ok=True)
+        os.replace(path, library.damaged_dir / f"{path.name}.{os.getpid()}-{len(os.listdir(library.damaged_dir))}")

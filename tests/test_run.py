@@ -1,0 +1,21 @@
+"""`facebatch run`: the whole job on sample_data, as the README's first command does it."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import SAMPLE_DATA, run
+
+
+def test_run_scans_clusters_exports_and_writes_the_site(tmp_path):
+    library = tmp_path / "lib"
+    result = run("--library", library, "run", SAMPLE_DATA, "--quiet")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == f"tags: 11 photos, 21 faces (0 with a person) -> {library / 'tags.json'}"
+    assert lines[1] == f"site: {library / 'report' / 'index.html'}"
+    assert lines[2].startswith("next: name people with `facebatch label cluster N NAME`")
+    tags = json.loads((library / "tags.json").read_text())
+    assert len(tags["photos"]) == 11 and (library / "report" / "index.html").is_file()
+    again = run("--library", library, "run", SAMPLE_DATA, "--quiet", "--no-report", "--tags", tmp_path / "t.jsonl")
+    assert again.exit_code == 0 and again.output.splitlines()[0].endswith(f"-> {tmp_path / 't.jsonl'}")
