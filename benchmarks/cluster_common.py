@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from facebatch.people.clustering import box_sides, embeddings_matrix
+from facebatch.people.clustering import box_sides
+from facebatch.people.embeddings import embeddings_matrix
 from facebatch.people.evaluation import nearest_centre
 from facebatch.store import Library
 

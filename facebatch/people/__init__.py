@@ -1,9 +1,18 @@
 """People: faces grouped by person, the user's names, and how sure we are.
 
-    clustering.py     HDBSCAN over the embeddings, stable cluster numbers
-    labels.py         what the user said about faces (names, "not", merges, ignores) and the
-                      per-face tags derived from it
-    recognition.py    `identify`: who is each face of a new photo, among the named people
+    grouping.py       faces into people: HDBSCAN proposals judged on the absolute distance scale,
+                      with the user's constraints (pure numpy)
+    constraints.py    the user's labels as constraints for grouping
+    clustering.py     `facebatch cluster`: the library's faces grouped, stable cluster numbers;
+                      the only writer of the clusters tables
+    labels.py         what the user said: the append-only history of facts, and its state
+    actions.py        name, "not", merge, split, ignore, undo, import: what the CLI and the
+                      review site both call
+    view.py           clusters and labels joined: who each cluster is, conflicts, merge suggestions
+    suggestions.py    per-face tags: confirmed, suggested (calibrated confidence) or unknown
+    calibration.py    one distance, one confidence mapping, one cut for every yes/no answer
+    embeddings.py     the embeddings the people stages work with
+    recognition.py    `identify`: who is each face of new photos, among the named people
     verification.py   `verify` and `eval pairs`: is it the same person, and how well we answer that
     evaluation.py     quality metrics: clustering against true identities, verification accuracy
 """

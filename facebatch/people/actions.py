@@ -23,6 +23,7 @@ from facebatch.people.labels import (
     KIND_SPLIT,
     SOURCE_CLUSTER,
     SOURCE_FACE,
+    SOURCE_XMP,
     Fact,
     action_rows,
     clean_name,
@@ -257,3 +258,41 @@ def _next_token(view: View, kind: str, prefix: str) -> str:
 def _clusters_of(view: View, faces: list[str]) -> tuple[int, ...]:
     cluster_of = view.cluster_of()
     return tuple(sorted({cluster_of[f] for f in faces if cluster_of.get(f, -1) >= 0}))
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """Names read from another tool (XMP face regions) as face labels."""
+
+    action: int  # 0: nothing written
+    named: int  # faces that got the name
+    unchanged: int  # faces that already had it
+    conflicts: tuple[tuple[str, str, str], ...]  # (face_id, name offered, the user's own label kept)
+
+
+def import_face_names(
+    library: Library, names: list[tuple[str, str]], source: str = SOURCE_XMP, wait: float = 0.0
+) -> ImportResult:
+    """Names for faces from another tool, as one action with `source`. A name the user gave in
+    facebatch is never overwritten: a different one is reported as a conflict instead. A later
+    facebatch label of the face wins over the imported one (same slot, later row)."""
+    require_library(library)
+    with library.lock(wait):
+        view = _view(library)
+        live = set(library.read_faces(["face_id"])["face_id"].to_pylist())
+        facts, unchanged, conflicts = [], 0, []
+        for face_id, raw in dict(names).items():
+            if face_id not in live:
+                raise NotFound(f"no face {face_id} in the library")
+            name = clean_name(raw)
+            held = view.labels.face_names.get(face_id)
+            if held and held[0] == name:
+                unchanged += 1
+            elif held and held[1] != source:
+                conflicts.append((face_id, name, held[0]))
+            elif name in view.labels.nots.get(face_id, ()):
+                conflicts.append((face_id, name, f"not {name}"))
+            else:
+                facts.append(Fact(face_id, KIND_NAME, name, source))
+        action = _write(library, view, facts)
+    return ImportResult(action, len(facts), unchanged, tuple(conflicts))

@@ -24,9 +24,10 @@ import pyarrow as pa
 
 from facebatch.errors import LibraryMissing
 from facebatch.people.constraints import user_constraints
+from facebatch.people.embeddings import face_embeddings
 from facebatch.people.grouping import Grouping, GroupingSettings, group_faces, normalise_rows
 from facebatch.people.labels import replay
-from facebatch.schema import CLUSTER_PAIRS_SCHEMA, CLUSTERS_SCHEMA, EMBEDDING_DIM, UNCLUSTERED
+from facebatch.schema import CLUSTER_PAIRS_SCHEMA, CLUSTERS_SCHEMA, UNCLUSTERED
 from facebatch.store import Library
 
 # Nearest other clusters kept per cluster, for merge suggestions and `clusters --similar`.
@@ -62,14 +63,6 @@ def require_clusters(library: Library) -> pa.Table:
 
 
 # --------------------------------------------------------------------------- reading faces
-
-
-def embeddings_matrix(faces: pa.Table) -> np.ndarray:
-    """The `embedding` column as an (n, 512) float32 array (no per-row Python objects)."""
-    column = faces.column("embedding").combine_chunks()
-    if len(column) == 0:
-        return np.zeros((0, EMBEDDING_DIM), np.float32)
-    return np.asarray(column.flatten().to_numpy(zero_copy_only=False), np.float32).reshape(len(column), -1)
 
 
 def box_sides(faces: pa.Table) -> np.ndarray:
@@ -172,7 +165,7 @@ def cluster_library(library: Library, settings: GroupingSettings) -> ClusterSumm
     with library.lock():
         faces = library.read_faces(["face_id", "photo_id", "box", "embedding"])
         face_ids = np.array(faces.column("face_id").to_pylist(), dtype=object)
-        x = embeddings_matrix(faces)
+        x = face_embeddings(library, faces)
         sides, photo = box_sides(faces), photo_codes(faces)
         del faces
         state = ClusterState.read(library)

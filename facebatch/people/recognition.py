@@ -15,6 +15,7 @@ import numpy as np
 from facebatch.errors import InputError, NotFound, UsageError
 from facebatch.models.detection import Face
 from facebatch.people.calibration import NAME_CONFIDENCE, confidence
+from facebatch.people.embeddings import new_face_embeddings
 from facebatch.people.suggestions import People, named_gallery
 from facebatch.people.verification import embed_crops, photo_faces
 from facebatch.scan.pipeline import FacePipeline
@@ -102,18 +103,18 @@ def identify_photos(
         raise NotFound("nobody is named yet: `facebatch label cluster N NAME` names a cluster")
     for path in paths:
         try:
-            yield IdentifiedPhoto(path, identify_faces(pipeline, people, path, top_k, min_confidence))
+            yield IdentifiedPhoto(path, identify_faces(library, pipeline, people, path, top_k, min_confidence))
         except InputError as error:
             yield IdentifiedPhoto(path, [], str(error))
 
 
 def identify_faces(
-    pipeline: FacePipeline, people: People, path: str, top_k: int, min_confidence: float
+    library: Library, pipeline: FacePipeline, people: People, path: str, top_k: int, min_confidence: float
 ) -> list[IdentifiedFace]:
     faces, crops, _, _ = photo_faces(pipeline, path)
     if not faces:
         raise InputError(f"no face found in {path}")
-    distances = people.distances(embed_crops(pipeline, np.stack(crops)).astype(np.float64))
+    distances = people.distances(new_face_embeddings(library, embed_crops(pipeline, np.stack(crops))))
     return [
         IdentifiedFace(
             i, face, [Candidate(people.names[j], float(distances[i, j])) for j in np.argsort(distances[i])[:top_k]],

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from facebatch.people.calibration import NAME_CONFIDENCE, confidence
-from facebatch.people.clustering import embeddings_matrix, require_library
+from facebatch.people.clustering import require_library
+from facebatch.people.embeddings import face_embeddings
 from facebatch.people.view import View, build_view
 from facebatch.schema import UNCLUSTERED
 from facebatch.store import Library
@@ -99,7 +100,7 @@ def face_tags(library: Library, min_confidence: float = NAME_CONFIDENCE, view: V
         name = view.confirmed_name(face_id, c)
         if name:
             person[i], status[i], conf[i] = name, STATUS_CONFIRMED, 1.0
-    x = embeddings_matrix(faces)
+    x = face_embeddings(library, faces)
     del faces
     mode_of = view.mode_of()
     people = gallery(person, [mode_of.get(f, UNCLUSTERED) for f in face_ids], x)
@@ -195,4 +196,4 @@ def named_gallery(library: Library, view: View | None = None) -> People:
     cluster_of, mode_of = view.cluster_of(), view.mode_of()
     face_ids = faces["face_id"].to_pylist()
     names = [view.confirmed_name(f, cluster_of.get(f, UNCLUSTERED)) for f in face_ids]
-    return gallery(names, [mode_of.get(f, UNCLUSTERED) for f in face_ids], embeddings_matrix(faces))
+    return gallery(names, [mode_of.get(f, UNCLUSTERED) for f in face_ids], face_embeddings(library, faces))
