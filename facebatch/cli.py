@@ -649,6 +649,12 @@ def export_command(library: Any, output: str, fmt: str | None, only_named: bool,
     click.echo(summary.line(output), err=output == "-")
 
 
+# --------------------------------------------------------------------------- XMP sidecars (issue 13)
+
+
+# --------------------------------------------------------------------------- training (issue 14)
+
+
 # --------------------------------------------------------------------------- quality
 
 
