@@ -284,6 +284,11 @@ class Library:
     def label_generations_dir(self) -> Path:
         return self.root / "labels-generations"
 
+    @property
+    def adapter_dir(self) -> Path:
+        """`facebatch train`'s adapter (people.adapter): its weights and what it was trained on."""
+        return self.root / "adapter"
+
     def has_clusters(self) -> bool:
         return self.clusters_path.exists()
 
