@@ -22,9 +22,11 @@ import pyarrow as pa
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cluster_scale import synthetic  # noqa: E402
 
-from facebatch.people.clustering import ClusterSettings, cluster_library, read_assignments  # noqa: E402
 from facebatch.exports.tags import ExportSettings, export_tags  # noqa: E402
-from facebatch.people.labels import face_tags, label_cluster, people  # noqa: E402
+from facebatch.people.actions import label_cluster  # noqa: E402
+from facebatch.people.clustering import cluster_library, read_assignments  # noqa: E402
+from facebatch.people.grouping import GroupingSettings  # noqa: E402
+from facebatch.people.suggestions import face_tags, people_summary  # noqa: E402
 from facebatch.schema import FACES_SCHEMA, PHOTOS_SCHEMA  # noqa: E402
 from facebatch.store import Library  # noqa: E402
 
@@ -70,13 +72,13 @@ def main() -> None:
     print(f"{args.faces:,} faces\n\n| step | seconds |\n|---|---|")
     timed("write the library", functools.partial(build, library, x, truth))
     del x
-    summary = timed("facebatch cluster", lambda: cluster_library(library, ClusterSettings()))
+    summary = timed("facebatch cluster", lambda: cluster_library(library, GroupingSettings()))
     some = next(c for c in read_assignments(library).values() if c >= 0)
     timed("facebatch label cluster", lambda: label_cluster(library, some, "Alice"))
-    timed("facebatch cluster (again)", lambda: cluster_library(library, ClusterSettings()))
-    timed("face tags (people)", lambda: people(library, face_tags(library)))
+    timed("facebatch cluster (again)", lambda: cluster_library(library, GroupingSettings()))
+    timed("face tags (people)", lambda: people_summary(face_tags(library)))
     out = args.library.parent / "tags.jsonl"
-    timed("facebatch export tags.jsonl", lambda: export_tags(library, ExportSettings(output=out, format="jsonl")))
+    timed("facebatch export tags.jsonl", lambda: export_tags(library, ExportSettings(output=str(out), format="jsonl")))
     print(f"\n{summary.line()}\npeak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
 

@@ -652,7 +652,142 @@ def export_command(library: Any, output: str, fmt: str | None, only_named: bool,
 # --------------------------------------------------------------------------- XMP sidecars (issue 13)
 
 
+@cli.command(name="export-xmp", short_help="Write named faces to XMP sidecars for other photo tools.")
+@click.option("--dry-run", is_flag=True, help="Count the sidecars that would be created or changed; write nothing.")
+@click.option("--only-confirmed/--include-suggested", "only_confirmed", default=True, show_default=True,
+              help="Names the user gave only, or also suggested names (confidence >= 0.8).")
+@click.option("--sidecar-name", type=click.Choice(["photo.jpg.xmp", "photo.xmp"]), default="photo.jpg.xmp",
+              show_default=True, help="How new sidecars are named; an existing sidecar is always the one updated.")
+@with_library
+def export_xmp_command(library: Any, dry_run: bool, only_confirmed: bool, sidecar_name: str) -> None:
+    """Write face regions (MWG and Microsoft) and people's names into each photo's XMP sidecar,
+    where digiKam, Immich and other photo tools read them. Photos are never written
+    to; in an existing sidecar only what facebatch wrote before changes.
+
+    \b
+    Example:
+        facebatch export-xmp --dry-run
+        facebatch export-xmp
+        facebatch export-xmp --include-suggested --sidecar-name photo.xmp
+    """
+    from facebatch.exports.xmp import XmpExportSettings, export_xmp
+
+    settings = XmpExportSettings(include_suggested=not only_confirmed, new_sidecar_name=sidecar_name, dry_run=dry_run)
+    result = export_xmp(library, settings)
+    for path, reason in result.skipped:
+        click.echo(f"skipped {path}: {reason}")
+    for path, ours, theirs in result.disagreements:
+        click.echo(f"kept {path}: another tool names a face {theirs!r} that facebatch names {ours!r}")
+    verb = ("would be created", "would change") if dry_run else ("created", "updated")
+    click.echo(f"{result.created + result.updated + result.unchanged} sidecars: {result.created} {verb[0]}, "
+               f"{result.updated} {verb[1]}, {result.unchanged} unchanged; {result.regions} face regions"
+               + (f", {result.left_to_others} already named by another tool" if result.left_to_others else "")
+               + (f"; {len(result.skipped)} skipped" if result.skipped else "")
+               + ("; nothing written (dry run)" if dry_run else ""))
+
+
+@cli.command(name="import-xmp", short_help="Names from XMP face regions (sidecars, embedded) become labels.")
+@click.argument("folders", nargs=-1, required=True, type=click.Path())
+@with_library
+def import_xmp_command(library: Any, folders: tuple[str, ...]) -> None:
+    """Read the face regions other tools wrote (MWG and Microsoft, in sidecars and inside the
+    photos) for the library's photos under FOLDERS, and name the faces they cover. A name given
+    in facebatch is never overwritten: a different one is reported.
+
+    \b
+    Example:
+        facebatch import-xmp ~/Pictures
+    """
+    from facebatch.exports.xmp_import import import_xmp
+
+    result = import_xmp(library, list(folders))
+    for path, reason in result.skipped:
+        click.echo(f"skipped {path}: {reason}")
+    for region in result.unmatched:
+        b = region.box
+        click.echo(f"no face for {region.name!r} in {region.photo} ({region.origin}) "
+                   f"at {b.x1:.3f},{b.y1:.3f},{b.x2:.3f},{b.y2:.3f}")
+    for path, face_id, names in result.disputed:
+        click.echo(f"not named: face {face_id} in {path} has regions named {', '.join(map(repr, names))}")
+    for path, face_id, offered, kept in result.conflicts:
+        click.echo(f"conflict: face {face_id} in {path} is {kept!r} in facebatch, {offered!r} in XMP (kept {kept!r})")
+    click.echo(f"{result.photos} photos, {result.photos_with_regions} with named face regions: {result.regions} regions, "
+               f"{result.matched} on a face, {len(result.unmatched)} on no face; {result.named} faces named, "
+               f"{result.unchanged} already named so, {len(result.conflicts)} conflicts"
+               + (f", {len(result.disputed)} disputed" if result.disputed else "")
+               + (f"; {result.guesses} facebatch suggestions not imported" if result.guesses else "")
+               + (f"; {result.other_regions} other regions (unnamed, pets, points) passed over" if result.other_regions else "")
+               + (f"; {len(result.skipped)} skipped" if result.skipped else ""))
+
+
 # --------------------------------------------------------------------------- training (issue 14)
+
+
+@cli.command(name="train", short_help="Learn from your names: an adapter that tells your people apart.")
+@click.option("--evaluate", is_flag=True, help="Only measure what an adapter would gain; change nothing.")
+@click.option("--off", is_flag=True, help="Back to the plain embeddings (the adapter stays on disk).")
+@click.option("--loss", type=click.Choice(["triplet", "am-softmax"]), default="triplet", show_default=True,
+              help="Training loss.")
+@click.option("--steps", type=click.IntRange(min=1), default=400, show_default=True, help="Training steps.")
+@with_library
+def train_command(library: Any, evaluate: bool, off: bool, loss: str, steps: int) -> None:
+    """Learn an adapter on top of the face embeddings from the names you gave and your "not"
+    labels, check it on names held back, and use it (clusters made again) only when it loses on
+    nothing: suggestion precision and recall, clustering, false suggestions on people it never saw.
+
+    No photo is opened; the scan tables and your labels are never changed.
+
+    \b
+    Example:
+        facebatch train
+        facebatch train --evaluate
+        facebatch train --off
+    """
+    from facebatch.people.adapter import adapter_off, train_adapter
+    from facebatch.people.training import TrainingSettings
+
+    if off:
+        if evaluate:
+            raise UsageError("--off and --evaluate can't be combined")
+        result = adapter_off(library)
+        state = "switched off" if result.was_active else "was already off"
+        click.echo(f"adapter {result.adapter_id} {state}: clusters, suggestions and identify use the plain embeddings")
+        _echo_reclustered(result.reclustered)
+        return
+    report = train_adapter(library, TrainingSettings(loss=loss, steps=steps), evaluate_only=evaluate)
+    click.echo(f"{report.people} people, {report.faces} confirmed faces, {report.not_faces} faces known not to be "
+               f"someone, {report.background} background faces; {loss} loss, {steps} steps")
+    click.echo(f"held back: {report.held_back} faces of the people trained on, {report.held_out_people} people whole, "
+               f"{report.plain.strangers} faces of nobody named")
+    click.echo(f"{'':<32}{'plain':>10}{'adapted':>10}")
+    for label, plain, adapted in (
+        ("suggestion precision", f"{report.plain.precision:.3f}", f"{report.adapted.precision:.3f}"),
+        ("suggestion recall", f"{report.plain.recall:.3f}", f"{report.adapted.recall:.3f}"),
+        ("clustering F", f"{report.plain.cluster_f:.3f}", f"{report.adapted.cluster_f:.3f}"),
+        ("false suggestions", f"{report.plain.false_suggestions}/{report.plain.strangers}",
+         f"{report.adapted.false_suggestions}/{report.adapted.strangers}"),
+    ):
+        click.echo(f"{label:<32}{plain:>10}{adapted:>10}")
+    if report.losses:
+        verdict = f"loses on {', '.join(report.losses)}"
+    elif not report.gains:
+        verdict = "gains on nothing"
+    else:
+        verdict = f"gains on {', '.join(report.gains)}, loses on nothing"
+    if report.activated:
+        click.echo(f"adapter {report.adapter_id} {verdict}: trained again on every name and activated "
+                   f"({report.seconds:.1f}s); `facebatch train --off` goes back")
+        _echo_reclustered(report.reclustered)
+    elif report.evaluate_only:
+        click.echo(f"an adapter {verdict}: `facebatch train` would {'activate' if report.passed else 'refuse'} it "
+                   f"({report.seconds:.1f}s); nothing changed")
+    else:
+        click.echo(f"not activated: the adapter {verdict} ({report.seconds:.1f}s); nothing changed")
+
+
+def _echo_reclustered(summary: Any) -> None:
+    if summary is not None:
+        click.echo("clustered again: " + summary.line())
 
 
 # --------------------------------------------------------------------------- quality
@@ -775,6 +910,39 @@ def report(library: Any, out: str | None, quiet: bool) -> None:
     click.echo(index)
 
 
+@cli.command(short_help="Name, merge, split and reject people in the browser.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on; another than this "
+              "machine's loopback lets others on the network change the library.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8765, show_default=True, help="Port to listen on.")
+@click.option("--open", "open_browser", is_flag=True, help="Open the page in the default browser.")
+@with_library
+def review(library: Any, host: str, port: int, open_browser: bool) -> None:
+    """Review the people in the browser: name clusters, reject or split off faces, merge, undo.
+
+    Serves the review pages on this machine until Ctrl-C. Every click writes exactly what the
+    matching command would (`label`, `merge`, `split`, `ignore`, `undo`), waiting for a scan that
+    holds the library. Forms carry a token that only this server's pages have.
+
+    \b
+    Example:
+        facebatch review
+        facebatch review --port 9000 --open
+    """
+    import webbrowser
+
+    from facebatch.review.server import prepare, serve
+
+    state = prepare(library)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(f"warning: listening on {host}: anyone who can reach it and open a page can change the names "
+                   "in this library", err=True)
+    address = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/"
+    click.echo(f"reviewing {library.root} at {address} (Ctrl-C stops)")
+    if open_browser:
+        webbrowser.open(address)
+    serve(state, host, port)
+
+
 @cli.group(short_help="Contact sheets of a cluster or a person.")
 def show() -> None:
     """Contact sheets: a grid of face crops, to see who a cluster or person is.
@@ -787,7 +955,8 @@ def show() -> None:
 
 
 def _contact_sheet(library: Any, pick: Callable[[Any], list], title: str, out: str) -> None:
-    from facebatch.review.report import collect, write_contact_sheet
+    from facebatch.review.pages import collect
+    from facebatch.review.sheets import write_contact_sheet
 
     click.echo(write_contact_sheet(library, pick(collect(library)), title, out))
 
@@ -803,7 +972,7 @@ def show_cluster(library: Any, cluster_id: int, output: str) -> None:
     Example:
         facebatch show cluster 12 -o c12.jpg
     """
-    from facebatch.review.report import faces_of_cluster
+    from facebatch.review.sheets import faces_of_cluster
 
     _contact_sheet(library, lambda site: faces_of_cluster(site, cluster_id), f"Cluster {cluster_id}", output)
 
@@ -819,7 +988,7 @@ def show_person(library: Any, name: str, output: str) -> None:
     Example:
         facebatch show person "Grace Hopper" -o grace.png
     """
-    from facebatch.review.report import faces_of_person
+    from facebatch.review.sheets import faces_of_person
 
     _contact_sheet(library, lambda site: faces_of_person(site, name), name, output)
 
@@ -833,8 +1002,8 @@ def show_person(library: Any, name: str, output: str) -> None:
 @click.option("--face", "face_index", type=click.IntRange(min=0), multiple=True, metavar="N",
               help="Compare face N (0-based, best detection first) instead of the largest; "
               "once: both photos, twice: photo A then photo B.")
-@click.option("--threshold", type=float, help="Distance at or below which it is the same person [default: 0.838, "
-              "confidence 0.8].")
+@click.option("--threshold", type=float, help="Distance at or below which it is the same person [default: 1.108, "
+              "the best 1:1 accuracy on LFW].")
 @click.option("--weights", default="casia-webface", show_default=True, help="casia-webface, vggface2 or a FILE.pt.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -844,8 +1013,9 @@ def verify(
 ) -> None:
     """Is the face in PHOTO_A the same person as the face in PHOTO_B?
 
-    Compares the largest face of each photo, on the scale `identify` and the export use. Exit
-    status: 0 same person, 1 different people, 2 error (no face found, unreadable photo).
+    Compares the largest face of each photo, and says what the same distance would mean as a
+    suggestion in a library. Exit status: 0 same person, 1 different people, 2 error (no face
+    found, unreadable photo).
 
     \b
     Example:

@@ -295,8 +295,9 @@ class Library:
     def read_clusters(self) -> pa.Table:
         """face_id -> cluster_id of the last `facebatch cluster`; empty before the first."""
         table = read_table_file(self.clusters_path, None)
-        if table.num_rows and "distance" not in table.column_names:  # written before modes and distances
+        if table.num_rows and "distance" not in table.column_names:  # written before distances
             table = table.append_column("distance", pa.nulls(table.num_rows, pa.float32()))
+        if table.num_rows and "mode" not in table.column_names:  # written before modes: one per cluster
             table = table.append_column("mode", table["cluster_id"])
         return table.select(CLUSTERS_SCHEMA.names).cast(CLUSTERS_SCHEMA) if table.num_rows else CLUSTERS_SCHEMA.empty_table()
 

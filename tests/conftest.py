@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 
 import pytest
+from PIL import Image
 from click.testing import CliRunner, Result
 
 from facebatch.cli import cli
@@ -78,6 +79,30 @@ def add_photos(lib: Library, people: dict[str, int], centres: dict[str, np.ndarr
     lib.write_shard(pa.Table.from_pylist(photo_rows, PHOTOS_SCHEMA), pa.table(face_rows).cast(FACES_SCHEMA),
                     {"kind": "test"}, MODEL)
     return face_ids
+
+
+def add_people(lib: Library, folder: Path, people: dict[str, int], tag: str) -> None:
+    """Real JPEG files (a coloured square per face, so thumbnails can be made) with embeddings
+    around one centre per person (ann, bob, cat, dan). Face ids: f<name><tag><k:03d>."""
+    centres = dict(zip(["ann", "bob", "cat", "dan"], person_centres(4)))
+    rng = np.random.default_rng(len(tag))
+    now = datetime.now(timezone.utc)
+    photos, faces = [], {name: [] for name in FACES_SCHEMA.names}
+    for name, count in people.items():
+        for k in range(count):
+            path = folder / tag / name / f"{k}.jpg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (320, 240), tuple(int(v) for v in rng.integers(0, 255, 3))).save(path)
+            photo_id = f"p-{name}-{tag}-{k}"
+            photos.append({"photo_id": photo_id, "path": str(path), "size_bytes": 1, "mtime": 1, "width": 320,
+                           "height": 240, "n_faces": 1, "status": "ok", "scanned_at": now})
+            v = centres[name] + 0.03 * rng.normal(size=512)
+            for key, value in (("face_id", f"f{name}{tag}{k:03d}"), ("photo_id", photo_id), ("path", str(path)),
+                               ("face_index", 0), ("box", [100.0, 60.0, 180.0, 150.0]), ("score", 0.99),
+                               ("landmarks", [5.0] * 10), ("embedding", (v / np.linalg.norm(v)).astype(np.float32)),
+                               ("model", MODEL)):
+                faces[key].append(value)
+    lib.write_shard(pa.Table.from_pylist(photos, PHOTOS_SCHEMA), pa.table(faces).cast(FACES_SCHEMA), {}, MODEL)
 
 
 def scan_quietly(library: Path, folder: Path) -> None:

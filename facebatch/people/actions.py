@@ -31,6 +31,7 @@ from facebatch.people.labels import (
     undoable_actions,
 )
 from facebatch.people.view import View, build_view
+from facebatch.schema import UNCLUSTERED
 from facebatch.store import Library
 
 
@@ -126,11 +127,13 @@ def label_faces(library: Library, face_ids: list[str], name: str, wait: float = 
 
 
 def reject_faces(library: Library, face_ids: list[str], name: str, wait: float = 0.0) -> ActionResult:
-    """"These faces are not `name`", for good: no cluster label, suggestion or export gives it."""
+    """"These faces are not `name`", for good: no cluster label, suggestion or export gives it.
+    A face in `name`'s cluster leaves it now (the next clustering keeps it out)."""
     name = clean_name(name)
     require_library(library)
     with library.lock(wait):
-        view = _view(library)
+        table = library.read_clusters()
+        view = build_view(library, table)
         faces = _live(library, face_ids)
         facts = [Fact(f, KIND_NOT, name, SOURCE_FACE) for f in faces]
         for f in faces:  # the "not" wins over a name of that name this face had
@@ -140,6 +143,11 @@ def reject_faces(library: Library, face_ids: list[str], name: str, wait: float =
             if view.labels.cluster_names.get(f) == name:
                 facts.append(Fact(f, KIND_NAME, name, SOURCE_CLUSTER, active=False))
         action = _write(library, view, facts)
+        cluster_of = view.cluster_of()
+        leaving = [f for f in faces if cluster_of.get(f, UNCLUSTERED) in view.clusters
+                   and view.clusters[cluster_of[f]].person == name]
+        if action and leaving:
+            move_faces(library, table, leaving, UNCLUSTERED, action)
     return ActionResult(action, "not", len(faces), name, clusters=_clusters_of(view, faces))
 
 

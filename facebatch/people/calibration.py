@@ -3,8 +3,9 @@
 The distance from a face to a person is the Euclidean distance between the face's embedding and
 the centre (normalised mean) of the person's confirmed faces; for a person known by one face it
 is the plain distance between two faces, the one `verify` reports. The same distance, with the
-same mapping and the same cut, is used by `cluster` (membership), `export` and `report`
-(suggestions), `identify` and `verify`.
+same mapping and the same cut, names faces in `export`, the review pages and `identify`
+(`cluster` judges membership on the same scale). `verify` answers the 1:1 question on this scale
+with its own threshold and prints this confidence beside it (people.verification).
 
 The confidence is the chance that the face is that person, fitted (logistic in the distance) on
 the development mix (benchmarks/calibration.py): half of the people of lfw-many and lfw-dev named

@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from facebatch.errors import LibraryMissing
 from facebatch.people.constraints import user_constraints
-from facebatch.people.embeddings import face_embeddings
+from facebatch.people.embeddings import embedding_space, face_embeddings
 from facebatch.people.grouping import Grouping, GroupingSettings, group_faces, normalise_rows
 from facebatch.people.labels import replay
 from facebatch.schema import CLUSTER_PAIRS_SCHEMA, CLUSTERS_SCHEMA, UNCLUSTERED
@@ -185,7 +185,7 @@ def cluster_library(library: Library, settings: GroupingSettings) -> ClusterSumm
         new_state = ClusterState(
             run=run,
             next_id=next_id,
-            settings=asdict(settings),
+            settings={**asdict(settings), "embedding_space": embedding_space(library)},
             clustered_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             steps=grouping.steps,
         )
@@ -233,16 +233,19 @@ MOVES_KEPT = 50
 def move_faces(
     library: Library, table: pa.Table, face_ids: list[str], target: int | None, action: int, split: bool = False
 ) -> tuple[pa.Table, int]:
-    """Put faces into cluster `target` (None: a new number) now, without a re-cluster, and
-    remember where they were so that undoing `action` puts them back. Call under the lock."""
+    """Put faces into cluster `target` (None: a new number; UNCLUSTERED: out of every cluster) now,
+    without a re-cluster, and remember where they were so that undoing `action` puts them back.
+    Call under the lock."""
     state = ClusterState.read(library)
     if target is None:
         target = max(state.next_id, int(max(table["cluster_id"].to_pylist(), default=0)) + 1)
         state.next_id = target + 1
+    split = split or target == UNCLUSTERED
     chosen = set(face_ids)
     ids = table["cluster_id"].to_pylist()
     modes = table["mode"].to_pylist()
-    new_mode = max(modes, default=-1) + 1  # a split-off group is a new centre; a merge keeps the modes
+    # A split-off group is a new centre; a merge keeps the modes; a face taken out has none.
+    new_mode = UNCLUSTERED if target == UNCLUSTERED else max(modes, default=-1) + 1
     before = []
     for i, face_id in enumerate(table["face_id"].to_pylist()):
         if face_id in chosen:

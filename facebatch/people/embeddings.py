@@ -1,7 +1,9 @@
 """The embeddings the people stages work with.
 
-Today: the stored FaceNet embeddings. `facebatch train` (an adapter learned from the user's
-names) plugs in here, so that clustering, suggestions and `identify` all see the same space.
+The stored FaceNet embeddings, or, while `facebatch train` has an adapter active
+(people.adapter), the adapter's output for them: clustering, suggestions, export, the report and
+`identify` all call these two functions, so they all see the same space. `embedding_space`
+names it (clusters.json records it).
 """
 
 from __future__ import annotations
@@ -24,9 +26,21 @@ def embeddings_matrix(faces: pa.Table) -> np.ndarray:
 def face_embeddings(library: Library, faces: pa.Table) -> np.ndarray:
     """Unit vectors for the faces of `faces` (a table with its `embedding` column), in the space
     people are found in."""
-    return embeddings_matrix(faces)
+    return new_face_embeddings(library, embeddings_matrix(faces))
 
 
 def new_face_embeddings(library: Library, embeddings: np.ndarray) -> np.ndarray:
     """The same for faces embedded just now (`identify`), not stored in the library."""
-    return np.asarray(embeddings, np.float32)
+    # Imported here: people.adapter imports the clustering stages, which import this module.
+    from facebatch.people.adapter import active_adapter
+
+    adapter = active_adapter(library)
+    x = np.asarray(embeddings, np.float32)
+    return adapter.apply(x) if adapter is not None else x
+
+
+def embedding_space(library: Library) -> str:
+    """`facenet` for the stored embeddings, `adapter:ID` while an adapter is active."""
+    from facebatch.people.adapter import embedding_space as space
+
+    return space(library)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from facebatch.people.calibration import NAME_CONFIDENCE, confidence
+from facebatch.people.calibration import NAME_CONFIDENCE, confidence, distance_at
 from facebatch.people.clustering import require_library
 from facebatch.people.embeddings import face_embeddings
 from facebatch.people.view import View, build_view
@@ -82,12 +82,28 @@ def gallery(names: list[str | None], modes: list[int], x: np.ndarray) -> People:
     return People(people, np.array([k[0] for k in keys], np.int64), sums, counts)
 
 
-def face_tags(library: Library, min_confidence: float = NAME_CONFIDENCE, view: View | None = None) -> FaceTags:
+@dataclass
+class LiveFaces:
+    """The live faces' ids, photos and embeddings, read once: labels change far more often than
+    faces (the review server keeps this between clicks)."""
+
+    face_ids: list[str]
+    photo_ids: list[str]
+    x: np.ndarray
+
+    @staticmethod
+    def read(library: Library) -> LiveFaces:
+        faces = library.read_faces(["face_id", "photo_id", "embedding"])
+        return LiveFaces(faces["face_id"].to_pylist(), faces["photo_id"].to_pylist(), face_embeddings(library, faces))
+
+
+def face_tags(
+    library: Library, min_confidence: float = NAME_CONFIDENCE, view: View | None = None, live: LiveFaces | None = None
+) -> FaceTags:
     """confirmed / suggested / unknown for every live face, from the tables alone."""
     require_library(library)
-    faces = library.read_faces(["face_id", "photo_id", "embedding"])
-    face_ids = faces["face_id"].to_pylist()
-    photo_ids = faces["photo_id"].to_pylist()
+    live = LiveFaces.read(library) if live is None else live
+    face_ids, photo_ids, x = live.face_ids, live.photo_ids, live.x
     view = build_view(library) if view is None else view
     cluster_of = view.cluster_of()
     cluster_ids = np.array([cluster_of.get(f, UNCLUSTERED) for f in face_ids], np.int64)
@@ -100,8 +116,6 @@ def face_tags(library: Library, min_confidence: float = NAME_CONFIDENCE, view: V
         name = view.confirmed_name(face_id, c)
         if name:
             person[i], status[i], conf[i] = name, STATUS_CONFIRMED, 1.0
-    x = face_embeddings(library, faces)
-    del faces
     mode_of = view.mode_of()
     people = gallery(person, [mode_of.get(f, UNCLUSTERED) for f in face_ids], x)
     open_rows = [
@@ -109,32 +123,32 @@ def face_tags(library: Library, min_confidence: float = NAME_CONFIDENCE, view: V
         if status[i] == STATUS_UNKNOWN and not (cluster_ids[i] in view.clusters and view.clusters[cluster_ids[i]].ignored)
     ]
     if people.names and open_rows:
-        candidates = _candidates(x, open_rows, people, face_ids, view)
+        candidates = _candidates(x, open_rows, people, face_ids, view, min_confidence)
         _assign(candidates, photo_ids, person, status, conf, distance, min_confidence)
     return FaceTags(face_ids, photo_ids, cluster_ids, person, status, conf, distance)
 
 
 def _candidates(
-    x: np.ndarray, rows: list[int], people: People, face_ids: list[str], view: View
+    x: np.ndarray, rows: list[int], people: People, face_ids: list[str], view: View, min_confidence: float
 ) -> list[tuple[float, int, str]]:
-    """(distance, face row, name) of each open face's nearest allowed people."""
+    """(distance, face row, name) of each open face's nearest allowed people within the cut.
+
+    Only pairs within the cut become Python objects: most faces of a big library are strangers
+    or unnamed people, far from everyone named.
+    """
+    cut = distance_at(min_confidence) if 0.0 < min_confidence < 1.0 else (2.0 if min_confidence <= 0 else -1.0)
     out = []
     k = min(CANDIDATES, len(people.names))
+    nots = view.labels.nots
     for start in range(0, len(rows), BLOCK):
-        block = rows[start:start + BLOCK]
+        block = np.asarray(rows[start:start + BLOCK])
         d = people.distances(x[block])
         nearest = np.argsort(d, axis=1)[:, : k + 4]  # a few spare for "not" labels
-        for row, i in enumerate(block):
-            nots = view.labels.nots.get(face_ids[i], ())
-            taken = 0
-            for j in nearest[row].tolist():
-                name = people.names[j]
-                if name in nots:
-                    continue
-                out.append((float(d[row, j]), i, name))
-                taken += 1
-                if taken == k:
-                    break
+        near = np.take_along_axis(d, nearest, axis=1)
+        for r, c in zip(*np.nonzero(near <= cut)):
+            i, j = int(block[r]), int(nearest[r, c])
+            if people.names[j] not in nots.get(face_ids[i], ()):
+                out.append((float(near[r, c]), i, people.names[j]))
     return out
 
 

@@ -31,7 +31,11 @@ def test_the_cut_is_one_distance():
         distance_at(1.0)
 
 
-def test_verify_identify_and_suggestions_share_the_cut():
-    from facebatch.people.verification import DEFAULT_THRESHOLD
+def test_verify_answers_1_to_1_and_says_what_a_library_would():
+    from facebatch.people.verification import DEFAULT_THRESHOLD, VerifyResult
 
-    assert DEFAULT_THRESHOLD == NAME_DISTANCE
+    assert DEFAULT_THRESHOLD == 1.108  # the 1:1 accuracy optimum on LFW pairs
+    result = VerifyResult(None, None, 0.9, DEFAULT_THRESHOLD)  # type: ignore[arg-type]
+    assert result.same and result.line() == (
+        "same person: distance 0.9000 <= threshold 1.1080; as a suggestion in a library this distance has "
+        "confidence 0.38 (it would not name a face)")

@@ -4,50 +4,22 @@ from __future__ import annotations
 
 import re
 import shutil
-from datetime import datetime, timezone
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote
 
-import numpy as np
-import pyarrow as pa
 import pytest
 from PIL import Image
 
-from conftest import PROJECT, run
-from facebatch.review import report
+from conftest import MODEL, PROJECT, add_people, run
 from facebatch.people.actions import label_cluster
 from facebatch.people.clustering import cluster_library
 from facebatch.people.grouping import GroupingSettings
-from facebatch.schema import FACES_SCHEMA, PHOTOS_SCHEMA
-from facebatch.store import Library
+from facebatch.review import pages, report, sheets
 from facebatch.review.thumbnails import MISSING_NAME, THUMBNAIL_SIZE, thumbnail_path
-from conftest import MODEL, person_centres
+from facebatch.store import Library
 
 PEOPLE = {"ann": 12, "bob": 7, "cat": 5}
-
-
-def add_people(lib: Library, folder: Path, people: dict[str, int], tag: str) -> None:
-    """Real JPEGs (a coloured square per face) with embeddings around one centre per person."""
-    centres = dict(zip(["ann", "bob", "cat", "dan"], person_centres(4)))
-    rng = np.random.default_rng(len(tag))
-    now = datetime.now(timezone.utc)
-    photos, faces = [], {name: [] for name in FACES_SCHEMA.names}
-    for name, count in people.items():
-        for k in range(count):
-            path = folder / tag / name / f"{k}.jpg"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            Image.new("RGB", (320, 240), tuple(int(v) for v in rng.integers(0, 255, 3))).save(path)
-            photo_id = f"p-{name}-{tag}-{k}"
-            photos.append({"photo_id": photo_id, "path": str(path), "size_bytes": 1, "mtime": 1, "width": 320,
-                           "height": 240, "n_faces": 1, "status": "ok", "scanned_at": now})
-            v = centres[name] + 0.03 * rng.normal(size=512)
-            for key, value in (("face_id", f"f{name}{tag}{k:03d}"), ("photo_id", photo_id), ("path", str(path)),
-                               ("face_index", 0), ("box", [100.0, 60.0, 180.0, 150.0]), ("score", 0.99),
-                               ("landmarks", [5.0] * 10), ("embedding", (v / np.linalg.norm(v)).astype(np.float32)),
-                               ("model", MODEL)):
-                faces[key].append(value)
-    lib.write_shard(pa.Table.from_pylist(photos, PHOTOS_SCHEMA), pa.table(faces).cast(FACES_SCHEMA), {}, MODEL)
 
 
 @pytest.fixture
@@ -81,7 +53,7 @@ def parse(page: Path) -> Links:
 
 
 def cluster_of(lib: Library, person: str) -> int:
-    site = report.collect(lib)
+    site = pages.collect(lib)
     return next(c.cluster_id for c in site.clusters if c.faces[0].face_id.startswith(f"f{person}"))
 
 
@@ -114,25 +86,25 @@ def test_names_show_and_person_pages_exist(library):
     index = report.write_report(library)
     text = index.read_text()
     assert '<span class=person>Ann Žáková</span>' in text
-    person_page = index.parent / f"{report.person_page('Ann Žáková')}.html"
+    person_page = index.parent / f"person-{pages.person_slug('Ann Žáková')}.html"
     assert person_page.name.startswith("person-ann-zakova-")
-    assert len(re.findall(r"<figure class=face>", person_page.read_text())) == PEOPLE["ann"]
-    assert f"facebatch label cluster {ann} &#x27;Ann Žáková&#x27;" in text
+    assert len(re.findall(r"<figure class=face ", person_page.read_text())) == PEOPLE["ann"]
+    assert f"facebatch label cluster {ann} &#39;Ann Žáková&#39;" in text
 
 
 def test_large_clusters_and_indexes_are_paginated(library, monkeypatch):
-    monkeypatch.setattr(report, "FACES_PER_PAGE", 5)
-    monkeypatch.setattr(report, "CLUSTERS_PER_INDEX_PAGE", 2)
+    monkeypatch.setattr(pages, "FACES_PER_PAGE", 5)
+    monkeypatch.setattr(pages, "CLUSTERS_PER_INDEX_PAGE", 2)
     index = report.write_report(library)
     ann = cluster_of(library, "ann")
-    pages = [index.parent / name for name in (f"cluster-{ann}.html", f"cluster-{ann}-2.html", f"cluster-{ann}-3.html")]
-    assert all(p.exists() for p in pages) and not (index.parent / f"cluster-{ann}-4.html").exists()
-    counts = [len(re.findall(r"<figure class=face>", p.read_text())) for p in pages]
+    files = [index.parent / name for name in (f"cluster-{ann}.html", f"cluster-{ann}-2.html", f"cluster-{ann}-3.html")]
+    assert all(p.exists() for p in files) and not (index.parent / f"cluster-{ann}-4.html").exists()
+    counts = [len(re.findall(r"<figure class=face ", p.read_text())) for p in files]
     assert counts == [5, 5, 2]
-    assert f'href="cluster-{ann}-3.html"' in pages[0].read_text()
+    assert f'href="cluster-{ann}-3.html"' in files[0].read_text()
     assert (index.parent / "index-2.html").exists()
     for page in index.parent.glob("*.html"):
-        assert len(parse(page).images) <= max(5, 2 * report.STRIP_FACES)
+        assert len(parse(page).images) <= max(5, 2 * pages.STRIP_FACES)
 
 
 def test_thumbnails_are_made_once_and_a_vanished_photo_gets_a_placeholder(library, tmp_path):
@@ -162,7 +134,7 @@ def test_report_and_contact_sheet_commands(library, tmp_path):
     result = run("--library", library.root, "show", "cluster", ann, "-o", sheet)
     assert result.exit_code == 0 and result.output == f"{sheet}\n"
     with Image.open(sheet) as image:
-        assert image.format == "PNG" and image.width == 8 * report.SHEET_CELL
+        assert image.format == "PNG" and image.width == 8 * sheets.SHEET_CELL
     for args, message in [
         (["show", "cluster", "99", "-o", "x.jpg"], "Error: no cluster 99: `facebatch clusters` lists them\n"),
         (["show", "person", "Zed", "-o", "x.jpg"],

@@ -1,0 +1,519 @@
+"""`facebatch train`: an adapter learned from the user's names, checked before it is used.
+
+    LIBRARY/adapter/adapter.pt     the weights (a torch state dict, loaded with weights_only=True)
+    LIBRARY/adapter/adapter.json   its sha256, whether it is active, what it was trained on (the
+                                   names, their face counts, the labels history's last action),
+                                   the loss and settings, and the check's figures
+
+The adapter (people.training.ResidualAdapter) maps the stored FaceNet embeddings to new unit
+vectors; when it is active, people.embeddings hands its output to clustering, suggestions, export,
+the report and `identify`. The scan tables and the labels are never touched: clusters.json records
+the space its clusters were made in (`embedding_space`), and switching the adapter on or off
+re-clusters the library; tags are derived on every read.
+
+What `train` learns from: every confirmed face (named face by face, or in a cluster the user
+named) is a face of its person; an unnamed face with a "not" label, or in a photo with a
+confirmed face, is not that person; background faces, unnamed and farther than
+BACKGROUND_DISTANCE (confidence 0.03) from every named person's centre, are nobody named.
+
+The check, before anything is activated. Part of the names is held back: a quarter of the faces
+of each person with at least MIN_FACES faces, and when at least four such people are named, a
+quarter of those people whole (people the adapter never sees: strangers with a known answer),
+with half of the background faces. An adapter is trained on the rest, and both spaces, plain and
+adapted, are measured on the held-back part with the product's own rules (nearest person's
+centre, the calibrated cut, the clustering defaults): suggestion precision and recall on the
+held-back faces, pairwise F of clustering them among the other faces, and false suggestions on
+the held-out people and background faces. An adapter that loses on any figure, or gains on none,
+is not activated. One that passes is trained again on every name with the same settings and
+activated (the check measures the recipe; the figures are stored with it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facebatch.errors import LibraryDamaged, LibraryMissing
+from facebatch.files import atomic_write_bytes, atomic_write_json
+from facebatch.people.calibration import NAME_DISTANCE
+from facebatch.people.embeddings import embeddings_matrix
+from facebatch.schema import UNCLUSTERED
+from facebatch.store import Library
+
+WEIGHTS_FILE = "adapter.pt"
+METADATA_FILE = "adapter.json"
+PLAIN_SPACE = "facenet"  # the stored embeddings, no adapter
+FORMAT = 1
+
+BACKGROUND_DISTANCE = 1.0  # confidence 0.03: an unnamed face this far from every named person is nobody named
+MIN_FACES = 4  # a person needs this many confirmed faces to have some held back
+MIN_PEOPLE = 2  # people with MIN_FACES faces needed to train
+HOLD_BACK_SHARE = 0.25  # of each person's faces, and of the people (when HOLD_OUT_MIN_PEOPLE are named)
+HOLD_OUT_MIN_PEOPLE = 4
+MAX_BACKGROUND = 20_000  # background faces used (a sample of a huge library's)
+MAX_CHECK_FACES = 20_000  # faces clustered in the check
+BLOCK = 65_536  # faces adapted at once (memory: BLOCK x 512 floats, twice)
+
+
+# --------------------------------------------------------------------------- the stored adapter
+
+
+def apply_weights(weights: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+    """people.training.ResidualAdapter's forward pass in numpy, from its state dict: unit rows,
+    float32, in blocks."""
+    x = np.asarray(x, np.float32)
+    out = np.empty_like(x)
+    for start in range(0, len(x), BLOCK):
+        block = x[start:start + BLOCK]
+        if "residual.2.weight" in weights:  # two-layer MLP
+            hidden = np.maximum(block @ weights["residual.0.weight"].T + weights["residual.0.bias"], 0.0)
+            y = block + hidden @ weights["residual.2.weight"].T + weights["residual.2.bias"]
+        else:
+            y = block + block @ weights["residual.0.weight"].T + weights["residual.0.bias"]
+        out[start:start + BLOCK] = y / np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12)
+    return out
+
+
+@dataclass(frozen=True)
+class StoredAdapter:
+    id: str  # the first 16 hex digits of the weights file's sha256
+    weights: dict[str, np.ndarray]
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        return apply_weights(self.weights, x)
+
+
+def read_metadata(library: Library) -> dict[str, Any] | None:
+    path = library.adapter_dir / METADATA_FILE
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise LibraryDamaged(f"cannot read {path}: {exc}; `facebatch train` makes a new adapter") from exc
+
+
+def embedding_space(library: Library) -> str:
+    """The space people are found in: PLAIN_SPACE, or `adapter:ID` while an adapter is active."""
+    meta = read_metadata(library)
+    return f"adapter:{meta['id']}" if meta and meta.get("active") else PLAIN_SPACE
+
+
+_loaded: dict[Path, tuple[tuple[int, int], StoredAdapter]] = {}
+
+
+def active_adapter(library: Library) -> StoredAdapter | None:
+    """The active adapter, checked against its sha256 (loaded once per process while unchanged)."""
+    meta = read_metadata(library)
+    if not meta or not meta.get("active"):
+        return None
+    path = library.adapter_dir / WEIGHTS_FILE
+    try:
+        stat = path.stat()
+        key = (stat.st_mtime_ns, stat.st_size)
+        cached = _loaded.get(path)
+        if cached and cached[0] == key and cached[1].id == meta["id"]:
+            return cached[1]
+        data = path.read_bytes()
+    except OSError as exc:
+        raise LibraryDamaged(f"cannot read {path}: {exc}; {_REMEDY}") from exc
+    if hashlib.sha256(data).hexdigest() != meta.get("sha256"):
+        raise LibraryDamaged(f"{path} does not match its checksum in {METADATA_FILE}; {_REMEDY}")
+    adapter = StoredAdapter(meta["id"], _load_weights(data, path))
+    _loaded[path] = (key, adapter)
+    return adapter
+
+
+_REMEDY = "`facebatch train --off` goes back to the plain embeddings, `facebatch train` makes a new adapter"
+
+
+def _load_weights(data: bytes, path: Path) -> dict[str, np.ndarray]:
+    import torch
+
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        return {k: v.numpy().astype(np.float32) for k, v in state.items()}
+    except Exception as exc:  # a damaged pickle raises anything from UnpicklingError to RuntimeError
+        raise LibraryDamaged(f"cannot load {path}: {type(exc).__name__}; {_REMEDY}") from exc
+
+
+def _weights_bytes(weights: dict[str, np.ndarray]) -> bytes:
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in weights.items()}, buffer)
+    return buffer.getvalue()
+
+
+def store_adapter(library: Library, weights: dict[str, np.ndarray], metadata: dict[str, Any]) -> str:
+    """Write the weights and their metadata, active. Call under the lock. Returns the id.
+
+    The old metadata is switched off first, so a kill between the two writes leaves the plain
+    embeddings in use, never a metadata file that describes other weights."""
+    old = read_metadata(library)
+    if old and old.get("active"):
+        atomic_write_json(library.adapter_dir / METADATA_FILE, {**old, "active": False})
+    data = _weights_bytes(weights)
+    digest = hashlib.sha256(data).hexdigest()
+    atomic_write_bytes(library.adapter_dir / WEIGHTS_FILE, data)
+    atomic_write_json(library.adapter_dir / METADATA_FILE,
+                      {**metadata, "format": FORMAT, "id": digest[:16], "sha256": digest, "active": True})
+    return digest[:16]
+
+
+# --------------------------------------------------------------------------- what the library knows
+
+
+@dataclass
+class Examples:
+    """Every live face with what the user said about it, in the plain space."""
+
+    face_ids: list[str]
+    x: np.ndarray  # plain embeddings
+    name: np.ndarray  # confirmed name, "" when none
+    photo: np.ndarray  # photo code
+    sides: np.ndarray
+    nots: dict[int, set[str]]  # unnamed face row -> names it is not (its labels and its photo's faces)
+    label_action: int  # the history's last action: the labels this was read at
+
+
+def library_examples(library: Library) -> Examples:
+    """The library's faces with their confirmed names and "not" labels (clusters needed)."""
+    from facebatch.people.clustering import box_sides, photo_codes, require_clusters
+    from facebatch.people.view import build_view
+
+    require_clusters(library)
+    faces = library.read_faces(["face_id", "photo_id", "box", "embedding"])
+    face_ids = faces["face_id"].to_pylist()
+    view = build_view(library)
+    cluster_of = view.cluster_of()
+    name = np.array([view.confirmed_name(f, cluster_of.get(f, UNCLUSTERED)) or "" for f in face_ids], dtype=object)
+    said_not = {i: set(view.labels.nots[f]) for i, f in enumerate(face_ids) if view.labels.nots.get(f)}
+    return build_examples(face_ids, embeddings_matrix(faces), name, photo_codes(faces), box_sides(faces), said_not,
+                          view.labels.actions)
+
+
+def build_examples(face_ids: list[str], x: np.ndarray, name: np.ndarray, photo: np.ndarray, sides: np.ndarray,
+                   said_not: dict[int, set[str]], label_action: int = 0) -> Examples:
+    """Examples from confirmed names ("" for none) and "not" labels by row; an unnamed face in a
+    photo with a confirmed face is not that person either."""
+    nots = {i: set(names) for i, names in said_not.items() if not name[i]}
+    named_in_photo: dict[int, set[str]] = {}
+    for i in np.flatnonzero(name != "").tolist():
+        named_in_photo.setdefault(int(photo[i]), set()).add(name[i])
+    for i in np.flatnonzero((name == "") & np.isin(photo, list(named_in_photo))).tolist():
+        nots.setdefault(i, set()).update(named_in_photo[int(photo[i])])
+    return Examples(face_ids, np.asarray(x, np.float32), name, photo, sides, nots, label_action)
+
+
+# --------------------------------------------------------------------------- the check
+
+
+@dataclass(frozen=True)
+class Figures:
+    """One space measured on the held-back part."""
+
+    suggested: int  # held-back named faces given a name
+    right: int  # ... the right one
+    held_back: int  # held-back named faces
+    cluster_f: float  # pairwise F of the held-back faces, clustered among the others
+    false_suggestions: int  # held-out people's and background faces given a name
+    strangers: int  # held-out people's and background faces
+
+    @property
+    def precision(self) -> float:
+        return self.right / self.suggested if self.suggested else 1.0
+
+    @property
+    def recall(self) -> float:
+        return self.right / self.held_back if self.held_back else 1.0
+
+
+# (label, how to read it from Figures, higher is better)
+CHECKS = (
+    ("suggestion precision", lambda f: f.precision, True),
+    ("suggestion recall", lambda f: f.recall, True),
+    ("clustering F", lambda f: f.cluster_f, True),
+    ("false suggestions", lambda f: f.false_suggestions, False),
+)
+
+
+def compare(plain: Figures, adapted: Figures) -> tuple[list[str], list[str]]:
+    """(figures the adapter loses on, figures it gains on)."""
+    losses, gains = [], []
+    for label, value, higher in CHECKS:
+        a, p = value(adapted), value(plain)
+        if abs(a - p) <= 1e-9:
+            continue
+        (gains if (a > p) == higher else losses).append(label)
+    return losses, gains
+
+
+@dataclass
+class Split:
+    train: np.ndarray  # rows of named faces trained on
+    held_back: np.ndarray  # rows of named faces held back (their people are trained on)
+    held_out: np.ndarray  # rows of the people held out whole
+    background_train: np.ndarray
+    background_check: np.ndarray
+
+
+def split_examples(ex: Examples, seed: int) -> Split:
+    rng = np.random.default_rng(seed)
+    people, counts = np.unique(ex.name[ex.name != ""], return_counts=True)
+    big = people[counts >= MIN_FACES]
+    held_out_people: set[str] = set()
+    if len(big) >= HOLD_OUT_MIN_PEOPLE:
+        held_out_people = set(rng.choice(big, max(1, round(HOLD_BACK_SHARE * len(big))), replace=False).tolist())
+    train, held_back, held_out = [], [], []
+    for person in people.tolist():
+        rows = np.flatnonzero(ex.name == person)
+        if person in held_out_people:
+            held_out.append(rows)
+        elif len(rows) >= MIN_FACES:
+            back = rng.choice(rows, max(1, round(HOLD_BACK_SHARE * len(rows))), replace=False)
+            held_back.append(back)
+            train.append(np.setdiff1d(rows, back))
+        else:
+            train.append(rows)
+    background = rng.permutation(background_rows(ex))
+    return Split(_rows(train), _rows(held_back), _rows(held_out), background[: len(background) // 2],
+                 background[len(background) // 2:])
+
+
+def _rows(parts: list[np.ndarray]) -> np.ndarray:
+    return np.sort(np.concatenate(parts)).astype(np.int64) if parts else np.zeros(0, np.int64)
+
+
+def background_rows(ex: Examples) -> np.ndarray:
+    """Unnamed faces farther than BACKGROUND_DISTANCE from every named person (plain space),
+    without a "not" label, a sample of MAX_BACKGROUND at most."""
+    centres, _ = centres_of(ex.x, ex.name, np.flatnonzero(ex.name != ""))
+    unnamed = np.flatnonzero(ex.name == "")
+    unnamed = unnamed[~np.isin(unnamed, list(ex.nots))]
+    far = unnamed[nearest(ex.x[unnamed], centres)[1] > BACKGROUND_DISTANCE]
+    if len(far) > MAX_BACKGROUND:
+        far = np.sort(np.random.default_rng(0).choice(far, MAX_BACKGROUND, replace=False))
+    return far
+
+
+def centres_of(x: np.ndarray, name: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """(people, d) unit centres of the named `rows`, and the names in that order."""
+    people = sorted(set(name[rows].tolist()))
+    index = {p: k for k, p in enumerate(people)}
+    sums = np.zeros((len(people), x.shape[1]), np.float64)
+    np.add.at(sums, [index[n] for n in name[rows]], x[rows])
+    return sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12), people
+
+
+def nearest(x: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's nearest centre and the distance to it (inf when there is none)."""
+    if len(centres) == 0 or len(x) == 0:
+        return np.full(len(x), -1, np.int64), np.full(len(x), np.inf)
+    out_j, out_d = np.empty(len(x), np.int64), np.empty(len(x))
+    for start in range(0, len(x), BLOCK):
+        cosine = np.asarray(x[start:start + BLOCK], np.float64) @ centres.T
+        j = cosine.argmax(axis=1)
+        out_j[start:start + BLOCK] = j
+        out_d[start:start + BLOCK] = np.sqrt(np.maximum(0.0, 2.0 - 2.0 * cosine[np.arange(len(j)), j]))
+    return out_j, out_d
+
+
+def training_set(ex: Examples, named_rows: np.ndarray, background: np.ndarray) -> Any:
+    """people.training's TrainingSet: the named rows, the "not" rows about their people, the
+    background rows."""
+    from facebatch.people.training import TrainingSet
+
+    people = sorted(set(ex.name[named_rows].tolist()))
+    index = {p: k for k, p in enumerate(people)}
+    not_rows = sorted(i for i, names in ex.nots.items() if names & index.keys())
+    rows = np.concatenate([named_rows, np.array(not_rows, np.int64), background]).astype(np.int64)
+    person = np.array([index[n] for n in ex.name[named_rows]] + [-1] * (len(rows) - len(named_rows)), np.int64)
+    at = {int(r): k for k, r in enumerate(rows.tolist())}
+    nots = [(at[i], index[n]) for i in not_rows for n in sorted(ex.nots[i]) if n in index]
+    is_background = np.zeros(len(rows), bool)
+    is_background[len(named_rows) + len(not_rows):] = True
+    return TrainingSet(ex.x[rows], person, np.array(nots, np.int64).reshape(-1, 2), is_background)
+
+
+def measure(ex: Examples, split: Split, y: np.ndarray, grouping: Any) -> Figures:
+    """One space (`y`: every face's vector in it) on the held-back part, by the product's rules."""
+    from facebatch.people.evaluation import pairwise_prf
+    from facebatch.people.grouping import group_faces
+
+    centres, people = centres_of(y, ex.name, split.train)
+    j, d = nearest(y[split.held_back], centres)
+    suggested = d <= NAME_DISTANCE
+    right = suggested & (np.array(people, dtype=object)[np.maximum(j, 0)] == ex.name[split.held_back])
+    strangers = np.concatenate([split.held_out, split.background_check])
+    false = int((nearest(y[strangers], centres)[1] <= NAME_DISTANCE).sum())
+    scored = np.concatenate([split.held_back, split.held_out])
+    others = np.concatenate([split.train, split.background_check])
+    room = max(0, MAX_CHECK_FACES - len(scored))
+    if len(others) > room:
+        others = np.random.default_rng(0).choice(others, room, replace=False)
+    rows = np.concatenate([scored, others])
+    labels = group_faces(y[rows], ex.sides[rows], ex.photo[rows], grouping).labels
+    cluster_f = pairwise_prf(ex.name[scored].tolist(), labels[: len(scored)].tolist()).f if len(scored) else 1.0
+    return Figures(int(suggested.sum()), int(right.sum()), len(split.held_back), float(cluster_f), false,
+                   len(strangers))
+
+
+# --------------------------------------------------------------------------- train, off
+
+
+@dataclass
+class TrainReport:
+    people: int  # named people trained on
+    faces: int  # their confirmed faces
+    not_faces: int  # unnamed faces known not to be someone ("not" labels, their photo's faces)
+    background: int
+    held_back: int  # faces held back of people trained on
+    held_out_people: int
+    plain: Figures
+    adapted: Figures
+    losses: list[str]  # figures the adapter loses on
+    gains: list[str]
+    activated: bool
+    evaluate_only: bool
+    adapter_id: str | None
+    seconds: float
+    settings: dict[str, Any] = field(default_factory=dict)
+    reclustered: Any = None  # people.clustering.ClusterSummary when the clusters were made again
+
+    @property
+    def passed(self) -> bool:
+        return not self.losses and bool(self.gains)
+
+
+def grouping_settings(library: Library) -> Any:
+    """The settings of the library's last clustering run (the defaults before the first)."""
+    from facebatch.people.grouping import GroupingSettings
+
+    saved = library.read_cluster_state().get("settings", {})
+    names = {f.name for f in fields(GroupingSettings)}
+    return GroupingSettings(**{k: v for k, v in saved.items() if k in names})
+
+
+@dataclass
+class Check:
+    split: Split
+    plain: Figures
+    adapted: Figures
+    losses: list[str]
+    gains: list[str]
+
+
+def check_recipe(ex: Examples, settings: Any, grouping: Any) -> Check:
+    """Train on part of the names and measure both spaces on the rest (see the module's doc)."""
+    from facebatch.people.training import fit
+
+    split = split_examples(ex, settings.seed)
+    fitted = fit(training_set(ex, split.train, split.background_train), settings)
+    plain = measure(ex, split, ex.x, grouping)
+    adapted = measure(ex, split, fitted.transform(ex.x), grouping)
+    return Check(split, plain, adapted, *compare(plain, adapted))
+
+
+def fit_on_every_name(ex: Examples, split: Split, settings: Any) -> Any:
+    """The adapter that is activated: every confirmed face, every background face."""
+    from facebatch.people.training import fit
+
+    named = np.flatnonzero(ex.name != "")
+    return fit(training_set(ex, named, np.concatenate([split.background_train, split.background_check])), settings)
+
+
+def train_adapter(library: Library, settings: Any = None, evaluate_only: bool = False) -> TrainReport:
+    """Learn an adapter from the library's names, check it on a held-back part, and activate it
+    (trained again on every name) when it loses on nothing and gains on something."""
+    from facebatch.people.clustering import require_library
+    from facebatch.people.training import TrainingSettings
+
+    require_library(library)
+    settings = settings or TrainingSettings()
+    started = time.monotonic()
+    with library.lock():
+        ex = library_examples(library)
+        _require_enough(library, ex, split_examples(ex, settings.seed))
+        check = check_recipe(ex, settings, grouping_settings(library))
+        named = ex.name != ""
+        report = TrainReport(
+            people=len(set(ex.name[named].tolist())), faces=int(named.sum()), not_faces=len(ex.nots),
+            background=len(check.split.background_train) + len(check.split.background_check),
+            held_back=len(check.split.held_back), held_out_people=len(set(ex.name[check.split.held_out].tolist())),
+            plain=check.plain, adapted=check.adapted, losses=check.losses, gains=check.gains, activated=False,
+            evaluate_only=evaluate_only, adapter_id=None, seconds=0.0, settings=asdict(settings))
+        if report.passed and not evaluate_only:
+            final = fit_on_every_name(ex, check.split, settings)
+            report.adapter_id = store_adapter(library, final.weights(), _metadata(library, ex, report, final.losses))
+            report.activated = True
+    if report.activated:
+        report.reclustered = recluster_if_stale(library)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _require_enough(library: Library, ex: Examples, split: Split) -> None:
+    _, counts = np.unique(ex.name[ex.name != ""], return_counts=True)
+    if int((counts >= MIN_FACES).sum()) < MIN_PEOPLE or len(split.held_back) == 0:
+        raise LibraryMissing(
+            library.root,
+            f"too few names to learn from: {int((counts >= MIN_FACES).sum())} people have {MIN_FACES} or more "
+            f"confirmed faces, `facebatch train` needs {MIN_PEOPLE} (name clusters: `facebatch label cluster N NAME`)",
+        )
+
+
+def _metadata(library: Library, ex: Examples, report: TrainReport, losses: list[float]) -> dict[str, Any]:
+    people, counts = np.unique(ex.name[ex.name != ""], return_counts=True)
+    return {
+        "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "model": (library.read_info() or {}).get("model"),
+        "settings": report.settings,
+        "loss_trace": losses,
+        "labels": {"action": ex.label_action, "people": dict(zip(people.tolist(), counts.tolist())),
+                   "not_faces": report.not_faces, "background_faces": report.background},
+        "check": {"plain": asdict(report.plain), "adapted": asdict(report.adapted), "held_back_faces": report.held_back,
+                  "held_out_people": report.held_out_people, "gains": report.gains},
+    }
+
+
+@dataclass
+class OffReport:
+    was_active: bool
+    adapter_id: str | None
+    reclustered: Any = None
+
+
+def adapter_off(library: Library) -> OffReport:
+    """Back to the plain embeddings; the adapter stays on disk (`train` makes a new one)."""
+    from facebatch.errors import NotFound
+    from facebatch.people.clustering import require_library
+
+    require_library(library)
+    with library.lock():
+        meta = read_metadata(library)
+        if meta is None:
+            raise NotFound(f"no adapter in {library.root}: `facebatch train` learns one from your names")
+        if meta.get("active"):
+            atomic_write_json(library.adapter_dir / METADATA_FILE, {**meta, "active": False})
+    return OffReport(bool(meta.get("active")), meta.get("id"), recluster_if_stale(library))
+
+
+def recluster_if_stale(library: Library) -> Any:
+    """Cluster again, with the last run's settings, when the clusters were made in another space."""
+    from facebatch.people.clustering import cluster_library
+
+    if not library.has_clusters():
+        return None
+    made_in = library.read_cluster_state().get("settings", {}).get("embedding_space", PLAIN_SPACE)
+    if made_in == embedding_space(library):
+        return None
+    return cluster_library(library, grouping_settings(library))

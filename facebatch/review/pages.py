@@ -1,0 +1,214 @@
+"""What the review pages show, from the tables alone (no photo is opened): the same model for the
+static report and the review server."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from facebatch.people.calibration import confidence
+from facebatch.people.suggestions import STATUS_CONFIRMED, LiveFaces, face_tags
+from facebatch.people.view import View, build_view
+from facebatch.review.thumbnails import FaceBox
+from facebatch.schema import LIVE_STATUSES, UNCLUSTERED
+from facebatch.store import Library
+
+FACES_PER_PAGE = 200
+CLUSTERS_PER_INDEX_PAGE = 30
+STRIP_FACES = 8  # so an index page holds at most 30 x 8 = 240 thumbnails
+
+
+@dataclass(slots=True)
+class Face:
+    source: FaceBox  # where its thumbnail is cropped from
+    photo_id: str
+    cluster_id: int
+    person: str | None
+    status: str  # confirmed, suggested, unknown
+    confidence: float
+    fit: float  # distance to the centre of its cluster's other faces (nan: alone or unclustered)
+
+    @property
+    def face_id(self) -> str:
+        return self.source.face_id
+
+    @property
+    def path(self) -> str:
+        return self.source.path
+
+    @property
+    def fit_confidence(self) -> float | None:
+        return None if math.isnan(self.fit) else float(confidence(self.fit))
+
+    @property
+    def note(self) -> str:
+        """What the face card says under the name."""
+        if self.status == "confirmed":
+            return "confirmed"
+        if self.status == "suggested":
+            return f"suggested {self.confidence:.0%}"
+        fit = self.fit_confidence
+        return f"fits {fit:.0%}" if fit is not None and self.cluster_id != UNCLUSTERED else ""
+
+
+@dataclass
+class Suggestion:
+    cluster_id: int
+    person: str | None
+    size: int
+    distance: float
+
+
+@dataclass
+class Cluster:
+    cluster_id: int
+    person: str | None
+    ignored: bool
+    conflict: str | None
+    suggestion: Suggestion | None = None  # for an unnamed cluster: the one it may be
+    faces: list[Face] = field(default_factory=list)  # confirmed first, then best fit first
+
+    @property
+    def title(self) -> str:
+        return f"Cluster {self.cluster_id}"
+
+    @property
+    def photos(self) -> int:
+        return len({f.photo_id for f in self.faces})
+
+
+@dataclass
+class Photo:
+    photo_id: str
+    path: str
+    width: int
+    height: int
+    face_ids: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Site:
+    clusters: list[Cluster]  # not ignored, largest first
+    ignored: list[Cluster]
+    unclustered: list[Face]
+    people: dict[str, list[Face]]  # name -> confirmed and suggested faces, confirmed first
+    photos: dict[str, Photo]
+    names: list[str]  # every name given, for the name boxes' autocomplete
+    by_id: dict[str, Face] = field(default_factory=dict)
+
+    def faces_of(self, photo: Photo) -> list[Face]:
+        return [self.by_id[f] for f in photo.face_ids if f in self.by_id]
+
+    @property
+    def faces(self) -> int:
+        return sum(len(c.faces) for c in self.clusters) + len(self.unclustered)
+
+    def cluster(self, cluster_id: int) -> Cluster | None:
+        return next((c for c in [*self.clusters, *self.ignored] if c.cluster_id == cluster_id), None)
+
+
+
+@dataclass
+class Scanned:
+    """What only a scan changes, read once and kept by the review server between clicks."""
+
+    live: LiveFaces
+    photos: dict[str, Photo]  # live photos by id, with their face ids
+    boxes: dict[str, FaceBox]
+
+    @staticmethod
+    def read(library: Library) -> Scanned:
+        live = LiveFaces.read(library)
+        photos = _photos(library)
+        for face_id, photo_id in zip(live.face_ids, live.photo_ids):
+            if photo_id in photos:
+                photos[photo_id].face_ids.append(face_id)
+        return Scanned(live, photos, _face_boxes(library, photos))
+
+
+def collect(library: Library, view: View | None = None, scanned: Scanned | None = None) -> Site:
+    """Faces, clusters and names from the tables: nothing here opens a photo."""
+    view = build_view(library) if view is None else view
+    scanned = Scanned.read(library) if scanned is None else scanned
+    tags = face_tags(library, view=view, live=scanned.live)
+    boxes = scanned.boxes
+    fit = dict(zip(view.face_ids.tolist(), view.distance.tolist()))
+    clusters = {
+        c: Cluster(c, info.person, info.ignored, info.conflict_line() if info.conflict else None)
+        for c, info in view.clusters.items()
+    }
+    for c, info in view.clusters.items():
+        if info.suggestion:
+            other = view.clusters[info.suggestion.cluster_id]
+            clusters[c].suggestion = Suggestion(other.cluster_id, other.person, other.size, info.suggestion.distance)
+    unclustered: list[Face] = []
+    people: dict[str, list[Face]] = {}
+    by_id: dict[str, Face] = {}
+    for i, face_id in enumerate(tags.face_ids):
+        face = Face(boxes[face_id], tags.photo_ids[i], int(tags.cluster_ids[i]), tags.person[i], tags.status[i],
+                    float(tags.confidence[i]), float(fit.get(face_id, math.nan)))
+        by_id[face_id] = face
+        cluster = clusters.get(face.cluster_id)
+        (cluster.faces if cluster else unclustered).append(face)
+        if face.person:
+            people.setdefault(face.person, []).append(face)
+    for cluster in clusters.values():
+        cluster.faces.sort(key=lambda f: (f.status != STATUS_CONFIRMED, _fit_key(f.fit), f.face_id))
+    for named in people.values():
+        named.sort(key=lambda f: (f.status != STATUS_CONFIRMED, -f.confidence, f.face_id))
+    ordered = sorted((c for c in clusters.values() if c.faces), key=lambda c: (-len(c.faces), c.cluster_id))
+    return Site(
+        [c for c in ordered if not c.ignored],
+        [c for c in ordered if c.ignored],
+        unclustered,
+        dict(sorted(people.items(), key=lambda kv: (-len(kv[1]), kv[0]))),
+        scanned.photos,
+        sorted(set(people) | set(view.labels.names())),
+        by_id,
+    )
+
+
+def _fit_key(distance: float) -> float:
+    return distance if distance == distance else 9.0  # nan (alone) last
+
+
+def _photos(library: Library) -> dict[str, Photo]:
+    """Live photos by photo_id (one path each: the latest row of that content)."""
+    table = library.read_table("photos", ["photo_id", "path", "width", "height", "status"])
+    photos: dict[str, Photo] = {}
+    for photo_id, path, width, height, status in zip(*(table[c].to_pylist() for c in table.column_names)):
+        if photo_id and status in LIVE_STATUSES:
+            photos[photo_id] = Photo(photo_id, path, width or 0, height or 0)
+    return photos
+
+
+def _face_boxes(library: Library, photos: dict[str, Photo]) -> dict[str, FaceBox]:
+    """face_id -> its box and photo, read once for the whole site."""
+    faces = library.read_faces(["face_id", "photo_id", "path", "box"])
+    long_side = {p: max(photo.width, photo.height) for p, photo in photos.items()}
+    return {
+        f: FaceBox(f, path, tuple(box), long_side.get(photo, 0))
+        for f, photo, path, box in zip(*(faces[c].to_pylist() for c in ("face_id", "photo_id", "path", "box")))
+    }
+
+
+# --------------------------------------------------------------------------- paging and names
+
+
+def chunks(items: Sequence, size: int) -> list[list]:
+    return [list(items[i:i + size]) for i in range(0, len(items), size)] or [[]]
+
+
+def person_slug(name: str) -> str:
+    """A file or URL name for any name: readable ASCII where possible, a hash keeps it unique."""
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", ascii_name).strip("-").lower()[:40]
+    return f"{slug or 'x'}-{hashlib.sha1(name.encode()).hexdigest()[:6]}"
+
+
+def counts(faces: Sequence[Face]) -> str:
+    return f"{len(faces)} faces in {len({f.photo_id for f in faces})} photos"

@@ -1,0 +1,193 @@
+"""`facebatch review`: a real Chromium against a server on a free port: name, reject, split,
+merge, undo, each checked in the labels table and in `facebatch export`; the token; paths."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import uvicorn
+from starlette.testclient import TestClient
+
+from conftest import MODEL, PROJECT, add_people, run
+from facebatch.people.clustering import cluster_library, read_assignments
+from facebatch.people.grouping import GroupingSettings
+from facebatch.people.labels import replay
+from facebatch.review.server import Review, allowed_hosts, create_app, prepare
+from facebatch.store import Library
+
+PEOPLE = {"ann": 9, "bob": 6, "cat": 5}
+
+
+@pytest.fixture
+def library(tmp_path) -> Library:
+    lib = Library(tmp_path / "lib")
+    lib.create(MODEL)
+    add_people(lib, tmp_path / "photos", PEOPLE, "a")
+    cluster_library(lib, GroupingSettings())
+    return lib
+
+
+def cluster_of(lib: Library, person: str) -> int:
+    ids = [c for f, c in read_assignments(lib).items() if f.startswith(f"f{person}")]
+    return max(set(ids), key=ids.count)
+
+
+def exported(lib: Library, tmp_path) -> dict[str, tuple[str | None, str]]:
+    out = tmp_path / "tags.jsonl"
+    assert run("--library", lib.root, "export", out).exit_code == 0
+    return {f["face_id"]: (f["person"], f["status"]) for line in out.read_text().splitlines()
+            for f in json.loads(line)["faces"]}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(library) -> Iterator[tuple[str, Review]]:
+    review = prepare(library)
+    port = free_port()
+    config = uvicorn.Config(create_app(review, allowed_hosts("127.0.0.1")), host="127.0.0.1", port=port,
+                            log_level="warning")
+    running = uvicorn.Server(config)
+    thread = threading.Thread(target=running.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not running.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}", review
+    running.should_exit = True
+    thread.join(5)
+
+
+def test_the_whole_review_in_a_real_browser(server, library, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Chromium is not installed (.ci/run installs Debian's chromium)")
+    playwright = pytest.importorskip("playwright.sync_api")
+    base, _ = server
+    ann, bob, cat = (cluster_of(library, p) for p in ("ann", "bob", "cat"))
+    artifacts = PROJECT / "test-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        try:
+            # Name a cluster from the people page.
+            page.goto(base + "/")
+            page.fill(f"form[action='/cluster/{ann}/name'] input[name=name]", "Ann Lee")
+            page.click(f"form[action='/cluster/{ann}/name'] button")
+            assert page.locator("p.flash").inner_text() == f"cluster {ann} is Ann Lee: 9 faces"
+            assert replay(library.read_labels()).cluster_names["fanna000"] == "Ann Lee"
+            assert exported(library, tmp_path)["fanna000"] == ("Ann Lee", "confirmed")
+            page.screenshot(path=str(artifacts / "review-people.png"), full_page=True)
+
+            # Reject one face: click to select it, then "Not Ann Lee" (the x key).
+            page.goto(f"{base}/cluster/{ann}")
+            page.click("figure[data-face=fanna008] figcaption")
+            page.keyboard.press("x")
+            page.wait_for_selector("p.flash")
+            assert page.locator("p.flash").inner_text() == "1 faces are not Ann Lee"
+            assert replay(library.read_labels()).nots["fanna008"] == {"Ann Lee"}
+            assert exported(library, tmp_path)["fanna008"][0] != "Ann Lee"
+
+            # Split two faces off with click and shift-click.
+            page.goto(f"{base}/cluster/{bob}")
+            first, second = page.locator("figure.face").nth(0), page.locator("figure.face").nth(1)
+            split_faces = [first.get_attribute("data-face"), second.get_attribute("data-face")]
+            first.locator("figcaption").click()
+            second.locator("figcaption").click(modifiers=["Shift"])
+            page.click("button[value=split]")
+            message = page.locator("p.flash").inner_text()
+            assert message.startswith("2 faces split off into cluster ")
+            assignments = read_assignments(library)
+            assert assignments[split_faces[0]] == assignments[split_faces[1]] != bob
+            assert {replay(library.read_labels()).tokens["split"][f][0] for f in split_faces} == {"s1/1"}
+
+            # Merge two clusters (the form the merge suggestion uses; here posted by the page itself).
+            page.goto(base + "/")
+            page.evaluate(f"""() => {{
+                const form = document.createElement('form');
+                form.method = 'post'; form.action = '/merge';
+                for (const [k, v] of [['token', document.body.dataset.token], ['back', '/'],
+                                      ['cluster', '{cat}'], ['cluster', '{bob}']]) {{
+                    const input = document.createElement('input'); input.name = k; input.value = v; form.append(input);
+                }}
+                document.body.append(form); form.submit();
+            }}""")
+            page.wait_for_selector("p.flash")
+            assert page.locator("p.flash").inner_text() == f"clusters {cat}, {bob} are now cluster {cat}"
+            assert read_assignments(library)["fboba003"] == cat
+
+            # Undo the merge from the header (the u key), then the split.
+            page.keyboard.press("u")
+            page.wait_for_selector("p.flash")
+            assert page.locator("p.flash").inner_text().startswith("undid action")
+            assert read_assignments(library)["fboba003"] == bob
+            page.click("form.undo button")
+            page.wait_for_selector("p.flash")
+            assert read_assignments(library)[split_faces[0]] == bob
+            assert exported(library, tmp_path)["fanna000"] == ("Ann Lee", "confirmed")  # earlier actions hold
+            page.screenshot(path=str(artifacts / "review-cluster.png"), full_page=True)
+            assert errors == []
+        finally:
+            browser.close()
+
+
+def test_a_request_without_the_token_changes_nothing(library):
+    review = prepare(library)
+    client = TestClient(create_app(review, ["testserver"]))
+    before = library.read_labels().num_rows
+    for data in ({"name": "Eve"}, {"name": "Eve", "token": "guess"}):
+        response = client.post(f"/cluster/{cluster_of(library, 'ann')}/name", data=data)
+        assert response.status_code == 403
+    assert client.post("/undo", data={}).status_code == 403
+    assert library.read_labels().num_rows == before
+
+
+def test_no_path_from_a_request_reaches_the_file_system(library):
+    client = TestClient(create_app(prepare(library), ["testserver"]))
+    for path in ("/thumb/..%2F..%2Fetc%2Fpasswd.jpg", "/static/..%2Fserver.py", "/static/pages.py",
+                 "/original/..%2F..%2Fetc%2Fpasswd", "/photo/nope"):
+        assert client.get(path).status_code == 404, path
+    assert client.get("/thumb/fanna000.jpg").headers["content-type"] == "image/jpeg"
+
+
+def test_other_hosts_are_refused_and_redirects_stay_on_the_site(library):
+    review = prepare(library)
+    client = TestClient(create_app(review, allowed_hosts("127.0.0.1")), base_url="http://evil.example")
+    assert client.get("/").status_code == 400  # DNS rebinding: not our Host header
+    client = TestClient(create_app(review, ["testserver"]))
+    response = client.post(f"/cluster/{cluster_of(library, 'ann')}/name", follow_redirects=False,
+                           data={"name": "Ann", "token": review.token, "back": "https://evil.example/"})
+    assert response.status_code == 303 and response.headers["location"].startswith("/?msg=")
+
+
+def test_a_review_during_a_scan_waits_then_says_why(library):
+    review = prepare(library)
+    review.wait = 0.2
+    client = TestClient(create_app(review, ["testserver"]))
+    with library.lock():
+        response = client.post(f"/cluster/{cluster_of(library, 'ann')}/name",
+                               data={"name": "Ann", "token": review.token, "back": "/"}, follow_redirects=False)
+    assert response.status_code == 303 and "kind=error" in response.headers["location"]
+    assert "nothing%20changed" in response.headers["location"]
+    assert library.read_labels().num_rows == 0
+
+
+def test_cli_review_refuses_a_library_without_clusters(tmp_path):
+    lib = Library(tmp_path / "lib")
+    lib.create(MODEL)
+    add_people(lib, tmp_path / "photos", {"ann": 3}, "a")
+    result = run("--library", lib.root, "review")
+    assert (result.exit_code, result.output) == (2, "Error: no clusters yet: run `facebatch cluster` first\n")
