@@ -229,7 +229,7 @@ def run(mix, split: str, settings: TrainingSettings, seed: int) -> dict:
     pairs = look_alike_pairs(lib, user.people)
     started = time.perf_counter()
     check = check_recipe(ex, settings, GroupingSettings())
-    final = fit_on_every_name(ex, check.split, settings)
+    final = fit_on_every_name(ex, settings)
     seconds = time.perf_counter() - started
     return {
         "library": int(lib.first.sum()), "new": int((~lib.first).sum()), "people": len(user.people),

@@ -757,8 +757,9 @@ def train_command(library: Any, evaluate: bool, off: bool, loss: str, steps: int
     report = train_adapter(library, TrainingSettings(loss=loss, steps=steps), evaluate_only=evaluate)
     click.echo(f"{report.people} people, {report.faces} confirmed faces, {report.not_faces} faces known not to be "
                f"someone, {report.background} background faces; {loss} loss, {steps} steps")
-    click.echo(f"held back: {report.held_back} faces of the people trained on, {report.held_out_people} people whole, "
-               f"{report.plain.strangers} faces of nobody named")
+    click.echo(f"check, {report.folds} folds: {report.held_back} faces held back of the people trained on; "
+               f"{report.held_out_people} people held out whole and background faces: {report.plain.strangers} faces "
+               "of nobody named")
     click.echo(f"{'':<32}{'plain':>10}{'adapted':>10}")
     for label, plain, adapted in (
         ("suggestion precision", f"{report.plain.precision:.3f}", f"{report.adapted.precision:.3f}"),

@@ -44,6 +44,50 @@ class DetectionSettings:
             raise UsageError(f"--min-score must be between 0 and 1, got {self.min_score}")
 
 
+# Where the models run and at which precision (README "Weights"). ONNX Runtime needs no torch in
+# the process; int8 is FaceNet statically quantised (per-channel, QDQ), measured against fp32 in
+# benchmarks/model_runtimes.py (BENCHMARKS.md, "Models"). MTCNN always runs in fp32.
+RUNTIMES = ("onnx", "torch")
+PRECISIONS = ("fp32", "int8")
+DEFAULT_RUNTIME = "onnx"
+# int8 kept the embeddings where fp32 puts them on real faces (cosine >= 0.99, lfw-dev pair
+# accuracy within 0.1 point), so it is the CPU default.
+DEFAULT_PRECISION = "int8"
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """Runtime and precision of the models. Picklable: it travels to every worker."""
+
+    runtime: str = DEFAULT_RUNTIME
+    precision: str = DEFAULT_PRECISION
+
+    def __post_init__(self) -> None:
+        if self.runtime not in RUNTIMES:
+            raise UsageError(f"--runtime must be {' or '.join(RUNTIMES)}, got {self.runtime!r}")
+        if self.precision not in PRECISIONS:
+            raise UsageError(f"--precision must be {' or '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.runtime == "torch" and self.precision != "fp32":
+            raise UsageError(f"--precision {self.precision} runs in ONNX Runtime: drop --runtime torch")
+
+    @property
+    def variant(self) -> str:
+        """How the embeddings were computed, as recorded in their model tag: onnx-int8, torch-fp32..."""
+        return f"{self.runtime}-{self.precision}"
+
+    @classmethod
+    def choose(cls, runtime: str | None, precision: str | None, device: str = "cpu") -> ModelSettings:
+        """The options as given, the rest defaulted: a GPU runs torch (ONNX Runtime's CPU package
+        has no CUDA), torch runs fp32, ONNX Runtime the default precision."""
+        if runtime is None:
+            runtime = "torch" if device != "cpu" else DEFAULT_RUNTIME
+        if device != "cpu" and runtime != "torch":
+            raise UsageError(f"--device {device} runs the models in torch: drop --runtime {runtime}")
+        if precision is None:
+            precision = DEFAULT_PRECISION if runtime == "onnx" else "fp32"
+        return cls(runtime, precision)
+
+
 @dataclass(frozen=True)
 class ScanConfig:
     roots: tuple[str, ...]
@@ -60,6 +104,7 @@ class ScanConfig:
     exclude: tuple[str, ...] = ()
     force: bool = False  # redo model work even for unchanged photos
     retry_errors: bool = False  # re-read photos whose last scan failed though the file is unchanged
+    models: ModelSettings = field(default_factory=ModelSettings)
 
     def __post_init__(self) -> None:
         if not self.roots:

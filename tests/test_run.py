@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import SAMPLE_DATA, run
+from conftest import PROJECT, SAMPLE_DATA, run
 
 
 def test_run_scans_clusters_exports_and_writes_the_site(tmp_path):
@@ -19,3 +19,13 @@ def test_run_scans_clusters_exports_and_writes_the_site(tmp_path):
     assert len(tags["photos"]) == 11 and (library / "report" / "index.html").is_file()
     again = run("--library", library, "run", SAMPLE_DATA, "--quiet", "--no-report", "--tags", tmp_path / "t.jsonl")
     assert again.exit_code == 0 and again.output.splitlines()[0].endswith(f"-> {tmp_path / 't.jsonl'}")
+
+
+def test_the_nightly_recipe_runs_the_whole_job(sample_library):
+    import subprocess
+
+    result = subprocess.run(["bash", str(PROJECT / "jobs" / "nightly.sh"), str(SAMPLE_DATA), str(sample_library.root)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert (sample_library.root / "tags.json").is_file() and (sample_library.root / "report" / "index.html").is_file()
+    assert sample_library.has_clusters()

@@ -1,4 +1,4 @@
-"""Face detection: facenet-pytorch's MTCNN on a downscaled copy, results in original pixels."""
+"""Face detection: MTCNN (models.mtcnn) on a downscaled copy, results in original pixels."""
 
 from __future__ import annotations
 
@@ -9,12 +9,11 @@ from PIL import Image
 
 from facebatch.config import DetectionSettings
 from facebatch.imageload import DecodedPhoto
+from facebatch.models.mtcnn import MtcnnNets, TorchMtcnnNets, detect_faces
 
 # MTCNN's smallest useful face at the detection scale: PNet's window is 12 px, and below ~20 px
 # the pyramid grows (and the time with it) for faces too small to embed anyway.
 MTCNN_MIN_SIZE = 20
-MTCNN_THRESHOLDS = (0.6, 0.7, 0.7)  # facenet-pytorch's defaults for the three stages
-MTCNN_SCALE_FACTOR = 0.709
 
 
 @dataclass(frozen=True)
@@ -29,19 +28,11 @@ class Face:
 
 
 class FaceDetector:
-    """Built once per worker: the three MTCNN networks ship inside facenet-pytorch."""
+    """Built once per worker: MTCNN's three nets (facenet-pytorch's weights) in torch or ONNX Runtime."""
 
-    def __init__(self, settings: DetectionSettings, device: str = "cpu") -> None:
-        import torch  # here, not at the top: scan's driver imports this module and never needs torch
-        from facenet_pytorch import MTCNN
-
-        mtcnn = MTCNN(device=device)
+    def __init__(self, settings: DetectionSettings, nets: MtcnnNets | None = None) -> None:
         self.settings = settings
-        self.device = device
-        # Channels-last (NHWC): torch's NCHW max-pool on the CPU is 6-14x slower than its NHWC one,
-        # and NHWC weights make every layer after them NHWC (detection 20-30% faster, same boxes).
-        nets = (mtcnn.pnet, mtcnn.rnet, mtcnn.onet)
-        self._nets = tuple(net.eval().to(memory_format=torch.channels_last) for net in nets)
+        self.nets = TorchMtcnnNets() if nets is None else nets
 
     def detect(self, photo: DecodedPhoto) -> list[Face]:
         """Every face in the photo with score >= min_score and size >= min_face, best first."""
@@ -49,27 +40,13 @@ class FaceDetector:
         min_size = max(MTCNN_MIN_SIZE, self.settings.min_face / to_original)
         if min(image.size) < min_size:  # smaller than the smallest face: MTCNN has no scale to run
             return []
-        boxes, points = self._run_mtcnn(np.asarray(image), min_size)
+        boxes, points = detect_faces(np.asarray(image), min_size, self.nets)
         faces = [
             _to_face(box, landmarks, to_original, photo.width, photo.height)
-            for box, landmarks in zip(boxes, points)
+            for box, landmarks in zip(boxes.astype(float), points.astype(float))
         ]
         kept = [f for f in faces if f.score >= self.settings.min_score and f.short_side >= self.settings.min_face]
         return sorted(kept, key=lambda f: -f.score)
-
-    def _run_mtcnn(self, pixels: np.ndarray, min_size: float) -> tuple[np.ndarray, np.ndarray]:
-        import torch
-        from facenet_pytorch.models.utils.detect_face import detect_face
-
-        pnet, rnet, onet = self._nets
-        with torch.inference_mode():
-            batch_boxes, batch_points = detect_face(
-                pixels[None], min_size, pnet, rnet, onet, list(MTCNN_THRESHOLDS), MTCNN_SCALE_FACTOR, self.device
-            )
-        # Under numpy 2 these can come back as object arrays.
-        boxes = np.asarray(batch_boxes[0], dtype=float).reshape(-1, 5)
-        points = np.asarray(batch_points[0], dtype=float).reshape(-1, 5, 2)
-        return boxes, points
 
 
 def detection_copy(photo: DecodedPhoto, max_side: int) -> tuple[Image.Image, float]:

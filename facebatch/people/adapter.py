@@ -16,16 +16,17 @@ named) is a face of its person; an unnamed face with a "not" label, or in a phot
 confirmed face, is not that person; background faces, unnamed and farther than
 BACKGROUND_DISTANCE (confidence 0.03) from every named person's centre, are nobody named.
 
-The check, before anything is activated. Part of the names is held back: a quarter of the faces
-of each person with at least MIN_FACES faces, and when at least four such people are named, a
-quarter of those people whole (people the adapter never sees: strangers with a known answer),
-with half of the background faces. An adapter is trained on the rest, and both spaces, plain and
-adapted, are measured on the held-back part with the product's own rules (nearest person's
-centre, the calibrated cut, the clustering defaults): suggestion precision and recall on the
-held-back faces, pairwise F of clustering them among the other faces, and false suggestions on
-the held-out people and background faces. An adapter that loses on any figure, or gains on none,
-is not activated. One that passes is trained again on every name with the same settings and
-activated (the check measures the recipe; the figures are stored with it).
+The check, before anything is activated, in FOLDS folds. Each fold holds out a third of the
+people with at least MIN_FACES confirmed faces whole (people its adapter never sees: strangers
+with a known answer; when at least HOLD_OUT_MIN_PEOPLE such people are named), a quarter of every
+other such person's faces, and half of the background faces; an adapter is trained on the rest.
+Both spaces, plain and adapted, are measured on what was held back with the product's own rules
+(the nearest person's centre, the calibrated cut, the last clustering run's settings): suggestion
+precision and recall on the held-back faces, pairwise F of clustering them and the held-out
+people among the other faces, and false suggestions on the held-out people and background faces.
+Counts are summed over the folds (F averaged). An adapter that loses on any figure, or gains on
+none, is not activated. One that passes is trained again on every name with the same settings
+and activated: the check measures the recipe, and its figures are stored with the adapter.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +58,8 @@ FORMAT = 1
 BACKGROUND_DISTANCE = 1.0  # confidence 0.03: an unnamed face this far from every named person is nobody named
 MIN_FACES = 4  # a person needs this many confirmed faces to have some held back
 MIN_PEOPLE = 2  # people with MIN_FACES faces needed to train
-HOLD_BACK_SHARE = 0.25  # of each person's faces, and of the people (when HOLD_OUT_MIN_PEOPLE are named)
+HOLD_BACK_SHARE = 0.25  # of each person's faces
+FOLDS = 3  # each holds out a third of the people whole (when HOLD_OUT_MIN_PEOPLE are named)
 HOLD_OUT_MIN_PEOPLE = 4
 MAX_BACKGROUND = 20_000  # background faces used (a sample of a huge library's)
 MAX_CHECK_FACES = 20_000  # faces clustered in the check
@@ -184,6 +187,10 @@ class Examples:
     nots: dict[int, set[str]]  # unnamed face row -> names it is not (its labels and its photo's faces)
     label_action: int  # the history's last action: the labels this was read at
 
+    @cached_property
+    def background(self) -> np.ndarray:
+        return background_rows(self)
+
 
 def library_examples(library: Library) -> Examples:
     """The library's faces with their confirmed names and "not" labels (clusters needed)."""
@@ -232,6 +239,13 @@ class Figures:
     def precision(self) -> float:
         return self.right / self.suggested if self.suggested else 1.0
 
+    @staticmethod
+    def pooled(folds: list[Figures]) -> Figures:
+        """Counts summed over the folds, clustering F averaged."""
+        return Figures(*(sum(getattr(f, name) for f in folds) for name in ("suggested", "right", "held_back")),
+                       float(np.mean([f.cluster_f for f in folds])),
+                       *(sum(getattr(f, name) for f in folds) for name in ("false_suggestions", "strangers")))
+
     @property
     def recall(self) -> float:
         return self.right / self.held_back if self.held_back else 1.0
@@ -259,6 +273,8 @@ def compare(plain: Figures, adapted: Figures) -> tuple[list[str], list[str]]:
 
 @dataclass
 class Split:
+    """One fold of the check."""
+
     train: np.ndarray  # rows of named faces trained on
     held_back: np.ndarray  # rows of named faces held back (their people are trained on)
     held_out: np.ndarray  # rows of the people held out whole
@@ -266,27 +282,35 @@ class Split:
     background_check: np.ndarray
 
 
-def split_examples(ex: Examples, seed: int) -> Split:
+def split_examples(ex: Examples, seed: int) -> list[Split]:
+    """FOLDS folds: each holds out a different third of the people with MIN_FACES faces or more
+    (none when fewer than HOLD_OUT_MIN_PEOPLE of them), a quarter of every other such person's
+    faces, and half of the background faces."""
     rng = np.random.default_rng(seed)
     people, counts = np.unique(ex.name[ex.name != ""], return_counts=True)
-    big = people[counts >= MIN_FACES]
-    held_out_people: set[str] = set()
+    big = rng.permutation(people[counts >= MIN_FACES])
     if len(big) >= HOLD_OUT_MIN_PEOPLE:
-        held_out_people = set(rng.choice(big, max(1, round(HOLD_BACK_SHARE * len(big))), replace=False).tolist())
-    train, held_back, held_out = [], [], []
-    for person in people.tolist():
-        rows = np.flatnonzero(ex.name == person)
-        if person in held_out_people:
-            held_out.append(rows)
-        elif len(rows) >= MIN_FACES:
-            back = rng.choice(rows, max(1, round(HOLD_BACK_SHARE * len(rows))), replace=False)
-            held_back.append(back)
-            train.append(np.setdiff1d(rows, back))
-        else:
-            train.append(rows)
-    background = rng.permutation(background_rows(ex))
-    return Split(_rows(train), _rows(held_back), _rows(held_out), background[: len(background) // 2],
-                 background[len(background) // 2:])
+        held_out_by_fold = [set(big[k::FOLDS].tolist()) for k in range(FOLDS)]
+    else:
+        held_out_by_fold = [set()]
+    background = ex.background
+    folds = []
+    for held_out_people in held_out_by_fold:
+        train, held_back, held_out = [], [], []
+        for person in people.tolist():
+            rows = np.flatnonzero(ex.name == person)
+            if person in held_out_people:
+                held_out.append(rows)
+            elif len(rows) >= MIN_FACES:
+                back = rng.choice(rows, max(1, round(HOLD_BACK_SHARE * len(rows))), replace=False)
+                held_back.append(back)
+                train.append(np.setdiff1d(rows, back))
+            else:
+                train.append(rows)
+        shuffled = rng.permutation(background)
+        folds.append(Split(_rows(train), _rows(held_back), _rows(held_out), shuffled[: len(shuffled) // 2],
+                           shuffled[len(shuffled) // 2:]))
+    return folds
 
 
 def _rows(parts: list[np.ndarray]) -> np.ndarray:
@@ -376,8 +400,9 @@ class TrainReport:
     faces: int  # their confirmed faces
     not_faces: int  # unnamed faces known not to be someone ("not" labels, their photo's faces)
     background: int
-    held_back: int  # faces held back of people trained on
-    held_out_people: int
+    folds: int
+    held_back: int  # faces held back of people trained on, over the folds
+    held_out_people: int  # people held out whole, each in one fold
     plain: Figures
     adapted: Figures
     losses: list[str]  # figures the adapter loses on
@@ -405,30 +430,33 @@ def grouping_settings(library: Library) -> Any:
 
 @dataclass
 class Check:
-    split: Split
-    plain: Figures
+    folds: list[Split]
+    plain: Figures  # pooled over the folds
     adapted: Figures
     losses: list[str]
     gains: list[str]
 
 
 def check_recipe(ex: Examples, settings: Any, grouping: Any) -> Check:
-    """Train on part of the names and measure both spaces on the rest (see the module's doc)."""
+    """Train on part of the names and measure both spaces on the rest, fold by fold (see the
+    module's doc)."""
     from facebatch.people.training import fit
 
-    split = split_examples(ex, settings.seed)
-    fitted = fit(training_set(ex, split.train, split.background_train), settings)
-    plain = measure(ex, split, ex.x, grouping)
-    adapted = measure(ex, split, fitted.transform(ex.x), grouping)
-    return Check(split, plain, adapted, *compare(plain, adapted))
+    folds = split_examples(ex, settings.seed)
+    plain, adapted = [], []
+    for split in folds:
+        fitted = fit(training_set(ex, split.train, split.background_train), settings)
+        plain.append(measure(ex, split, ex.x, grouping))
+        adapted.append(measure(ex, split, fitted.transform(ex.x), grouping))
+    pooled_plain, pooled_adapted = Figures.pooled(plain), Figures.pooled(adapted)
+    return Check(folds, pooled_plain, pooled_adapted, *compare(pooled_plain, pooled_adapted))
 
 
-def fit_on_every_name(ex: Examples, split: Split, settings: Any) -> Any:
+def fit_on_every_name(ex: Examples, settings: Any) -> Any:
     """The adapter that is activated: every confirmed face, every background face."""
     from facebatch.people.training import fit
 
-    named = np.flatnonzero(ex.name != "")
-    return fit(training_set(ex, named, np.concatenate([split.background_train, split.background_check])), settings)
+    return fit(training_set(ex, np.flatnonzero(ex.name != ""), ex.background), settings)
 
 
 def train_adapter(library: Library, settings: Any = None, evaluate_only: bool = False) -> TrainReport:
@@ -442,17 +470,17 @@ def train_adapter(library: Library, settings: Any = None, evaluate_only: bool = 
     started = time.monotonic()
     with library.lock():
         ex = library_examples(library)
-        _require_enough(library, ex, split_examples(ex, settings.seed))
+        _require_enough(library, ex)
         check = check_recipe(ex, settings, grouping_settings(library))
         named = ex.name != ""
         report = TrainReport(
             people=len(set(ex.name[named].tolist())), faces=int(named.sum()), not_faces=len(ex.nots),
-            background=len(check.split.background_train) + len(check.split.background_check),
-            held_back=len(check.split.held_back), held_out_people=len(set(ex.name[check.split.held_out].tolist())),
+            background=len(ex.background), folds=len(check.folds), held_back=check.plain.held_back,
+            held_out_people=len(set(ex.name[np.concatenate([f.held_out for f in check.folds])].tolist())),
             plain=check.plain, adapted=check.adapted, losses=check.losses, gains=check.gains, activated=False,
             evaluate_only=evaluate_only, adapter_id=None, seconds=0.0, settings=asdict(settings))
         if report.passed and not evaluate_only:
-            final = fit_on_every_name(ex, check.split, settings)
+            final = fit_on_every_name(ex, settings)
             report.adapter_id = store_adapter(library, final.weights(), _metadata(library, ex, report, final.losses))
             report.activated = True
     if report.activated:
@@ -461,9 +489,9 @@ def train_adapter(library: Library, settings: Any = None, evaluate_only: bool = 
     return report
 
 
-def _require_enough(library: Library, ex: Examples, split: Split) -> None:
+def _require_enough(library: Library, ex: Examples) -> None:
     _, counts = np.unique(ex.name[ex.name != ""], return_counts=True)
-    if int((counts >= MIN_FACES).sum()) < MIN_PEOPLE or len(split.held_back) == 0:
+    if int((counts >= MIN_FACES).sum()) < MIN_PEOPLE:
         raise LibraryMissing(
             library.root,
             f"too few names to learn from: {int((counts >= MIN_FACES).sum())} people have {MIN_FACES} or more "
@@ -480,7 +508,8 @@ def _metadata(library: Library, ex: Examples, report: TrainReport, losses: list[
         "loss_trace": losses,
         "labels": {"action": ex.label_action, "people": dict(zip(people.tolist(), counts.tolist())),
                    "not_faces": report.not_faces, "background_faces": report.background},
-        "check": {"plain": asdict(report.plain), "adapted": asdict(report.adapted), "held_back_faces": report.held_back,
+        "check": {"plain": asdict(report.plain), "adapted": asdict(report.adapted), "folds": report.folds,
+                  "held_back_faces": report.held_back,
                   "held_out_people": report.held_out_people, "gains": report.gains},
     }
 

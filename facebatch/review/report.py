@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from facebatch.errors import InputError, LibraryMissing
+from facebatch.errors import InputError, LibraryMissing, OutputError
 from facebatch.files import atomic_write_bytes
 from facebatch.review import pages
 from facebatch.review.pages import Face, Site, chunks, collect
@@ -34,7 +34,12 @@ def write_report(
     require_faces(library)
     site = collect(library)
     out = (out or library.root / "report").absolute()
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out} is not a folder: --out names the folder the site is written into")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot make the site folder {out}: {exc.strerror or exc}") from None
     every = [f for c in [*site.clusters, *site.ignored] for f in c.faces] + site.unclustered
     thumbnails = make_thumbnails(library, [f.source for f in every], progress)
     written = render_site(site, StaticUrls(out, thumbnails))

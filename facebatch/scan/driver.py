@@ -260,13 +260,18 @@ def _run_shards(
     known_ids = frozenset(plan.previous)
     done = 0
     with dask_client(config) as client:
-        workers = max(1, len(client.scheduler_info().get("workers", {})))
-        shards = shard_files(plan.todo, config.shard_size, workers)
+        info = client.scheduler_info().get("workers", {})
+        resources, warning = task_resources(info)
+        if warning:
+            summary.warnings.append(warning)
+        slots = sum(int(w.get("resources", {}).get(MODEL_RESOURCE, 1)) for w in info.values()) if resources else len(info)
+        shards = shard_files(plan.todo, config.shard_size, max(1, slots))
         # Sent once to every worker, not once per task; wrapped so scatter doesn't split the set.
         known = client.scatter([known_ids], broadcast=True)[0] if known_ids else known_ids
         run_id = uuid.uuid4().hex[:8]
         futures = {
-            client.submit(run_shard, builder, shard, known, key=f"facebatch-shard-{run_id}-{i}", pure=False): shard
+            client.submit(run_shard, builder, shard, known, key=f"facebatch-shard-{run_id}-{i}", pure=False,
+                          resources=resources): shard
             for i, shard in enumerate(shards)
         }
         if progress:
@@ -325,6 +330,34 @@ def _write_result(library: Library, result: ShardResult, plan: ScanPlan, summary
     summary.stage_seconds.update(result.stage_seconds)
 
 
+# Each shard asks its worker for one `model` slot: a worker started with `--resources model=1`
+# (jobs/dask/worker.sh) runs one shard at a time with its own models and all its threads, and the
+# shards waiting for a slot stay with the scheduler, free to go to whichever worker is idle.
+# Without the resource, the tasks Dask hands a many-threaded worker wait on its model lock there,
+# out of reach of idle workers.
+MODEL_RESOURCE = "model"
+
+
+def task_resources(workers: dict[str, Any]) -> tuple[dict[str, int] | None, str | None]:
+    """(resources each shard asks for, a warning) for the workers the scheduler knows."""
+    if workers and all(w.get("resources", {}).get(MODEL_RESOURCE, 0) >= 1 for w in workers.values()):
+        return {MODEL_RESOURCE: 1}, None
+    crowded = [w for w in workers.values() if w.get("nthreads", 1) > 1]
+    if crowded:
+        return None, (f"{len(crowded)} Dask workers have several threads and no `{MODEL_RESOURCE}` resource: their "
+                      f"shards wait for one another there; start workers with jobs/dask/worker.sh (or `dask worker "
+                      f"... --resources {MODEL_RESOURCE}=1`)")
+    return None, None
+
+
+def worker_arguments(cores: int, threads_per_model: int = 1) -> list[str]:
+    """`dask worker` options for a machine of `cores`: one worker process, one model and its
+    threads per group of `threads_per_model` cores (the same as the local cluster)."""
+    threads = max(1, threads_per_model)
+    return ["--nworkers", str(max(1, cores // threads)), "--nthreads", str(threads),
+            "--resources", f"{MODEL_RESOURCE}=1"]
+
+
 @contextmanager
 def dask_client(config: ScanConfig) -> Iterator[Any]:
     """A client of the given scheduler, or of a local cluster of worker processes that dies with us."""
@@ -346,6 +379,7 @@ def dask_client(config: ScanConfig) -> Iterator[Any]:
         processes=True,
         dashboard_address=":0",  # any free port: None does not disable it, and 8787 may be taken
         silence_logs=logging.ERROR,
+        resources={MODEL_RESOURCE: 1},
     ) as cluster, Client(cluster) as client:
         yield client
 

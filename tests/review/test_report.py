@@ -177,3 +177,11 @@ def test_a_real_browser_loads_every_thumbnail(library):
                 page.screenshot(path=str(artifacts / f"report-{name.replace('.html', '')}.png"), full_page=True)
         finally:
             browser.close()
+
+
+def test_report_out_must_be_a_folder(library, tmp_path):
+    (tmp_path / "file.txt").write_text("mine")
+    result = run("--library", library.root, "report", "--out", tmp_path / "file.txt")
+    assert (result.exit_code, result.output) == (1, f"Error: {tmp_path / 'file.txt'} is not a folder: --out names the "
+                                                    "folder the site is written into\n")
+    assert (tmp_path / "file.txt").read_text() == "mine"

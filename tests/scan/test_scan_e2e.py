@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from facebatch.scan.driver import worker_arguments
 from facebatch.store import Library
 from conftest import SAMPLE_DATA, dataset, hard_manifest, run
 
@@ -219,12 +220,13 @@ def test_an_existing_dask_cluster_gives_the_same_rows(tmp_path, sample_library):
                           "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ]
     try:
-        for _ in range(2):
-            processes.append(subprocess.Popen(
-                [*python, "distributed.cli.dask_worker", address, "--nthreads", "1", "--no-dashboard"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        # The settings of jobs/dask/worker.sh: one model slot per worker process, here 2 of them.
+        processes.append(subprocess.Popen(
+            [*python, "distributed.cli.dask_worker", address, *worker_arguments(2), "--no-dashboard"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         library = Library(tmp_path / "lib")
-        scan(library.root, str(SAMPLE_DATA), "--scheduler", address)
+        output, _ = scan(library.root, str(SAMPLE_DATA), "--scheduler", address)
+        assert "warning" not in output
     finally:
         for process in reversed(processes):
             process.terminate()

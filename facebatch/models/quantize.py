@@ -1,0 +1,118 @@
+"""FaceNet in int8: static quantisation (per-channel, QDQ) calibrated on real faces the package ships.
+
+Calibration needs real face crops, and an installed package has neither sample_data/ (it is in the
+repository, not in the wheel) nor ../shared. So the 21 faces MTCNN finds in sample_data/ ship as
+`calibration_faces.npz` (160x160 crops exactly as the scan makes them, 0.9 MB): the package can
+quantise on any machine, offline, and always the same way. `python -m facebatch.models.quantize
+sample_data` makes the file again from the photos; tests/models/test_quantize.py checks it still
+matches them. Each crop and its mirror image calibrate (42 inputs).
+
+Weights are signed int8 in 7 bits (`reduce_range`): on CPUs without AVX-512 VNNI (this AMD EPYC
+has AVX2 only) ONNX Runtime multiplies uint8 x int8 with VPMADDUBSW, whose int16 sums saturate
+with full-range weights: cosine to fp32 fell to 0.36 on some LFW faces. With 7-bit weights it is
+>= 0.997 everywhere, and the cached file is right on whichever CPU later reads it.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from facebatch.errors import FacebatchError
+
+if TYPE_CHECKING:
+    from facebatch.models.onnx_models import OnnxModel
+
+CALIBRATION_FILE = "calibration_faces.npz"
+# The quantised model must keep every calibration face this close to fp32 (cosine), or it is refused.
+MIN_COSINE = 0.99
+
+
+def calibration_faces() -> np.ndarray:
+    """(N, 160, 160, 3) uint8: the faces of sample_data/, shipped with the package."""
+    with resources.files("facebatch.models").joinpath(CALIBRATION_FILE).open("rb") as handle:
+        return np.load(handle)["faces"]
+
+
+def to_model_input(crops: np.ndarray) -> np.ndarray:
+    """(N, 160, 160, 3) uint8 -> (N, 3, 160, 160) float32, (x - 127.5) / 128, as models.embedding."""
+    return (np.ascontiguousarray(crops.transpose(0, 3, 1, 2)).astype(np.float32) - 127.5) / 128.0
+
+
+def quantize_facenet(fp32: OnnxModel) -> bytes:
+    """The int8 model's bytes, from the fp32 export; checked against it on the calibration faces."""
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType
+    from onnxruntime.quantization import quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    faces = calibration_faces()
+    inputs = to_model_input(np.concatenate([faces, faces[:, :, ::-1]]))
+
+    class Faces(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter([{"input": inputs[i : i + 1]} for i in range(len(inputs))])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.batches, None)
+
+    with tempfile.TemporaryDirectory(prefix="facebatch-quantize-") as scratch:
+        prepared, quantized = Path(scratch) / "prepared.onnx", Path(scratch) / "int8.onnx"
+        quant_pre_process(str(fp32.path), str(prepared))  # shapes and fused ops, as the quantiser expects
+        quantize_static(str(prepared), str(quantized), Faces(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        reduce_range=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax)
+        data = quantized.read_bytes()
+    _check_quantized(fp32, data, inputs)
+    return data
+
+
+def _check_quantized(fp32: OnnxModel, data: bytes, inputs: np.ndarray) -> None:
+    import onnxruntime
+
+    reference = fp32.session(threads=1).run(None, {"input": inputs})[0]
+    quantized = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, {"input": inputs})[0]
+    cosine = float(np.min(np.sum(_unit(reference) * _unit(quantized), axis=1)))
+    if cosine < MIN_COSINE:
+        raise FacebatchError(f"the int8 FaceNet strays from fp32 (cosine {cosine:.3f} < {MIN_COSINE}) on this "
+                             "machine's ONNX Runtime: use --precision fp32")
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+# --------------------------------------------------------------------------- making the calibration file
+
+
+def calibration_crops_from(folder: Path) -> np.ndarray:
+    """The 160x160 crop of every face MTCNN finds in the photos under `folder`, in path order, made
+    as the scan makes them (torch detection, so the file doesn't depend on the ONNX export)."""
+    from facebatch.config import DetectionSettings
+    from facebatch.imageload import read_photo_bytes
+    from facebatch.models.detection import FaceDetector
+    from facebatch.scan.discovery import discover
+    from facebatch.scan.pipeline import FacePipeline
+
+    pipeline = FacePipeline(FaceDetector(DetectionSettings()), embedder=None)
+    crops: list[np.ndarray] = []
+    for photo in sorted(discover([str(folder)]).photos, key=lambda p: p.path):
+        crops += pipeline.find_faces(read_photo_bytes(photo.path))[2]
+    return np.stack(crops)
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) != 1:
+        raise SystemExit("usage: python -m facebatch.models.quantize SAMPLE_DATA_FOLDER")
+    faces = calibration_crops_from(Path(argv[0]))
+    target = Path(__file__).with_name(CALIBRATION_FILE)
+    np.savez_compressed(target, faces=faces)
+    print(f"{len(faces)} faces -> {target}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
