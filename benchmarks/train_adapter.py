@@ -169,6 +169,7 @@ def measure_new(lib: Library, user: UserLabels, y: np.ndarray, look_alikes: list
     stranger = lib.dataset[new] == "lfw-strangers"
     unnamed_friend = ~named_person & ~stranger
     return {
+        "reliability": reliability(distance, right),
         "precision": float((suggested & right).sum() / max(1, suggested.sum())),
         "recall": float((suggested & right & named_person).sum() / max(1, named_person.sum())),
         "named_new": int(named_person.sum()),
@@ -177,6 +178,23 @@ def measure_new(lib: Library, user: UserLabels, y: np.ndarray, look_alikes: list
         "cluster_f": clustering_f(lib, user, y),
         "look_alikes": look_alike_accuracy(lib, y, look_alikes),
     }
+
+
+BANDS = [(0.0, 0.5), (0.5, 0.8), (0.8, 0.9), (0.9, 0.99), (0.99, 1.01)]
+
+
+def reliability(distance: np.ndarray, right: np.ndarray) -> list[tuple[str, int, float, float]]:
+    """(band, answers, mean confidence, share right) of the nearest-person answers, by the
+    confidence people.calibration gives their distance: does the mapping still hold?"""
+    from facebatch.people.calibration import confidence
+
+    c = confidence(distance)
+    out = []
+    for lo, hi in BANDS:
+        band = (c >= lo) & (c < hi)
+        if band.any():
+            out.append((f"{lo:.2f}-{min(hi, 1.0):.2f}", int(band.sum()), float(c[band].mean()), float(right[band].mean())))
+    return out
 
 
 def clustering_f(lib: Library, user: UserLabels, y: np.ndarray) -> float:
@@ -247,18 +265,22 @@ HEADER = ("| space | loss | half | suggestion precision | suggestion recall | st
 
 
 def rows(label: str, split: str, r: dict) -> list[str]:
+    """The plain space's row, then the adapter's (with what `train`'s check said)."""
     out = []
     for space in ("plain", "adapted"):
         m = r[space]
-        check = ("" if space == "plain" else
-                 r["verdict"] + (f" (loses on {', '.join(r['check_losses'])})" if r["check_losses"] else ""))
+        check = seconds = ""
+        if space == "adapted":
+            check = r["verdict"] + (f" (loses on {', '.join(r['check_losses'])})" if r["check_losses"] else "")
+            seconds = f"{r['seconds']:.1f}"
         out.append(f"| {space} | {label if space == 'adapted' else ''} | {split} | {m['precision']:.4f} | "
                    f"{m['recall']:.4f} | {m['strangers'][0]}/{m['strangers'][1]} | {m['unnamed'][0]}/{m['unnamed'][1]} | "
-                   f"{m['cluster_f']:.4f} | {m['look_alikes']:.4f} | {check} | "
-                   f"{r['seconds']:.1f} |" if space == "adapted" else
-                   f"| {space} | | {split} | {m['precision']:.4f} | {m['recall']:.4f} | {m['strangers'][0]}/{m['strangers'][1]} | "
-                   f"{m['unnamed'][0]}/{m['unnamed'][1]} | {m['cluster_f']:.4f} | {m['look_alikes']:.4f} | | |")
+                   f"{m['cluster_f']:.4f} | {m['look_alikes']:.4f} | {check} | {seconds} |")
     return out
+
+
+def label_of(overrides: dict, settings: TrainingSettings) -> str:
+    return ", ".join(f"{k} {v}" for k, v in overrides.items()) or f"default ({settings.loss})"
 
 
 def main() -> None:
@@ -273,19 +295,25 @@ def main() -> None:
     mix = load_mix(args.libraries, args.cache)
     configurations = [json.loads(s) for s in args.settings] or (GRID if args.grid else [{}])
     print(HEADER, flush=True)
+    calibration_rows = []  # the first configuration's, printed after the table
     for split in args.splits.split(","):
         plain_done = False
         for overrides in configurations:
             settings = TrainingSettings(**overrides)
             r = run(mix, split, settings, args.seed)
             if not plain_done:
+                calibration_rows += [(split, "plain", r["plain"]["reliability"]),
+                                     (split, f"adapted ({label_of(overrides, settings)})", r["adapted"]["reliability"])]
                 print(f"<!-- {split}: {r['library']} faces first, {r['new']} new; {r['people']} people named, "
                       f"{r['confirmed']} faces confirmed ({r['wrongly_confirmed']} wrongly), {r['nots']} faces known "
                       f"not to be someone; {r['plain']['named_new']} new faces of named people -->", flush=True)
-            label = ", ".join(f"{k} {v}" for k, v in overrides.items()) or f"default ({settings.loss})"
-            for line in rows(label, split, r)[0 if not plain_done else 1:]:
+            for line in rows(label_of(overrides, settings), split, r)[0 if not plain_done else 1:]:
                 print(line, flush=True)
             plain_done = True
+    print("\n| space | half | confidence band | answers | mean confidence | share right |\n|---|---|---|---|---|---|")
+    for split, space, bands in calibration_rows:
+        for band, n, mean, share in bands:
+            print(f"| {space} | {split} | {band} | {n} | {mean:.3f} | {share:.3f} |")
     print(f"\n`{' '.join(['.venv/bin/python', 'benchmarks/train_adapter.py'] + sys.argv[1:])}`")
 
 

@@ -24,7 +24,10 @@ from facebatch.config import (
     DEFAULT_DETECT_MAX_SIDE,
     DEFAULT_MIN_FACE,
     DEFAULT_MIN_SCORE,
+    PRECISIONS,
+    RUNTIMES,
     DetectionSettings,
+    ModelSettings,
     ScanConfig,
     library_path,
 )
@@ -164,6 +167,8 @@ def scan_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--weights", default="casia-webface", show_default=True,
                      help="casia-webface (offline), vggface2 (downloads) or a state-dict FILE.pt."),
         click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N."),
+        click.option("--runtime", type=click.Choice(RUNTIMES), help="onnx (no torch) or torch [default: onnx; torch with --device cuda]."),
+        click.option("--precision", type=click.Choice(PRECISIONS), help="FaceNet in fp32 or int8 (ONNX Runtime) [default: int8 on the CPU]."),
         click.option("--include", multiple=True, metavar="GLOB", help="Only photos matching GLOB (repeatable)."),
         click.option("--exclude", multiple=True, metavar="GLOB", help="Skip photos matching GLOB (repeatable)."),
         click.option("--force", is_flag=True, help="Run the models again on every photo, even unchanged ones."),
@@ -193,6 +198,7 @@ def _scan_config(library: Any, folders: tuple[str, ...], options: dict[str, Any]
         exclude=options["exclude"],
         force=options["force"],
         retry_errors=options["retry_errors"],
+        models=ModelSettings.choose(options["runtime"], options["precision"], options["device"]),
     )
 
 
@@ -811,12 +817,14 @@ def eval_group() -> None:
 @click.option("--folds", "n_folds", type=click.IntRange(min=2), default=10, show_default=True, help="Folds when the CSV has no fold column.")
 @click.option("--weights", default="casia-webface", show_default=True, help="casia-webface, vggface2 or a FILE.pt.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--runtime", type=click.Choice(RUNTIMES), help="onnx (no torch) or torch [default: onnx; torch with --device cuda].")
+@click.option("--precision", type=click.Choice(PRECISIONS), help="FaceNet in fp32 or int8 (ONNX Runtime) [default: int8 on the CPU].")
 @click.option("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, show_default=True, help="Faces per forward pass.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def eval_pairs(
-    pairs_csv: str, root: str, flip: bool, n_folds: int, weights: str, device: str, batch_size: int,
-    as_json: bool, quiet: bool,
+    pairs_csv: str, root: str, flip: bool, n_folds: int, weights: str, device: str, runtime: str | None,
+    precision: str | None, batch_size: int, as_json: bool, quiet: bool,
 ) -> None:
     """Verification accuracy on labelled pairs of photos (the LFW protocol).
 
@@ -837,7 +845,7 @@ def eval_pairs(
         raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
     root_path = Path(root).expanduser()
     pairs = read_pairs(Path(pairs_csv), root_path)
-    pipeline = build_pipeline(weights, device, batch_size)
+    pipeline = build_pipeline(weights, device, batch_size, models=ModelSettings.choose(runtime, precision, device))
     bar = ProgressBar(enabled=False if quiet else None)
     try:
         result = evaluate_pairs(pipeline, pairs, root_path, flip, n_folds, progress=bar)
@@ -1007,10 +1015,12 @@ def show_person(library: Any, name: str, output: str) -> None:
               "the best 1:1 accuracy on LFW].")
 @click.option("--weights", default="casia-webface", show_default=True, help="casia-webface, vggface2 or a FILE.pt.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--runtime", type=click.Choice(RUNTIMES), help="onnx (no torch) or torch [default: onnx; torch with --device cuda].")
+@click.option("--precision", type=click.Choice(PRECISIONS), help="FaceNet in fp32 or int8 (ONNX Runtime) [default: int8 on the CPU].")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def verify(
     photo_a: str, photo_b: str, face_index: tuple[int, ...], threshold: float | None, weights: str, device: str,
-    as_json: bool,
+    runtime: str | None, precision: str | None, as_json: bool,
 ) -> None:
     """Is the face in PHOTO_A the same person as the face in PHOTO_B?
 
@@ -1030,7 +1040,7 @@ def verify(
         if len(face_index) > 2:
             raise UsageError("--face is given at most twice (photo A, photo B)")
         faces = (face_index[0], face_index[-1]) if face_index else (None, None)
-        pipeline = build_pipeline(weights, device)
+        pipeline = build_pipeline(weights, device, models=ModelSettings.choose(runtime, precision, device))
         result = run_verify(pipeline, photo_a, photo_b, faces, DEFAULT_THRESHOLD if threshold is None else threshold)
     except FacebatchError as error:
         _fail(str(error), EXIT_ERROR)
@@ -1047,11 +1057,13 @@ def verify(
 @click.option("--min-confidence", type=float, default=None, help="Lowest confidence that names a face [default: 0.8].")
 @click.option("--weights", default="casia-webface", show_default=True, help="The weights the library was scanned with.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--runtime", type=click.Choice(RUNTIMES), help="onnx or torch [default: the library's].")
+@click.option("--precision", type=click.Choice(PRECISIONS), help="fp32 or int8 [default: the library's].")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per photo and line.")
 @with_library
 def identify(
     library: Any, photos: tuple[str, ...], top_k: int, min_confidence: float | None, weights: str, device: str,
-    as_json: bool,
+    runtime: str | None, precision: str | None, as_json: bool,
 ) -> None:
     """Who is in PHOTOS (files or folders)? Each face with the best named person and a confidence.
 
@@ -1066,7 +1078,7 @@ def identify(
     import json
 
     from facebatch.people.calibration import NAME_CONFIDENCE
-    from facebatch.people.recognition import identify_photos
+    from facebatch.people.recognition import identify_photos, library_models
     from facebatch.people.verification import build_pipeline
     from facebatch.scan.discovery import discover
 
@@ -1076,7 +1088,7 @@ def identify(
     paths = [p.path for p in found.photos]
     if not paths:
         raise InputError(f"no photos in {', '.join(photos)}")
-    pipeline = build_pipeline(weights, device)
+    pipeline = build_pipeline(weights, device, models=library_models(library, runtime, precision, device))
     read = 0
     for photo in identify_photos(library, pipeline, paths, top_k,
                                  NAME_CONFIDENCE if min_confidence is None else min_confidence):

@@ -89,18 +89,28 @@ class Library:
     def exists(self) -> bool:
         return self.info_path.exists()
 
-    def create(self, model: str) -> None:
-        """Make the folders and record the embedding model; an existing library must match it."""
+    def create(self, model: str) -> str | None:
+        """Make the folders and record the embedding model; an existing library must have the same
+        weights and preprocessing. When only the runtime or precision differs, the library takes the
+        new model and the previous one is returned: its faces are to be embedded again (the scan
+        does it, keeping every face id and label)."""
+        from facebatch.models.embedding import same_model, same_weights_other_variant
+
         info = self.read_info()
-        if info is not None and info.get("model") != model:
+        previous = info.get("model") if info is not None else None
+        if info is not None and not same_model(str(previous), model) and not same_weights_other_variant(str(previous), model):
             raise UsageError(
-                f"library {self.root} holds embeddings from {info.get('model')}, this scan uses {model}: "
+                f"library {self.root} holds embeddings from {previous}, this scan uses {model}: "
                 "embeddings of two models can't be compared; use another --library"
             )
         for folder in (self.photos_dir, self.faces_dir, self.shards_dir):
             folder.mkdir(parents=True, exist_ok=True)
         if info is None:
             atomic_write_json(self.info_path, {"format": 1, "model": model})
+        elif not same_model(str(previous), model):
+            atomic_write_json(self.info_path, {**info, "model": model})
+            return str(previous)
+        return None
 
     def add_roots(self, roots: list[str]) -> None:
         """Remember the folders scanned into this library (listings show paths relative to them)."""

@@ -17,10 +17,13 @@ from PIL import Image
 
 from facebatch.imageload import DecodedPhoto
 from facebatch.schema import EMBEDDING_DIM
+from facebatch.models.quantize import to_model_input
 from facebatch.models.weights import Weights, load_embedding_model
 
 if TYPE_CHECKING:
     import torch  # imported where used: scan's driver imports this module and never needs torch
+
+    from facebatch.models.onnx_models import OnnxModel
 
 # Part of every embedding's `model` tag: embeddings made with another crop are not comparable.
 PREPROCESSING = "box-margin44-182-centre160"
@@ -29,9 +32,34 @@ MARGIN = 44
 INPUT_SIZE = 160
 
 
-def model_tag(weights: Weights) -> str:
-    """What an embedding depends on: the weights (name@checksum) and the preprocessing."""
-    return f"{weights.tag}/{PREPROCESSING}"
+# Embeddings made before runtimes and precisions were recorded came from torch in fp32.
+LEGACY_VARIANT = "torch-fp32"
+
+
+def model_tag(weights: Weights, variant: str = LEGACY_VARIANT) -> str:
+    """What an embedding depends on: the weights (name@checksum), the preprocessing, and the runtime
+    and precision that computed it (`ModelSettings.variant`: onnx-int8, torch-fp32...)."""
+    return f"{weights.tag}/{PREPROCESSING}/{variant}"
+
+
+def split_model_tag(tag: str) -> tuple[str, str]:
+    """(weights and preprocessing, runtime-precision) of a model tag; a tag from before variants
+    were recorded is torch-fp32."""
+    head, _, last = tag.rpartition("/")
+    if head and "-" in last and "@" not in last and last.split("-")[0] in ("onnx", "torch"):
+        return head, last
+    return tag, LEGACY_VARIANT
+
+
+def same_weights_other_variant(old: str, new: str) -> bool:
+    """Embeddings of `old` can be remade as `new` from the same crops: only runtime/precision differ."""
+    (old_space, old_variant), (new_space, new_variant) = split_model_tag(old), split_model_tag(new)
+    return old_space == new_space and old_variant != new_variant
+
+
+def same_model(a: str, b: str) -> bool:
+    """Two tags name the same embeddings (a tag without a variant is torch-fp32)."""
+    return split_model_tag(a) == split_model_tag(b)
 
 
 def crop_region(box: Sequence[float], width: int, height: int) -> tuple[int, int, int, int]:
@@ -78,13 +106,13 @@ def to_input(crops: np.ndarray) -> torch.Tensor:
 
 
 class FaceEmbedder:
-    """Built once per worker: InceptionResnetV1 with the chosen weights."""
+    """Built once per worker: InceptionResnetV1 with the chosen weights, in torch."""
 
     def __init__(self, weights: Weights, device: str = "cpu", batch_size: int = 32) -> None:
         import torch
 
         self.weights = weights
-        self.model_tag = model_tag(weights)
+        self.model_tag = model_tag(weights, "torch-fp32")
         self.device = device
         self.batch_size = batch_size
         # Channels-last weights and input: NHWC max-pool and convolutions on the CPU, ~18% faster
@@ -104,3 +132,29 @@ class FaceEmbedder:
         if not out:
             return np.zeros((0, EMBEDDING_DIM), np.float32)
         return np.concatenate(out).astype(np.float32, copy=False)
+
+
+class OnnxFaceEmbedder:
+    """InceptionResnetV1 exported to ONNX (fp32, or int8: models.quantize), run in ONNX Runtime
+    without torch; the same crops and preprocessing as FaceEmbedder."""
+
+    def __init__(self, weights: Weights, model: OnnxModel, precision: str, threads: int, batch_size: int = 32) -> None:
+        self.weights = weights
+        self.model_tag = model_tag(weights, f"onnx-{precision}")
+        self.batch_size = batch_size
+        self.session = model.session(threads)
+
+    def embed(self, crops: np.ndarray) -> np.ndarray:
+        """L2-normalised float32 embeddings, (N, 512), for (N, 160, 160, 3) uint8 crops."""
+        out = [
+            self.session.run(None, {"input": to_model_input(crops[start : start + self.batch_size])})[0]
+            for start in range(0, len(crops), self.batch_size)
+        ]
+        if not out:
+            return np.zeros((0, EMBEDDING_DIM), np.float32)
+        embeddings = np.concatenate(out).astype(np.float32, copy=False)
+        # The graph ends in facenet-pytorch's normalisation; int8 rounding leaves norms a hair off 1.
+        return embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+
+
+Embedder = FaceEmbedder | OnnxFaceEmbedder

@@ -2,7 +2,7 @@
 
 Calibration needs real face crops, and an installed package has neither sample_data/ (it is in the
 repository, not in the wheel) nor ../shared. So the 21 faces MTCNN finds in sample_data/ ship as
-`calibration_faces.npz` (160x160 crops exactly as the scan makes them, 0.9 MB): the package can
+`calibration_faces.npz` (160x160 crops exactly as the scan makes them, 1.3 MB): the package can
 quantise on any machine, offline, and always the same way. `python -m facebatch.models.quantize
 sample_data` makes the file again from the photos; tests/models/test_quantize.py checks it still
 matches them. Each crop and its mirror image calibrate (42 inputs).
@@ -93,15 +93,18 @@ def calibration_crops_from(folder: Path) -> np.ndarray:
     """The 160x160 crop of every face MTCNN finds in the photos under `folder`, in path order, made
     as the scan makes them (torch detection, so the file doesn't depend on the ONNX export)."""
     from facebatch.config import DetectionSettings
-    from facebatch.imageload import read_photo_bytes
+    from facebatch.imageload import decode_photo, read_photo_bytes
     from facebatch.models.detection import FaceDetector
     from facebatch.scan.discovery import discover
-    from facebatch.scan.pipeline import FacePipeline
+    from facebatch.scan.pipeline import crops_of
 
-    pipeline = FacePipeline(FaceDetector(DetectionSettings()), embedder=None)
+    settings = DetectionSettings()
+    detector = FaceDetector(settings)
     crops: list[np.ndarray] = []
-    for photo in sorted(discover([str(folder)]).photos, key=lambda p: p.path):
-        crops += pipeline.find_faces(read_photo_bytes(photo.path))[2]
+    for file in sorted(discover([str(folder)]).photos, key=lambda p: p.path):
+        data = read_photo_bytes(file.path)
+        photo = decode_photo(data, min_long_side=settings.max_side)
+        crops += crops_of(data, photo, [face.box for face in detector.detect(photo)])
     return np.stack(crops)
 
 

@@ -57,6 +57,13 @@ KNN_MIN_FACES = 10_000
 KNN_NEIGHBOURS = 10
 ANN_MIN_FACES = 200_000  # from here on neighbours come from faiss, when installed
 DEFAULT_MIN_FACE_SIZE = 40
+# The centre of a big group is better known than a small one's: someone else's distance to it
+# grows with the group (per-comparison false accepts at 1e-4 on the development mix: 0.90 for 10
+# faces, 0.935 for 20, 0.94 for 40) while a true member's shrinks. So the member distance grows
+# by 0.01 per doubling beyond 10 faces (1.0 at 10,000), a third of what the strangers allow: on the
+# mix's `tune` half, all photos of each person + strangers went from F 0.988 to 0.990 with the
+# same 0.3% of strangers in a friend's cluster (benchmarks/people_mix.py; 0.02 let in 0.7%).
+MEMBER_DISTANCE_GROWTH = 0.01
 # Groups compared with each face left out, and with each group when joining: the nearest by
 # centre. More never changed a result on the development mix.
 CANDIDATES = 8
@@ -504,7 +511,7 @@ def _take_out_misfits(groups: _Groups, limit: float, min_size: int) -> int:
         first = np.r_[True, groups.label[faces][order][1:] != groups.label[faces][order][:-1]]
         worst = faces[order[first]]
         worst_rms = rms[order[first]]
-        out = worst[worst_rms > limit]
+        out = worst[worst_rms > _limit(limit, groups.size[groups.label[worst]] - 1)]
         if not len(out):
             break
         active = np.unique(groups.label[out])
@@ -512,6 +519,12 @@ def _take_out_misfits(groups: _Groups, limit: float, min_size: int) -> int:
         taken += len(out)
     taken += _dissolve_small(groups, min_size)
     return taken
+
+
+def _limit(limit: float, size: np.ndarray) -> np.ndarray:
+    """The member distance for a group of `size` faces: MEMBER_DISTANCE_GROWTH more per doubling
+    beyond 10 faces (a big group's centre is better known)."""
+    return limit + MEMBER_DISTANCE_GROWTH * np.log2(np.maximum(np.asarray(size, np.float64), 10.0) / 10.0)
 
 
 def _pinned(groups: _Groups, faces: np.ndarray) -> np.ndarray:
@@ -684,7 +697,7 @@ def _adopt_loose_faces(groups: _Groups, candidates: np.ndarray, cols: np.ndarray
         return 0
     pairs = np.unique(np.stack([rows, neighbour_groups[rows, slots]], axis=1), axis=0)
     distance = groups.distance_to(loose[pairs[:, 0]], pairs[:, 1])
-    fits = distance <= limit
+    fits = distance <= _limit(limit, groups.size[pairs[:, 1]])
     adopted = 0
     for i in np.argsort(distance[fits], kind="stable").tolist():
         row, g = pairs[fits][i].tolist()

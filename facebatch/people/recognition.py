@@ -12,7 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from facebatch.config import ModelSettings
 from facebatch.errors import InputError, NotFound, UsageError
+from facebatch.models.embedding import same_model, split_model_tag
 from facebatch.models.detection import Face
 from facebatch.people.calibration import NAME_CONFIDENCE, confidence
 from facebatch.people.embeddings import new_face_embeddings
@@ -80,12 +82,20 @@ class IdentifiedPhoto:
         return {"photo": self.path, "faces": [f.to_json() for f in self.faces], "error": self.error}
 
 
+def library_models(library: Library, runtime: str | None, precision: str | None, device: str = "cpu") -> ModelSettings:
+    """The runtime and precision asked for; what is not asked for, as the library's embeddings were made."""
+    info = library.read_info() or {}
+    if info.get("model") and runtime is None and precision is None and device == "cpu":
+        runtime, precision = split_model_tag(str(info["model"]))[1].split("-", 1)
+    return ModelSettings.choose(runtime, precision, device)
+
+
 def check_model(library: Library, pipeline: FacePipeline) -> None:
     info = library.read_info() or {}
-    if info.get("model") and info["model"] != pipeline.model:
+    if info.get("model") and not same_model(str(info["model"]), pipeline.model):
         raise UsageError(
             f"library {library.root} holds embeddings from {info['model']}, not {pipeline.model}: "
-            "use the same --weights as its scans"
+            "use the same --weights, --runtime and --precision as its scans"
         )
 
 

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from facebatch.config import DetectionSettings, check_device, require_device
+from facebatch.config import DetectionSettings, ModelSettings, check_device, require_device
 from facebatch.models.detection import Face
 from facebatch.errors import InputError, PhotoError, UsageError
 from facebatch.people.evaluation import DEFAULT_FAR, DEFAULT_FOLDS, VerificationReport, nearest_centre, verification_report
 from facebatch.imageload import read_photo_bytes
-from facebatch.scan.pipeline import FacePipeline, PipelineBuilder, pipeline_for
+from facebatch.scan.pipeline import FacePipeline, pipeline_for, prepare_builder
 from facebatch.models.weights import DEFAULT_WEIGHTS, resolve_weights
 from facebatch.people.calibration import NAME_CONFIDENCE, confidence
 
@@ -46,15 +46,19 @@ EMBED_CHUNK = 256  # photos whose crops are held in memory at once during `eval 
 
 
 def build_pipeline(
-    weights: str = DEFAULT_WEIGHTS, device: str = "cpu", batch_size: int = 32, threads: int | None = None
+    weights: str = DEFAULT_WEIGHTS,
+    device: str = "cpu",
+    batch_size: int = 32,
+    threads: int | None = None,
+    models: ModelSettings | None = None,
 ) -> FacePipeline:
-    """The scan's detector and embedder with default detection settings, in this process."""
+    """The scan's detector and embedder with default detection settings, in this process; `models`
+    None: the default runtime and precision for `device`."""
     check_device(device)
     require_device(device)
     weights_file = resolve_weights(weights)
-    builder = PipelineBuilder(
-        DetectionSettings(), weights_file, batch_size, device, torch_threads=threads or os.cpu_count() or 1
-    )
+    builder = prepare_builder(DetectionSettings(), weights_file, models or ModelSettings.choose(None, None, device),
+                              batch_size, device, threads or os.cpu_count() or 1)
     return pipeline_for(builder)  # cached: a second command in the same process reuses the models
 
 

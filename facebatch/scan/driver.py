@@ -18,13 +18,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from facebatch.config import require_device, DEFAULT_SHARD_SIZE, ScanConfig
 from facebatch.scan.discovery import Discovery, PhotoFile, discover, photo_extensions
-from facebatch.models.embedding import model_tag
+from facebatch.models.embedding import model_tag, same_model, split_model_tag
 from facebatch.errors import DamagedPart, FacebatchError, PhotoError
-from facebatch.scan.pipeline import PipelineBuilder, ShardResult, photo_row, run_shard
+from facebatch.scan.pipeline import (KnownPhoto, PipelineBuilder, ReembedResult, ShardResult, photo_row,
+                                     prepare_builder, reembed_shard, run_shard)
 from facebatch.schema import FACES_SCHEMA, LIVE_STATUSES, PHOTOS_SCHEMA, STATUS_ERROR, STATUS_GONE
 from facebatch.store import Library
 from facebatch.models.weights import resolve_weights
@@ -98,13 +100,14 @@ def scan(config: ScanConfig, progress: ProgressCallback | None = None) -> ScanSu
     if config.scheduler is None:  # a cluster's workers have their own devices
         require_device(config.device)
     weights = resolve_weights(config.weights)
-    model = model_tag(weights)
+    model = model_tag(weights, config.models.variant)
     summary = ScanSummary(library=str(library.root), warnings=list(discovery.warnings))
     if not discovery.photos:
         looked_for = " ".join(sorted(photo_extensions()))
         summary.warnings.append(f"no photos under {', '.join(config.roots)} (looked for {looked_for}, in any case)")
     with library.lock():
-        library.create(model)
+        if (previous := library.create(model)) is not None:
+            summary.warnings.append(_reembed_notice(library, previous, model))
         library.add_roots([os.path.abspath(r) for r in config.roots if os.path.isdir(r)])
         library.remove_unfinished_parts()
         plan = _plan_setting_aside_damage(library, discovery, config, summary)
@@ -113,10 +116,11 @@ def scan(config: ScanConfig, progress: ProgressCallback | None = None) -> ScanSu
             _write_gone(library, plan.gone, model)
             summary.gone = len(plan.gone)
         if plan.todo:
-            builder = PipelineBuilder(config.detection, weights, config.batch_size, config.device)
+            builder = prepare_builder(config.detection, weights, config.models, config.batch_size, config.device)
             _run_shards(config, library, builder, model, plan, summary, progress)
         if plan.gone or plan.todo:  # otherwise the tables are as the first reconcile left them
             library.reconcile()
+        _reembed(config, library, weights, model, summary, progress)
     summary.elapsed = time.monotonic() - started
     return summary
 
@@ -356,6 +360,89 @@ def worker_arguments(cores: int, threads_per_model: int = 1) -> list[str]:
     threads = max(1, threads_per_model)
     return ["--nworkers", str(max(1, cores // threads)), "--nthreads", str(threads),
             "--resources", f"{MODEL_RESOURCE}=1"]
+
+
+# --------------------------------------------------------------------------- re-embed (another runtime/precision)
+# A library switched to another runtime or precision of the same weights keeps its faces: each is
+# embedded again from its stored box (same crop, no detection), shard by shard on the workers, and
+# written as a part like any scan's, so a killed re-embed resumes where it stopped.
+
+REEMBED_COLUMNS = ["face_id", "photo_id", "path", "face_index", "box", "score", "landmarks", "model"]
+
+
+def _reembed_notice(library: Library, previous: str, model: str) -> str:
+    return (f"library {library.root}: its faces are embedded again with {split_model_tag(model)[1]} (were "
+            f"{split_model_tag(previous)[1]}); face ids and names are kept")
+
+
+def plan_reembed(faces: pa.Table, model: str, shard_size: int | None) -> list[list[KnownPhoto]]:
+    """Photos with faces embedded by another model than `model` (REEMBED_COLUMNS rows), in shards."""
+    stale = {p for p, m in zip(faces["photo_id"].to_pylist(), faces["model"].to_pylist()) if not same_model(m, model)}
+    by_photo: dict[str, list[int]] = {}
+    for i, photo_id in enumerate(faces["photo_id"].to_pylist()):
+        if photo_id in stale:
+            by_photo.setdefault(photo_id, []).append(i)
+    face_ids, paths, boxes = (faces[c].to_pylist() for c in ("face_id", "path", "box"))
+    photos = [KnownPhoto(paths[rows[0]], photo_id, tuple(face_ids[i] for i in rows), tuple(tuple(boxes[i]) for i in rows))
+              for photo_id, rows in by_photo.items()]
+    size = shard_size or DEFAULT_SHARD_SIZE
+    return [photos[i : i + size] for i in range(0, len(photos), size)]
+
+
+def _reembed(
+    config: ScanConfig,
+    library: Library,
+    weights: Any,
+    model: str,
+    summary: ScanSummary,
+    progress: ProgressCallback | None,
+) -> None:
+    """Embed again every face of another runtime/precision (a switch, or one a kill left half done)."""
+    from distributed import as_completed
+
+    faces = library.read_faces(REEMBED_COLUMNS)
+    shards = plan_reembed(faces, model, config.shard_size)
+    if not shards:
+        return
+    builder = prepare_builder(config.detection, weights, config.models, config.batch_size, config.device)
+    rows = {face_id: i for i, face_id in enumerate(faces["face_id"].to_pylist())}
+    total, done, skipped = sum(len(s) for s in shards), 0, 0
+    with dask_client(config) as client:
+        run_id = uuid.uuid4().hex[:8]
+        futures = {client.submit(reembed_shard, builder, shard, key=f"facebatch-reembed-{run_id}-{i}", pure=False): shard
+                   for i, shard in enumerate(shards)}
+        for future in as_completed(futures):
+            shard = futures.pop(future)
+            try:
+                result: ReembedResult = future.result()
+            except Exception as exc:  # noqa: BLE001 - a dead worker: these faces wait for the next scan
+                result = ReembedResult([], np.zeros((0, 0), np.float32),
+                                       {p.path: f"{type(exc).__name__}: {exc}" for p in shard}, {})
+            _write_reembedded(library, faces, rows, result, model)
+            done += len(shard)
+            skipped += len(result.skipped)
+            summary.stage_seconds.update(result.stage_seconds)
+            if progress:
+                progress(done, total, summary.faces, summary.failed)
+    library.reconcile()
+    if skipped:
+        summary.warnings.append(f"{skipped} photos were not embedded again (changed or unreadable since their scan); "
+                                "the next scan does them")
+
+
+def _write_reembedded(library: Library, faces: pa.Table, rows: dict[str, int], result: ReembedResult, model: str) -> None:
+    """The faces' rows as they were, with the new embeddings and model: the latest part of their
+    photos, so `reconcile` drops the old rows."""
+    if not result.face_ids:
+        return
+    table = faces.take(pa.array([rows[f] for f in result.face_ids], pa.int64()))
+    embeddings = result.embeddings.astype(np.float32)
+    columns = {name: table[name] for name in table.column_names if name != "model"}
+    columns["model"] = pa.array([model] * table.num_rows, pa.string())
+    columns["embedding"] = pa.FixedSizeListArray.from_arrays(pa.array(embeddings.reshape(-1)), embeddings.shape[1])
+    stats = {"kind": "reembed", "photos": 0, "faces": table.num_rows, "stage_seconds": result.stage_seconds,
+             "model": model, "finished_at": datetime.now(timezone.utc).isoformat()}
+    library.write_shard(PHOTOS_SCHEMA.empty_table(), pa.table({n: columns[n] for n in FACES_SCHEMA.names}), stats, model)
 
 
 @contextmanager

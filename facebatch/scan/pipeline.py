@@ -1,7 +1,11 @@
 """One shard on one worker: read, hash, decode, detect, crop, embed; every photo becomes a row.
 
 Workers receive a small picklable `PipelineBuilder` with each task and build the heavy models
-from it once per process (cached), never a pickled model per task.
+from it once per process (cached), never a pickled model per task. In ONNX Runtime (the default)
+a worker never imports torch; `--runtime torch` (and `--device cuda`) builds the torch modules.
+
+`reembed_shard` is the other task: faces already in the library embedded again from the same
+boxes and crops (no detection), when a library moves to another runtime or precision.
 """
 
 from __future__ import annotations
@@ -18,11 +22,13 @@ from datetime import datetime, timezone
 import numpy as np
 import pyarrow as pa
 
-from facebatch.config import DetectionSettings
+from facebatch.config import DetectionSettings, ModelSettings
 from facebatch.models.detection import Face, FaceDetector
+from facebatch.models.onnx_models import OnnxModels
 from facebatch.scan.discovery import PhotoFile
-from facebatch.models.embedding import INPUT_SIZE, FaceEmbedder, face_crop, needed_long_side
-from facebatch.errors import PhotoError
+from facebatch.models.embedding import (INPUT_SIZE, Embedder, FaceEmbedder, OnnxFaceEmbedder, face_crop,
+                                        needed_long_side)
+from facebatch.errors import FacebatchError, PhotoError
 from facebatch.imageload import DecodedPhoto, decode_photo, read_photo_bytes
 from facebatch.schema import FACES_SCHEMA, PHOTOS_SCHEMA, STATUS_ERROR, STATUS_NO_FACES, STATUS_OK
 from facebatch.models.weights import Weights
@@ -38,20 +44,53 @@ class PipelineBuilder:
     weights: Weights
     batch_size: int = 32
     device: str = "cpu"
-    torch_threads: int | None = None  # None: the Dask worker's thread count
+    torch_threads: int | None = None  # threads of the models (torch or ONNX Runtime); None: the Dask worker's
+    models: ModelSettings = ModelSettings("torch", "fp32")
+    onnx: OnnxModels | None = None  # the files of `models` when it runs in ONNX Runtime (prepare_builder)
 
     def build(self) -> FacePipeline:
-        import torch
+        threads = self.torch_threads or _worker_threads()
+        if self.models.runtime == "torch":
+            import torch
 
-        torch.set_num_threads(self.torch_threads or _worker_threads())
-        pipeline = FacePipeline(
-            FaceDetector(self.detection, self.device),
-            FaceEmbedder(self.weights, self.device, self.batch_size),
-        )
-        # torch's modules and the models live as long as the process: keep the garbage collector
-        # from walking them on every full collection and at exit (a worker stops ~0.7 s sooner).
+            from facebatch.models.mtcnn import TorchMtcnnNets
+
+            torch.set_num_threads(threads)
+            pipeline = FacePipeline(
+                FaceDetector(self.detection, TorchMtcnnNets(self.device)),
+                FaceEmbedder(self.weights, self.device, self.batch_size),
+            )
+        else:
+            from facebatch.models.onnx_models import OnnxMtcnnNets
+
+            if self.onnx is None:
+                raise FacebatchError("the ONNX models were not prepared: build the pipeline with prepare_builder()")
+            pipeline = FacePipeline(
+                FaceDetector(self.detection, OnnxMtcnnNets(self.onnx, threads)),
+                OnnxFaceEmbedder(self.weights, self.onnx.facenet, self.models.precision, threads, self.batch_size),
+            )
+        # The models (and torch's modules, when loaded) live as long as the process: keep the garbage
+        # collector from walking them on every full collection and at exit (a worker stops ~0.7 s sooner).
         gc.freeze()
         return pipeline
+
+
+def prepare_builder(
+    detection: DetectionSettings,
+    weights: Weights,
+    models: ModelSettings,
+    batch_size: int = 32,
+    device: str = "cpu",
+    threads: int | None = None,
+) -> PipelineBuilder:
+    """A builder for `models`; for ONNX Runtime its files are made here, once (that needs torch),
+    so that workers only read them."""
+    onnx = None
+    if models.runtime == "onnx":
+        from facebatch.models.onnx_models import prepare_onnx_models
+
+        onnx = prepare_onnx_models(weights, models.precision)
+    return PipelineBuilder(detection, weights, batch_size, device, threads, models, onnx)
 
 
 def _worker_threads() -> int:
@@ -93,6 +132,32 @@ def run_shard(builder: PipelineBuilder, files: Sequence[PhotoFile], known_ids: f
         return pipeline.process(files, known_ids)
 
 
+@dataclass(frozen=True)
+class KnownPhoto:
+    """A photo whose faces are in the library: embedded again from these boxes, no detection."""
+
+    path: str
+    photo_id: str
+    face_ids: tuple[str, ...]
+    boxes: tuple[tuple[float, float, float, float], ...]
+
+
+@dataclass
+class ReembedResult:
+    face_ids: list[str]
+    embeddings: np.ndarray  # (len(face_ids), 512)
+    skipped: dict[str, str]  # path -> why its faces were left as they were (changed, unreadable)
+    stage_seconds: dict[str, float]
+
+
+def reembed_shard(builder: PipelineBuilder, photos: Sequence[KnownPhoto]) -> ReembedResult:
+    """The Dask task of a re-embed: each photo read, checked against its id, decoded as the scan
+    decodes it, and its known boxes cropped and embedded with this builder's models."""
+    pipeline = pipeline_for(builder)
+    with pipeline.lock:
+        return pipeline.reembed(photos)
+
+
 @dataclass
 class _ShardRows:
     photos: list[dict] = field(default_factory=list)
@@ -104,7 +169,7 @@ class _ShardRows:
 
 
 class FacePipeline:
-    def __init__(self, detector: FaceDetector, embedder: FaceEmbedder) -> None:
+    def __init__(self, detector: FaceDetector, embedder: Embedder) -> None:
         self.detector = detector
         self.embedder = embedder
         self.lock = threading.Lock()
@@ -130,6 +195,34 @@ class FacePipeline:
             errors=dict(rows.errors),
         )
 
+    def reembed(self, photos: Sequence[KnownPhoto]) -> ReembedResult:
+        seconds: Counter = Counter()
+        clock = _StageClock(seconds)
+        face_ids: list[str] = []
+        crops: list[np.ndarray] = []
+        skipped: dict[str, str] = {}
+        for known in photos:
+            try:
+                with clock("read"):
+                    data = read_photo_bytes(known.path)
+                if hashlib.blake2b(data, digest_size=16).hexdigest() != known.photo_id:
+                    skipped[known.path] = "changed since it was scanned"
+                    continue
+                with clock("decode"):
+                    photo = decode_photo(data, min_long_side=self.detector.settings.max_side)
+                with clock("crop"):
+                    crops += crops_of(data, photo, known.boxes)
+            except PhotoError as exc:
+                skipped[known.path] = exc.message
+                continue
+            except Exception as exc:  # noqa: BLE001 - one bad photo must never end the re-embed
+                skipped[known.path] = f"{type(exc).__name__}: {exc}"
+                continue
+            face_ids += known.face_ids
+        with clock("embed"):
+            embeddings = self.embedder.embed(np.stack(crops) if crops else _no_crops())
+        return ReembedResult(face_ids, embeddings, skipped, {stage: seconds[stage] for stage in STAGES})
+
     def find_faces(
         self, data: bytes, seconds: Counter | None = None
     ) -> tuple[DecodedPhoto, list[Face], list[np.ndarray]]:
@@ -140,7 +233,7 @@ class FacePipeline:
         with clock("detect"):
             faces = self.detector.detect(photo)
         with clock("crop"):
-            crops = _crops(data, photo, faces)
+            crops = crops_of(data, photo, [face.box for face in faces])
         return photo, faces, crops
 
     def _process_photo(self, file: PhotoFile, known_ids: frozenset[str], rows: _ShardRows) -> None:
@@ -169,11 +262,10 @@ class FacePipeline:
             rows.crops.append(crop)
 
 
-def _crops(data: bytes, photo: DecodedPhoto, faces: list[Face]) -> list[np.ndarray]:
+def crops_of(data: bytes, photo: DecodedPhoto, boxes: Sequence[Sequence[float]]) -> list[np.ndarray]:
     """Crops come from a decode large enough for every face (full size when a face is small)."""
-    if not faces:
+    if not boxes:
         return []
-    boxes = [f.box for f in faces]
     needed = needed_long_side(boxes, photo.width, photo.height)
     have = max(photo.image.size)
     if (needed is None and photo.scale < 1) or (needed is not None and have < needed):
