@@ -6,16 +6,22 @@ Photo sets, made from ../shared/datasets (never copied into the repo):
 - `lfw`: LFW originals (250x250), one face each.
 
 Methods, each in its own process tree, alternating over --rounds:
-- facebatch: `facebatch scan` with its defaults (local cluster, all cores), fresh library;
+- facebatch: `facebatch scan` with its defaults (local cluster, all cores: ONNX Runtime, FaceNet in
+  int8, MTCNN's batched glue), fresh library;
+- facebatch torch: the same with `--runtime torch` (torch fp32 nets, the same batched glue);
+- facebatch before: with `--before DIR`, `facebatch scan` from another source tree (e.g. `git
+  archive cb47748 | tar -x -C /tmp/before`: torch and facenet-pytorch's detect_face), this venv;
 - naive: PIL open at full size, facenet-pytorch MTCNN(keep_all=True) on the full image, then each
   face through InceptionResnetV1 one at a time (what facenet-pytorch's README leads to);
 - face_recognition: dlib HOG detector + dlib ResNet, as many processes as cores (when installed:
   `pip install dlib-bin face_recognition_models && pip install --no-deps face_recognition`).
 
-Prints a markdown table (photos/s, faces/s, ratio to naive, peak memory per process, faces found of
-those placed), facebatch's time per stage and the model-only ceiling, and the reproducing command.
+Prints a markdown table (photos/s, faces/s, ratio to naive and to face_recognition, peak memory
+per process, faces found of those placed), facebatch's time per stage, where detection's time goes
+(each net against the glue around them, on 6 of the 12mp photos, one thread), the model-only
+ceiling, and the reproducing command.
 
-    .venv/bin/python benchmarks/scan_throughput.py [--photos 24] [--small 200] [--rounds 1]
+    .venv/bin/python benchmarks/scan_throughput.py [--photos 24] [--small 200] [--rounds 1] [--before DIR]
 """
 
 from __future__ import annotations
@@ -35,7 +41,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+PROJECT = Path(__file__).resolve().parents[1]
+DATASETS = PROJECT.parent / "shared" / "datasets"
 WIDTH, HEIGHT = 4032, 3024
 LFW_FACE = (68, 68, 182, 182)  # where the face sits in a deep-funneled 250x250 LFW image
 
@@ -187,9 +194,11 @@ class PeakMemory(threading.Thread):
         return max(self.peaks.values(), default=0) / 2**20
 
 
-def measure(command: list[str]) -> tuple[float, float, str]:
+def measure(command: list[str], tree: Path | None = None) -> tuple[float, float, str]:
+    """Seconds, peak MB of any process of its tree, stdout; `tree`: the facebatch source it runs."""
+    env = {**os.environ, "PYTHONPATH": str(tree)} if tree else None
     started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env, cwd=tree)
     sampler = PeakMemory(process.pid)
     sampler.start()
     out, _ = process.communicate()
@@ -223,32 +232,103 @@ def facebatch_found(library: Path) -> tuple[dict[str, list[list[float]]], Counte
 
 
 def ceiling(batch_size: int) -> tuple[float, float]:
-    """Model-only: InceptionResnetV1 faces/s at the batch size used; MTCNN s/photo at detection size."""
-    import torch
-
-    from facebatch.config import DEFAULT_DETECT_MAX_SIDE, DetectionSettings
-    from facebatch.models.detection import FaceDetector
-    from facebatch.models.embedding import FaceEmbedder
+    """Model-only, default models (ONNX Runtime, int8 FaceNet), all cores: FaceNet faces/s at the
+    batch size used; MTCNN s/photo on a face-less photo at the detection size."""
+    from facebatch.config import DEFAULT_DETECT_MAX_SIDE, DetectionSettings, ModelSettings
     from facebatch.imageload import DecodedPhoto
     from facebatch.models.weights import resolve_weights
+    from facebatch.scan.pipeline import prepare_builder
 
-    torch.set_num_threads(os.cpu_count() or 1)
-    embedder = FaceEmbedder(resolve_weights(), batch_size=batch_size)
+    builder = prepare_builder(DetectionSettings(), resolve_weights(), ModelSettings(), batch_size,
+                              threads=os.cpu_count() or 1)
+    pipeline = builder.build()
     crops = np.random.default_rng(0).integers(0, 255, (batch_size, 160, 160, 3), np.uint8)
-    embedder.embed(crops)
+    pipeline.embedder.embed(crops)
     started = time.perf_counter()
     for _ in range(3):
-        embedder.embed(crops)
+        pipeline.embedder.embed(crops)
     faces_per_s = 3 * batch_size / (time.perf_counter() - started)
-    detector = FaceDetector(DetectionSettings())
     side = DEFAULT_DETECT_MAX_SIDE
     image = Image.open(sorted((DATASETS / "hard" / "no_faces").glob("*.jpg"))[0]).convert("RGB")
     photo = DecodedPhoto(image.resize((side, side * 3 // 4)), side, side * 3 // 4)
-    detector.detect(photo)
+    pipeline.detector.detect(photo)
     started = time.perf_counter()
     for _ in range(3):
-        detector.detect(photo)
+        pipeline.detector.detect(photo)
     return faces_per_s, (time.perf_counter() - started) / 3
+
+
+class TimedNets:
+    """MTCNN nets that add up the seconds spent in each of them."""
+
+    def __init__(self, nets: object) -> None:
+        self.nets = nets
+        self.seconds: Counter = Counter()
+
+    def _timed(self, name: str, batch: np.ndarray) -> tuple[np.ndarray, ...]:
+        started = time.perf_counter()
+        out = getattr(self.nets, name)(batch)
+        self.seconds[name] += time.perf_counter() - started
+        return out
+
+    def pnet(self, image: np.ndarray) -> tuple[np.ndarray, ...]:
+        return self._timed("pnet", image)
+
+    def rnet(self, crops: np.ndarray) -> tuple[np.ndarray, ...]:
+        return self._timed("rnet", crops)
+
+    def onet(self, crops: np.ndarray) -> tuple[np.ndarray, ...]:
+        return self._timed("onet", crops)
+
+
+def detection_breakdown(folder: Path, count: int = 6) -> list[tuple[str, float, dict[str, float]]]:
+    """Seconds per photo in detection on one thread, and each net's share, for facenet-pytorch's
+    detect_face (a resize call per box) and for the batched glue with torch and with ONNX nets."""
+    import torch
+    from facenet_pytorch.models.utils.detect_face import detect_face
+
+    from facebatch.config import DEFAULT_DETECT_MAX_SIDE
+    from facebatch.imageload import decode_photo
+    from facebatch.models.detection import MTCNN_MIN_SIZE, detection_copy
+    from facebatch.models.mtcnn import MTCNN_SCALE_FACTOR, MTCNN_THRESHOLDS, TorchMtcnnNets, detect_faces
+    from facebatch.models.onnx_models import OnnxMtcnnNets, prepare_onnx_models
+    from facebatch.models.weights import resolve_weights
+
+    torch.set_num_threads(1)
+    photos = []
+    for path in sorted(folder.iterdir())[:count]:
+        photo = decode_photo(path.read_bytes(), min_long_side=DEFAULT_DETECT_MAX_SIDE)
+        photos.append(np.asarray(detection_copy(photo, DEFAULT_DETECT_MAX_SIDE)[0]))
+    torch_nets = TorchMtcnnNets()
+    onnx_nets = OnnxMtcnnNets(prepare_onnx_models(resolve_weights(), "int8"), threads=1)
+
+    class TimedModule(torch.nn.Module):  # facenet-pytorch calls its nets as modules
+        def __init__(self, net: torch.nn.Module, name: str, seconds: Counter) -> None:
+            super().__init__()
+            self.net, self.name, self.seconds = net, name, seconds
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            started = time.perf_counter()
+            out = self.net(x)
+            self.seconds[self.name] += time.perf_counter() - started
+            return out
+
+    rows = []
+    seconds: Counter = Counter()
+    modules = [TimedModule(net, name, seconds) for net, name in zip(torch_nets._nets, ("pnet", "rnet", "onet"))]
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for pixels in photos:
+            detect_face(pixels[None], MTCNN_MIN_SIZE, *modules, list(MTCNN_THRESHOLDS), MTCNN_SCALE_FACTOR, "cpu")
+    rows.append(("facenet-pytorch detect_face, torch nets (before)", time.perf_counter() - started, dict(seconds)))
+    for name, nets in (("batched glue, torch nets (--runtime torch)", torch_nets),
+                       ("batched glue, ONNX Runtime nets (default)", onnx_nets)):
+        timed = TimedNets(nets)
+        started = time.perf_counter()
+        for pixels in photos:
+            detect_faces(pixels, MTCNN_MIN_SIZE, timed)
+        rows.append((name, time.perf_counter() - started, dict(timed.seconds)))
+    return [(name, total / len(photos), {k: v / total for k, v in shares.items()}) for name, total, shares in rows]
 
 
 def main() -> None:
@@ -256,6 +336,7 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=24, help="12-megapixel photos")
     parser.add_argument("--small", type=int, default=200, help="LFW-size photos")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--before", type=Path, help="another facebatch source tree, scanned with as `facebatch before`")
     parser.add_argument("--child", nargs=2, metavar=("METHOD", "FOLDER"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -266,9 +347,12 @@ def main() -> None:
     if not DATASETS.is_dir():
         sys.exit(f"{DATASETS} is absent: this benchmark needs the internal test photos")
 
-    facebatch = str(Path(sys.executable).parent / "facebatch")
+    cli = [sys.executable, "-c", "import sys; sys.argv[0] = 'facebatch'; from facebatch.cli import main; main()"]
+    facebatch_runs = {"facebatch": (PROJECT, []), "facebatch torch": (PROJECT, ["--runtime", "torch"])}
+    if args.before:
+        facebatch_runs["facebatch before"] = (args.before.resolve(), [])
     me = [sys.executable, __file__, "--child"]
-    methods = ["facebatch", "naive"] + (["face_recognition"] if face_recognition_available() else [])
+    methods = [*facebatch_runs, "naive"] + (["face_recognition"] if face_recognition_available() else [])
     rows, stage_totals = [], Counter()
     with tempfile.TemporaryDirectory() as tmp:
         sets = {"12mp": make_12mp(Path(tmp) / "12mp", args.photos), "lfw": make_small(Path(tmp) / "lfw", args.small)}
@@ -277,11 +361,13 @@ def main() -> None:
             for name, truth in sets.items():
                 folder = Path(tmp) / name
                 for method in methods:
-                    if method == "facebatch":
-                        library = Path(tmp) / f"lib-{name}-{round_}"
-                        seconds, peak, _ = measure([facebatch, "--library", str(library), "scan", str(folder), "-q"])
+                    if method in facebatch_runs:
+                        tree, options = facebatch_runs[method]
+                        library = Path(tmp) / f"lib-{name}-{method.replace(' ', '-')}-{round_}"
+                        seconds, peak, _ = measure([*cli, "--library", str(library), "scan", str(folder), "-q",
+                                                    *options], tree)
                         found, stages = facebatch_found(library)
-                        if name == "12mp":
+                        if name == "12mp" and method == "facebatch":
                             stage_totals.update(stages)
                     else:
                         seconds, peak, out = measure([*me, method, str(folder)])
@@ -294,25 +380,40 @@ def main() -> None:
             hits, detections = runs[-1][2], runs[-1][3]
             photos, placed = len(sets[name]), sum(len(v) for v in sets[name].values())
             rows.append((name, method, photos, seconds, photos / seconds, detections / seconds, peak, hits, placed))
-    naive = {name: r[4] for r in rows if r[1] == "naive" for name in [r[0]]}
-    print("| photos | method | n | seconds | photos/s | faces/s | x naive | peak MB/process | faces found/placed |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    naive = {r[0]: r[4] for r in rows if r[1] == "naive"}
+    dlib = {r[0]: r[4] for r in rows if r[1] == "face_recognition"}
+    print("| photos | method | n | seconds | photos/s | faces/s | x naive | x face_recognition | peak MB/process | "
+          "faces found/placed |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, method, photos, seconds, pps, fps, peak, hits, placed in rows:
+        versus_dlib = f"{pps / dlib[name]:.2f}" if name in dlib else "-"
         print(f"| {name} | {method} | {photos} | {seconds:.1f} | {pps:.2f} | {fps:.2f} | {pps / naive[name]:.1f} | "
-              f"{peak:.0f} | {hits}/{placed} |")
+              f"{versus_dlib} | {peak:.0f} | {hits}/{placed} |")
 
     total = sum(stage_totals.values())
     print("\nfacebatch on 12mp, worker time per stage (all workers):\n")
     print("| stage | seconds | share |\n|---|---|---|")
     for stage, seconds in stage_totals.items():
         print(f"| {stage} | {seconds:.1f} | {seconds / total:.0%} |")
+    print("\nwhere detection's time goes, 6 of the 12mp photos at the detection size, one thread:\n")
+    print("| detection | s/photo | P-Net | R-Net | O-Net | glue (pyramid, crops, NMS) |\n|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, per_photo, shares in detection_breakdown(_six_12mp(Path(tmp))):
+            nets = [shares.get(net, 0.0) for net in ("pnet", "rnet", "onet")]
+            print(f"| {name} | {per_photo:.3f} | " + " | ".join(f"{x:.0%}" for x in nets) + f" | {1 - sum(nets):.0%} |")
     faces_per_s, detect_s = ceiling(32)
-    print(f"\nmodel-only ceiling on this machine: InceptionResnetV1 {faces_per_s:.1f} faces/s at batch 32; "
-          f"MTCNN {detect_s:.2f} s per photo at the detection size")
+    print(f"\nmodel-only ceiling on this machine (default models, all cores): InceptionResnetV1 {faces_per_s:.1f} "
+          f"faces/s at batch 32; MTCNN {detect_s:.2f} s per face-less photo at the detection size")
     print(f"model forward share (detect + embed) of worker time: "
           f"{(stage_totals['detect'] + stage_totals['embed']) / total:.0%}")
-    print(f"\nmachine: {os.cpu_count()} cores; reproduce: .venv/bin/python benchmarks/scan_throughput.py "
-          f"--photos {args.photos} --small {args.small} --rounds {args.rounds}")
+    before = f" --before {args.before}" if args.before else ""
+    print(f"\nmachine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f} at the end; reproduce: .venv/bin/python "
+          f"benchmarks/scan_throughput.py --photos {args.photos} --small {args.small} --rounds {args.rounds}{before}")
+
+
+def _six_12mp(folder: Path) -> Path:
+    make_12mp(folder, 6)
+    return folder
 
 
 if __name__ == "__main__":

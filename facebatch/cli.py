@@ -749,7 +749,7 @@ def train_command(library: Any, evaluate: bool, off: bool, loss: str, steps: int
         facebatch train --evaluate
         facebatch train --off
     """
-    from facebatch.people.adapter import adapter_off, train_adapter
+    from facebatch.people.adapter import CHECKS, adapter_off, train_adapter
     from facebatch.people.training import TrainingSettings
 
     if off:
@@ -767,14 +767,10 @@ def train_command(library: Any, evaluate: bool, off: bool, loss: str, steps: int
                f"{report.held_out_people} people held out whole and background faces: {report.plain.strangers} faces "
                "of nobody named")
     click.echo(f"{'':<32}{'plain':>10}{'adapted':>10}")
-    for label, plain, adapted in (
-        ("suggestion precision", f"{report.plain.precision:.3f}", f"{report.adapted.precision:.3f}"),
-        ("suggestion recall", f"{report.plain.recall:.3f}", f"{report.adapted.recall:.3f}"),
-        ("clustering F", f"{report.plain.cluster_f:.3f}", f"{report.adapted.cluster_f:.3f}"),
-        ("false suggestions", f"{report.plain.false_suggestions}/{report.plain.strangers}",
-         f"{report.adapted.false_suggestions}/{report.adapted.strangers}"),
-    ):
-        click.echo(f"{label:<32}{plain:>10}{adapted:>10}")
+    for label, value, _ in CHECKS:
+        shown = [f"{value(f)}/{f.strangers}" if isinstance(value(f), int) else f"{value(f):.3f}"
+                 for f in (report.plain, report.adapted)]
+        click.echo(f"{label:<32}{shown[0]:>10}{shown[1]:>10}")
     if report.losses:
         verdict = f"loses on {', '.join(report.losses)}"
     elif not report.gains:

@@ -66,7 +66,7 @@ CLUSTER_PAIRS_SCHEMA = pa.schema(
     [
         pa.field("cluster_id", pa.int64(), nullable=False),
         pa.field("other_id", pa.int64(), nullable=False),
-        pa.field("distance", pa.float32(), nullable=False),  # RMS distance between the two clusters' faces
+        pa.field("distance", pa.float32(), nullable=False),  # between the two clusters' centres
     ]
 )
 

@@ -200,7 +200,6 @@ class Library:
     def read_table(self, table: str, columns: list[str] | None = None, with_part: bool = False) -> pa.Table:
         """All parts of `photos` or `faces`, in part order; `with_part` adds the part number."""
         schema = TABLE_SCHEMAS[table]
-        folder = self.root / table
         pieces = []
         # Only finished shards: a part without its stats file may be half written by a scan now.
         for number in self.finished_parts(table):

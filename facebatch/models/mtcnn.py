@@ -29,6 +29,9 @@ RNET_SIZE = 24
 ONET_SIZE = 48
 _PNET_STRIDE = 2
 _PNET_CELL = 12
+# The nets take (x - 127.5) / 128 = x * _NET_SCALE - _NET_SHIFT.
+_NET_SCALE = np.float32(0.0078125)
+_NET_SHIFT = np.float32(127.5 * 0.0078125)
 
 
 class MtcnnNets(Protocol):
@@ -75,7 +78,7 @@ def _stage_one(
     per_scale = []
     for scale in pyramid_scales(height, width, min_size, factor):
         size = (int(height * scale + 1), int(width * scale + 1))
-        reg, prob = nets.pnet(_normalise(resize_area(table, size))[None])
+        reg, prob = nets.pnet(_scaled_area_resize(table, size, _NET_SCALE, _NET_SHIFT)[None])
         candidates = _pnet_candidates(reg[0], prob[0, 1], scale, threshold)
         per_scale.append(candidates[nms(candidates[:, :4], candidates[:, 4], 0.5)])
     boxes = np.concatenate(per_scale) if per_scale else np.zeros((0, 9), np.float32)
@@ -150,14 +153,27 @@ def area_windows(start: np.ndarray, length: np.ndarray, size: int) -> tuple[np.n
 
 
 def resize_area(table: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """The whole image resized to (h, w) as torch's interpolate(mode="area"): (3, h, w) float32."""
+    """The whole image resized to (h, w) as torch's interpolate(mode="area"): (3, h, w) float32 pixels."""
+    return _scaled_area_resize(table, size, np.float32(1), np.float32(0))
+
+
+def _scaled_area_resize(table: np.ndarray, size: tuple[int, int], scale: np.float32, shift: np.float32) -> np.ndarray:
+    """resize_area(...) * scale - shift, in one pass over the output."""
     height, width = table.shape[1] - 1, table.shape[2] - 1
     (top,), (bottom,) = area_windows(np.zeros(1, np.int64), np.array([height]), size[0])
     (left,), (right,) = area_windows(np.zeros(1, np.int64), np.array([width]), size[1])
-    rows = table[:, bottom] - table[:, top]  # (3, h, W + 1): column sums still cumulative
-    sums = rows[:, :, right] - rows[:, :, left]
+    rows = np.take(table, bottom, axis=1) - np.take(table, top, axis=1)  # (3, h, W + 1): columns still cumulative
+    sums = np.take(rows, right, axis=2) - np.take(rows, left, axis=2)
     area = (bottom - top)[:, None] * (right - left)[None, :]
-    return sums.astype(np.float32) / area.astype(np.float32)
+    return _mean_scaled(sums, area, scale, shift)
+
+
+def _mean_scaled(sums: np.ndarray, area: np.ndarray, scale: np.float32, shift: np.float32) -> np.ndarray:
+    """sums / area * scale - shift as float32, multiplying by the reciprocal (within an ulp of dividing)."""
+    out = sums.astype(np.float32)
+    out *= scale / area.astype(np.float32)
+    out -= shift
+    return out
 
 
 def _crops(table: np.ndarray, boxes: np.ndarray, height: int, width: int, size: int
@@ -174,9 +190,9 @@ def _crops(table: np.ndarray, boxes: np.ndarray, height: int, width: int, size: 
     t, b = (top * stride)[:, :, None], (bottom * stride)[:, :, None]
     l, r = left[:, None, :], right[:, None, :]
     sums = flat[:, b + r] - flat[:, t + r] - flat[:, b + l] + flat[:, t + l]  # (3, N, size, size)
-    area = ((bottom - top)[:, :, None] * (right - left)[:, None, :]).astype(np.float32)
-    pixels = sums.astype(np.float32) / area
-    return boxes, _normalise(pixels.transpose(1, 0, 2, 3))
+    area = (bottom - top)[:, :, None] * (right - left)[:, None, :]
+    crops = _mean_scaled(sums, area, _NET_SCALE, _NET_SHIFT)
+    return boxes, np.ascontiguousarray(crops.transpose(1, 0, 2, 3))
 
 
 def _clip(boxes: np.ndarray, width: int, height: int) -> tuple[np.ndarray, ...]:
@@ -187,11 +203,6 @@ def _clip(boxes: np.ndarray, width: int, height: int) -> tuple[np.ndarray, ...]:
     x2 = np.minimum(corners[:, 2], width)
     y2 = np.minimum(corners[:, 3], height)
     return x1, y1, x2, y2
-
-
-def _normalise(pixels: np.ndarray) -> np.ndarray:
-    """float32 pixels -> the nets' input scale, (x - 127.5) / 128."""
-    return np.ascontiguousarray((pixels - np.float32(127.5)) * np.float32(0.0078125))
 
 
 # --------------------------------------------------------------------------- boxes

@@ -3,7 +3,7 @@
 Files (in `facebatch_home()/onnx/`, beside the converted weights):
 
     facenet-<weights checksum>-fp32.onnx   InceptionResnetV1 with those weights, as load_embedding_model builds it
-    facenet-<weights checksum>-int8.onnx   the same, statically quantised (models.quantize)
+    facenet-<weights checksum>-int8-<recipe>.onnx   the same, statically quantised (models.quantize)
     mtcnn-<nets checksum>-pnet.onnx ...    facenet-pytorch's P-, R- and O-Net (the weights it ships)
     manifest.json                          file name -> sha256 of its bytes and what it was made from
 
@@ -94,10 +94,9 @@ def _facenet(weights: Weights, precision: str) -> OnnxModel:
     if precision == "fp32":
         return fp32()
     if precision == "int8":
-        from facebatch.models.quantize import quantize_facenet
+        from facebatch.models.quantize import RECIPE, quantize_facenet
 
-        return _cached_or_made(f"facenet-{weights.sha256[:12]}-int8.onnx",
-                               lambda: quantize_facenet(fp32()))
+        return _cached_or_made(f"facenet-{weights.sha256[:12]}-int8-{RECIPE}.onnx", lambda: quantize_facenet(fp32()))
     raise FacebatchError(f"no {precision} FaceNet: precisions are fp32 and int8")
 
 

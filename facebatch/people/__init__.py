@@ -11,7 +11,10 @@
     view.py           clusters and labels joined: who each cluster is, conflicts, merge suggestions
     suggestions.py    per-face tags: confirmed, suggested (calibrated confidence) or unknown
     calibration.py    one distance, one confidence mapping, one cut for every yes/no answer
-    embeddings.py     the embeddings the people stages work with
+    embeddings.py     the embeddings the people stages work with: stored, or through the adapter
+    adapter.py        `facebatch train`: the adapter learned from the user's names, its check on
+                      held-back names, storage (checksummed, weights only), on and off
+    training.py       the adapter model, batches per person, the triplet miner, the losses, the loop
     recognition.py    `identify`: who is each face of new photos, among the named people
     verification.py   `verify` and `eval pairs`: is it the same person, and how well we answer that
     evaluation.py     quality metrics: clustering against true identities, verification accuracy

@@ -35,11 +35,12 @@ import hashlib
 import io
 import json
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -49,6 +50,11 @@ from facebatch.people.calibration import NAME_DISTANCE
 from facebatch.people.embeddings import embeddings_matrix
 from facebatch.schema import UNCLUSTERED
 from facebatch.store import Library
+
+if TYPE_CHECKING:  # torch is imported only by the commands that train or load an adapter
+    from facebatch.people.clustering import ClusterSummary
+    from facebatch.people.grouping import GroupingSettings
+    from facebatch.people.training import Fitted, TrainingSet, TrainingSettings
 
 WEIGHTS_FILE = "adapter.pt"
 METADATA_FILE = "adapter.json"
@@ -74,13 +80,19 @@ def apply_weights(weights: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
     float32, in blocks."""
     x = np.asarray(x, np.float32)
     out = np.empty_like(x)
+    centres = weights.get("centres", np.zeros((0, x.shape[1]), np.float32))
+    gate_distance, gate_width = float(weights.get("gate_distance", 0.0)), float(weights.get("gate_width", 1.0))
     for start in range(0, len(x), BLOCK):
         block = x[start:start + BLOCK]
         if "residual.2.weight" in weights:  # two-layer MLP
             hidden = np.maximum(block @ weights["residual.0.weight"].T + weights["residual.0.bias"], 0.0)
-            y = block + hidden @ weights["residual.2.weight"].T + weights["residual.2.bias"]
+            step = hidden @ weights["residual.2.weight"].T + weights["residual.2.bias"]
         else:
-            y = block + block @ weights["residual.0.weight"].T + weights["residual.0.bias"]
+            step = block @ weights["residual.0.weight"].T + weights["residual.0.bias"]
+        if len(centres) and gate_distance > 0:
+            nearest_centre = np.sqrt(np.maximum(2.0 - 2.0 * (block @ centres.T).max(axis=1), 1e-9))
+            step *= (1.0 / (1.0 + np.exp(-(gate_distance - nearest_centre) / gate_width)))[:, None]
+        y = block + step
         out[start:start + BLOCK] = y / np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12)
     return out
 
@@ -152,7 +164,7 @@ def _weights_bytes(weights: dict[str, np.ndarray]) -> bytes:
     import torch
 
     buffer = io.BytesIO()
-    torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in weights.items()}, buffer)
+    torch.save({k: torch.from_numpy(np.array(v, np.float32)) for k, v in weights.items()}, buffer)  # 0-d stays 0-d
     return buffer.getvalue()
 
 
@@ -226,12 +238,13 @@ def build_examples(face_ids: list[str], x: np.ndarray, name: np.ndarray, photo: 
 
 @dataclass(frozen=True)
 class Figures:
-    """One space measured on the held-back part."""
+    """One space measured on what the check held back."""
 
-    suggested: int  # held-back named faces given a name
+    suggested: int  # held-back faces given a name
     right: int  # ... the right one
-    held_back: int  # held-back named faces
-    cluster_f: float  # pairwise F of the held-back faces, clustered among the others
+    held_back: int  # faces held back of the people trained on
+    cluster_f: float  # pairwise F of the held-back faces, clustered among the library's others
+    cluster_f_unseen: float  # the same for the faces of the people held out whole
     false_suggestions: int  # held-out people's and background faces given a name
     strangers: int  # held-out people's and background faces
 
@@ -239,16 +252,21 @@ class Figures:
     def precision(self) -> float:
         return self.right / self.suggested if self.suggested else 1.0
 
-    @staticmethod
-    def pooled(folds: list[Figures]) -> Figures:
-        """Counts summed over the folds, clustering F averaged."""
-        return Figures(*(sum(getattr(f, name) for f in folds) for name in ("suggested", "right", "held_back")),
-                       float(np.mean([f.cluster_f for f in folds])),
-                       *(sum(getattr(f, name) for f in folds) for name in ("false_suggestions", "strangers")))
-
     @property
     def recall(self) -> float:
         return self.right / self.held_back if self.held_back else 1.0
+
+    @staticmethod
+    def pooled(folds: list[Figures]) -> Figures:
+        """Counts summed over the folds, clustering F averaged."""
+        def total(name: str) -> int:
+            return sum(getattr(f, name) for f in folds)
+
+        def mean(name: str) -> float:
+            return float(np.mean([getattr(f, name) for f in folds]))
+
+        return Figures(total("suggested"), total("right"), total("held_back"), mean("cluster_f"),
+                       mean("cluster_f_unseen"), total("false_suggestions"), total("strangers"))
 
 
 # (label, how to read it from Figures, higher is better)
@@ -256,8 +274,14 @@ CHECKS = (
     ("suggestion precision", lambda f: f.precision, True),
     ("suggestion recall", lambda f: f.recall, True),
     ("clustering F", lambda f: f.cluster_f, True),
+    ("clustering F of unseen people", lambda f: f.cluster_f_unseen, True),
     ("false suggestions", lambda f: f.false_suggestions, False),
 )
+
+
+def passes(losses: list[str], gains: list[str]) -> bool:
+    """The rule: an adapter is activated when it loses on nothing and gains on something."""
+    return not losses and bool(gains)
 
 
 def compare(plain: Figures, adapted: Figures) -> tuple[list[str], list[str]]:
@@ -323,10 +347,11 @@ def background_rows(ex: Examples) -> np.ndarray:
     centres, _ = centres_of(ex.x, ex.name, np.flatnonzero(ex.name != ""))
     unnamed = np.flatnonzero(ex.name == "")
     unnamed = unnamed[~np.isin(unnamed, list(ex.nots))]
-    far = unnamed[nearest(ex.x[unnamed], centres)[1] > BACKGROUND_DISTANCE]
-    if len(far) > MAX_BACKGROUND:
-        far = np.sort(np.random.default_rng(0).choice(far, MAX_BACKGROUND, replace=False))
-    return far
+    return _sample(unnamed[nearest(ex.x[unnamed], centres)[1] > BACKGROUND_DISTANCE], MAX_BACKGROUND)
+
+
+def _sample(rows: np.ndarray, most: int) -> np.ndarray:
+    return np.sort(np.random.default_rng(0).choice(rows, most, replace=False)) if len(rows) > most else rows
 
 
 def centres_of(x: np.ndarray, name: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, list[str]]:
@@ -351,24 +376,24 @@ def nearest(x: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return out_j, out_d
 
 
-def training_set(ex: Examples, named_rows: np.ndarray, background: np.ndarray) -> Any:
+def training_set(ex: Examples, named_rows: np.ndarray, background: np.ndarray) -> TrainingSet:
     """people.training's TrainingSet: the named rows, the "not" rows about their people, the
     background rows."""
     from facebatch.people.training import TrainingSet
 
     people = sorted(set(ex.name[named_rows].tolist()))
     index = {p: k for k, p in enumerate(people)}
-    not_rows = sorted(i for i, names in ex.nots.items() if names & index.keys())
-    rows = np.concatenate([named_rows, np.array(not_rows, np.int64), background]).astype(np.int64)
-    person = np.array([index[n] for n in ex.name[named_rows]] + [-1] * (len(rows) - len(named_rows)), np.int64)
+    not_rows = np.array(sorted(i for i, names in ex.nots.items() if names & index.keys()), np.int64)
+    extra = np.setdiff1d(background, not_rows)
+    rows = np.concatenate([named_rows, not_rows, extra]).astype(np.int64)
+    person = np.full(len(rows), -1, np.int64)
+    person[: len(named_rows)] = [index[n] for n in ex.name[named_rows]]
     at = {int(r): k for k, r in enumerate(rows.tolist())}
-    nots = [(at[i], index[n]) for i in not_rows for n in sorted(ex.nots[i]) if n in index]
-    is_background = np.zeros(len(rows), bool)
-    is_background[len(named_rows) + len(not_rows):] = True
-    return TrainingSet(ex.x[rows], person, np.array(nots, np.int64).reshape(-1, 2), is_background)
+    nots = [(at[i], index[n]) for i in not_rows.tolist() for n in sorted(ex.nots[i]) if n in index]
+    return TrainingSet(ex.x[rows], person, np.array(nots, np.int64).reshape(-1, 2), np.isin(rows, background))
 
 
-def measure(ex: Examples, split: Split, y: np.ndarray, grouping: Any) -> Figures:
+def measure(ex: Examples, split: Split, y: np.ndarray, grouping: GroupingSettings) -> Figures:
     """One space (`y`: every face's vector in it) on the held-back part, by the product's rules."""
     from facebatch.people.evaluation import pairwise_prf
     from facebatch.people.grouping import group_faces
@@ -386,9 +411,14 @@ def measure(ex: Examples, split: Split, y: np.ndarray, grouping: Any) -> Figures
         others = np.random.default_rng(0).choice(others, room, replace=False)
     rows = np.concatenate([scored, others])
     labels = group_faces(y[rows], ex.sides[rows], ex.photo[rows], grouping).labels
-    cluster_f = pairwise_prf(ex.name[scored].tolist(), labels[: len(scored)].tolist()).f if len(scored) else 1.0
-    return Figures(int(suggested.sum()), int(right.sum()), len(split.held_back), float(cluster_f), false,
-                   len(strangers))
+
+    def cluster_f(part: np.ndarray, at: int) -> float:
+        if len(part) == 0:
+            return 1.0
+        return float(pairwise_prf(ex.name[part].tolist(), labels[at:at + len(part)].tolist()).f)
+
+    return Figures(int(suggested.sum()), int(right.sum()), len(split.held_back), cluster_f(split.held_back, 0),
+                   cluster_f(split.held_out, len(split.held_back)), false, len(strangers))
 
 
 # --------------------------------------------------------------------------- train, off
@@ -412,14 +442,14 @@ class TrainReport:
     adapter_id: str | None
     seconds: float
     settings: dict[str, Any] = field(default_factory=dict)
-    reclustered: Any = None  # people.clustering.ClusterSummary when the clusters were made again
+    reclustered: ClusterSummary | None = None  # when the clusters were made again
 
     @property
     def passed(self) -> bool:
-        return not self.losses and bool(self.gains)
+        return passes(self.losses, self.gains)
 
 
-def grouping_settings(library: Library) -> Any:
+def grouping_settings(library: Library) -> GroupingSettings:
     """The settings of the library's last clustering run (the defaults before the first)."""
     from facebatch.people.grouping import GroupingSettings
 
@@ -436,8 +466,12 @@ class Check:
     losses: list[str]
     gains: list[str]
 
+    @property
+    def passed(self) -> bool:
+        return passes(self.losses, self.gains)
 
-def check_recipe(ex: Examples, settings: Any, grouping: Any) -> Check:
+
+def check_recipe(ex: Examples, settings: TrainingSettings, grouping: GroupingSettings) -> Check:
     """Train on part of the names and measure both spaces on the rest, fold by fold (see the
     module's doc)."""
     from facebatch.people.training import fit
@@ -452,23 +486,24 @@ def check_recipe(ex: Examples, settings: Any, grouping: Any) -> Check:
     return Check(folds, pooled_plain, pooled_adapted, *compare(pooled_plain, pooled_adapted))
 
 
-def fit_on_every_name(ex: Examples, settings: Any) -> Any:
+def fit_on_every_name(ex: Examples, settings: TrainingSettings) -> Fitted:
     """The adapter that is activated: every confirmed face, every background face."""
     from facebatch.people.training import fit
 
     return fit(training_set(ex, np.flatnonzero(ex.name != ""), ex.background), settings)
 
 
-def train_adapter(library: Library, settings: Any = None, evaluate_only: bool = False) -> TrainReport:
+def train_adapter(library: Library, settings: TrainingSettings | None = None, evaluate_only: bool = False) -> TrainReport:
     """Learn an adapter from the library's names, check it on a held-back part, and activate it
-    (trained again on every name) when it loses on nothing and gains on something."""
+    (trained again on every name) when it loses on nothing and gains on something. `evaluate_only`
+    reads without taking the library's lock: it writes nothing."""
     from facebatch.people.clustering import require_library
     from facebatch.people.training import TrainingSettings
 
     require_library(library)
     settings = settings or TrainingSettings()
     started = time.monotonic()
-    with library.lock():
+    with nullcontext() if evaluate_only else library.lock():
         ex = library_examples(library)
         _require_enough(library, ex)
         check = check_recipe(ex, settings, grouping_settings(library))
@@ -518,7 +553,7 @@ def _metadata(library: Library, ex: Examples, report: TrainReport, losses: list[
 class OffReport:
     was_active: bool
     adapter_id: str | None
-    reclustered: Any = None
+    reclustered: ClusterSummary | None = None
 
 
 def adapter_off(library: Library) -> OffReport:
@@ -536,7 +571,7 @@ def adapter_off(library: Library) -> OffReport:
     return OffReport(bool(meta.get("active")), meta.get("id"), recluster_if_stale(library))
 
 
-def recluster_if_stale(library: Library) -> Any:
+def recluster_if_stale(library: Library) -> ClusterSummary | None:
     """Cluster again, with the last run's settings, when the clusters were made in another space."""
     from facebatch.people.clustering import cluster_library
 

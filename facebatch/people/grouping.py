@@ -3,25 +3,26 @@ constraints decide them. Pure numpy: embeddings and constraints in, a group per 
 
 The steps, each measured on the development mix (benchmarks/people_mix.py, BENCHMARKS.md):
 
-1. HDBSCAN (leaf selection) over the faces big enough to trust proposes small, tight groups.
-   Density alone cannot say "one person": it shatters a person with thousands of photos into
-   many leaves and, with `eom`, lumps look-alikes together.
-2. Membership on an absolute scale. A face belongs to a group when its root-mean-square
-   distance to the group's other faces (`rms_distance`) is within `member_distance`: the same
-   Euclidean scale `verify` calibrates, averaged over every member so that one close look-alike
-   is not enough. Faces that don't fit are taken out, the worst first.
-3. Cannot-link: two faces of one photo are two people (the better-fitting one stays), faces the
-   user named differently are two people, a face "not Alice" never sits with Alice's faces.
-4. Groups whose faces are on average within `merge_distance` of each other's are one person and
-   are joined (closest first, never across a cannot-link): the leaves of one person come back
-   together, look-alikes stay apart. Must-link: groups holding faces the user named alike (or
-   merged) are joined whatever the distance, again never across a cannot-link.
-5. Faces left out (HDBSCAN noise, faces taken out in 2-3) join the nearest group when they fit
-   it on the same scale; strangers, far from every group, stay unclustered.
+1. HDBSCAN (`eom`, min_samples 2) over the faces big enough to trust proposes groups. Density
+   alone cannot say "one person": it shatters a person with thousands of photos into many
+   leaves and gathers look-alike strangers.
+2. Cannot-link: two faces of one photo are two people (the one that fits the group's other
+   photos stays), faces the user named differently are two people, a face "not Alice" never
+   sits with Alice's faces.
+3. Membership on an absolute scale, the Euclidean distance `verify` uses: a face belongs to a
+   group when it is within `member_distance` of the centre (normalised mean) of the group's
+   other faces. Misfits leave one at a time, the worst first, so an intruder does not take a
+   true member with it.
+4. What the user said: groups holding faces of one user group (a name, a merge) become one
+   cluster, each keeping its own centre (a child at 2 and at 12); faces the user named one by
+   one join their person whatever the distance.
+5. Groups whose centres are within `merge_distance` are one person and are joined, closest
+   first, never across a cannot-link: a person's leaves come back together, look-alikes stay
+   apart.
+6. Faces left out join the nearest group they fit; strangers, far from every group, stay out.
 
-RMS distances come from group sums, never pairwise matrices: for unit vectors the mean squared
-distance of f to the faces of a group with sum S and k faces is 2 - 2 f.S / k, so every step is
-O(faces x dimensions) and a million faces fit in memory.
+Distances to centres come from running group sums (f.S / |S|), never pairwise matrices, so
+every step is O(faces x dimensions) and a million faces fit in memory.
 """
 
 from __future__ import annotations
@@ -494,7 +495,8 @@ class _Groups:
 
 
 def _take_out_misfits(groups: _Groups, limit: float, min_size: int) -> int:
-    """Remove, worst first, faces whose RMS distance to their group's other faces exceeds `limit`.
+    """Remove, worst first, faces farther than the member distance from the centre of their
+    group's other faces (`limit`, grown for big groups by `_limit`).
 
     One face per group per round (the worst), so an intruder does not get a true member thrown
     out with it; groups that shrink below `min_size` dissolve. Returns faces taken out.
@@ -505,13 +507,12 @@ def _take_out_misfits(groups: _Groups, limit: float, min_size: int) -> int:
         faces = np.flatnonzero(np.isin(groups.label, active))
         if not len(faces):
             break
-        rms = np.nan_to_num(groups.own_distance(faces), nan=-1.0)
-        rms[_pinned(groups, faces)] = -1.0
-        order = np.lexsort((-rms, groups.label[faces]))
+        distance = np.nan_to_num(groups.own_distance(faces), nan=-1.0)
+        distance[_pinned(groups, faces)] = -1.0
+        order = np.lexsort((-distance, groups.label[faces]))
         first = np.r_[True, groups.label[faces][order][1:] != groups.label[faces][order][:-1]]
         worst = faces[order[first]]
-        worst_rms = rms[order[first]]
-        out = worst[worst_rms > _limit(limit, groups.size[groups.label[worst]] - 1)]
+        out = worst[distance[order[first]] > _limit(limit, groups.size[groups.label[worst]] - 1)]
         if not len(out):
             break
         active = np.unique(groups.label[out])
@@ -623,8 +624,8 @@ def _group_pairs(groups: _Groups, cols: np.ndarray) -> dict[int, set[int]]:
 
 
 def _join_close_groups(groups: _Groups, cols: np.ndarray, limit: float) -> int:
-    """Join neighbouring groups whose faces are on average within `limit` of each other, closest
-    first (average linkage on the RMS scale, never across a cannot-link). Returns joins made."""
+    """Join neighbouring groups whose centres are within `limit` of each other, closest first,
+    never across a cannot-link. Returns joins made."""
     near = _group_pairs(groups, cols)
     heap = [(_centres_distance(groups, a, b), a, b) for a, others in near.items() for b in others if a < b]
     heapq.heapify(heap)

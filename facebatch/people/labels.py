@@ -36,7 +36,6 @@ from facebatch.errors import UsageError
 from facebatch.schema import LABELS_SCHEMA, UNCLUSTERED
 
 KIND_NAME, KIND_NOT, KIND_MERGE, KIND_IGNORE, KIND_SPLIT = "name", "not", "merge", "ignore", "split"
-KINDS = (KIND_NAME, KIND_NOT, KIND_MERGE, KIND_IGNORE, KIND_SPLIT)
 SOURCE_CLUSTER, SOURCE_FACE, SOURCE_XMP = "cluster", "face", "xmp"
 MAX_NAME_LENGTH = 100
 

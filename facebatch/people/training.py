@@ -23,6 +23,11 @@ Both add a calibration term: the cross-entropy of people.calibration's fixed con
 batch's own answers (a face against its person's centre: right; against the nearest centre of a
 person it is known not to be: wrong). A triplet loss alone only orders distances: on the
 development mix it tightened every distance, named or not, and the fixed cut then named strangers.
+
+Two things keep the people nobody named where they were. AdamW's weight decay pulls the residual
+map towards zero (the identity), and the gate (`ResidualAdapter`) lets the adapter move only the
+faces near a named person's centre: moving every face, it blurred the unnamed people's clusters
+(pairwise F of their new photos 0.976 -> 0.965 on the mix's tune half; 0.975 with the gate).
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ class TrainingSettings:
     learning_rate: float = 1e-3
     weight_decay: float = 10.0  # AdamW's, on the residual weights: a pull towards the identity map
     calibrate: float = 1.0  # weight of the calibration term
+    gate_distance: float = 0.9  # 0: move every face; else only faces near a named person (see ResidualAdapter)
     am_scale: float = 30.0
     am_margin: float = 0.35
     seed: int = 0
@@ -95,23 +101,37 @@ class TrainingSet:
 
 # --------------------------------------------------------------------------- the model
 
+# The gate: 1/2 at its distance from the nearest named person's centre, 0.98 four widths inside
+# and 0.02 four widths beyond.
+GATE_WIDTH = 0.05
+
 
 class ResidualAdapter(nn.Module):
-    """x -> normalise(x + h(x)), h linear (or a two-layer MLP) whose last layer starts at zero:
-    the identity map at the start, so training begins from the plain embeddings.
+    """x -> normalise(x + g(x) h(x)): h linear (or a two-layer MLP) whose last layer starts at
+    zero, so training begins from the plain embeddings; g a gate that is 1 near the named people
+    and 0 far from them (GATE_WIDTH), so faces of people nobody named keep their plain place.
 
     people.adapter applies the stored weights with numpy (`apply_weights`): the same function."""
 
-    def __init__(self, dim: int, hidden: int = 0) -> None:
+    def __init__(self, dim: int, hidden: int = 0, centres: np.ndarray | None = None, gate_distance: float = 0.0) -> None:
         super().__init__()
         layers: list[nn.Module] = [nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, dim)] if hidden > 0 else [
             nn.Linear(dim, dim)]
         self.residual = nn.Sequential(*layers)
         nn.init.zeros_(self.residual[-1].weight)
         nn.init.zeros_(self.residual[-1].bias)
+        # Stored with the weights (a state dict entry each), so the numpy forward pass sees them.
+        self.register_buffer("centres", torch.as_tensor(np.zeros((0, dim)) if centres is None else centres,
+                                                         dtype=torch.float32))
+        self.register_buffer("gate_distance", torch.tensor(float(gate_distance)))
+        self.register_buffer("gate_width", torch.tensor(GATE_WIDTH))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(x + self.residual(x), dim=1)
+        step = self.residual(x)
+        if len(self.centres) and float(self.gate_distance) > 0:
+            nearest_centre = unit_distance(x, self.centres).min(dim=1).values
+            step = step * torch.sigmoid((self.gate_distance - nearest_centre) / self.gate_width)[:, None]
+        return F.normalize(x + step, dim=1)
 
 
 # --------------------------------------------------------------------------- batches and mining
@@ -260,7 +280,7 @@ def fit(data: TrainingSet, settings: TrainingSettings) -> Fitted:
 def _fit(data: TrainingSet, settings: TrainingSettings) -> Fitted:
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
-    model = ResidualAdapter(data.x.shape[1], settings.hidden)
+    model = ResidualAdapter(data.x.shape[1], settings.hidden, person_centres(data), settings.gate_distance)
     groups = [{"params": list(model.parameters()), "weight_decay": settings.weight_decay}]
     class_weights = None
     if settings.loss == "am-softmax":

@@ -2,7 +2,7 @@
 
 `discover()` returns a `Discovery`: the photos, sorted by path, and a list of warnings for what it
 had to skip (unreadable sub-folders, files that vanished mid-scan, broken links, HEIF files without
-HEIF support). Only problems with the roots themselves are errors (`FacebatchError`).
+HEIF support). Only problems with the roots themselves are errors (`InputError`).
 
 Walking rules:
 - recursive, with os.scandir (one stat per photo and per folder: 100k files take seconds);
@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from facebatch.errors import FacebatchError, InputError
+from facebatch.errors import InputError
 from facebatch.imageload import HEIF_INSTALL_HINT, HEIF_SUPPORTED
 
 PHOTO_EXTENSIONS: frozenset[str] = frozenset(
@@ -71,7 +71,7 @@ def discover(
 ) -> Discovery:
     """List the photo files under `roots` (folders, or single photo files).
 
-    Raises FacebatchError when a root is missing, unreadable, or neither a folder nor a photo.
+    Raises InputError when a root is missing, unreadable, or neither a folder nor a photo.
     """
     roots, skip_dirs = _as_list(roots), _as_list(skip_dirs)
     walker = _Walker(

@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from facebatch.config import DetectionSettings, ModelSettings
 from facebatch.models.detection import Face, FaceDetector
-from facebatch.models.onnx_models import OnnxModels
+from facebatch.models.onnx_models import OnnxModels, OnnxMtcnnNets, prepare_onnx_models
 from facebatch.scan.discovery import PhotoFile
 from facebatch.models.embedding import (INPUT_SIZE, Embedder, FaceEmbedder, OnnxFaceEmbedder, face_crop,
                                         needed_long_side)
@@ -61,8 +61,6 @@ class PipelineBuilder:
                 FaceEmbedder(self.weights, self.device, self.batch_size),
             )
         else:
-            from facebatch.models.onnx_models import OnnxMtcnnNets
-
             if self.onnx is None:
                 raise FacebatchError("the ONNX models were not prepared: build the pipeline with prepare_builder()")
             pipeline = FacePipeline(
@@ -85,11 +83,7 @@ def prepare_builder(
 ) -> PipelineBuilder:
     """A builder for `models`; for ONNX Runtime its files are made here, once (that needs torch),
     so that workers only read them."""
-    onnx = None
-    if models.runtime == "onnx":
-        from facebatch.models.onnx_models import prepare_onnx_models
-
-        onnx = prepare_onnx_models(weights, models.precision)
+    onnx = prepare_onnx_models(weights, models.precision) if models.runtime == "onnx" else None
     return PipelineBuilder(detection, weights, batch_size, device, threads, models, onnx)
 
 

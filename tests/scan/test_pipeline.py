@@ -1,0 +1,93 @@
+"""A library moved to another runtime or precision: every face embedded again from its stored box,
+face ids and names kept, shard by shard (a killed re-embed resumes); and the planning of it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from conftest import SAMPLE_DATA, run
+from facebatch.errors import UsageError
+from facebatch.models.embedding import split_model_tag
+from facebatch.scan import driver
+from facebatch.scan.driver import plan_reembed
+from facebatch.store import Library
+
+
+def faces_by_id(library: Library) -> dict[str, dict]:
+    return {row["face_id"]: row for row in library.read_faces().to_pylist()}
+
+
+def test_switching_precision_re_embeds_every_face_keeping_ids_boxes_and_names(sample_library):
+    before = faces_by_id(sample_library)
+    assert {split_model_tag(f["model"])[1] for f in before.values()} == {"onnx-int8"}
+    named = next(iter(before))
+    assert run("--library", sample_library.root, "label", "face", named, "Alice").exit_code == 0
+
+    result = run("--library", sample_library.root, "scan", SAMPLE_DATA, "--runtime", "torch")
+    assert result.exit_code == 0, result.output
+    assert "its faces are embedded again with torch-fp32 (were onnx-int8); face ids and names are kept" in result.output
+    assert "0 scanned" in result.output  # no detection: the same boxes
+    after = faces_by_id(sample_library)
+    assert after.keys() == before.keys()
+    for face_id, face in after.items():
+        old = before[face_id]
+        assert split_model_tag(face["model"])[1] == "torch-fp32"
+        assert face["box"] == old["box"] and face["face_index"] == old["face_index"] and face["path"] == old["path"]
+        assert float(np.dot(face["embedding"], old["embedding"])) >= 0.99
+    assert json.loads(sample_library.info_path.read_text())["model"] == next(iter(after.values()))["model"]
+    labels = sample_library.read_labels().to_pylist()
+    assert [(r["face_id"], r["value"]) for r in labels if r["active"]] == [(named, "Alice")]
+
+    again = run("--library", sample_library.root, "scan", SAMPLE_DATA, "--runtime", "torch")
+    assert "embedded again" not in again.output and "11 unchanged" in again.output
+
+
+def test_a_killed_re_embed_resumes(sample_library, monkeypatch):
+    before = faces_by_id(sample_library)
+    write = driver._write_reembedded
+    written = []
+
+    def killed_after_one_shard(*args, **kwargs):
+        if written:
+            raise KeyboardInterrupt  # as a kill: no further part, no closing reconcile
+        written.append(write(*args, **kwargs))
+
+    monkeypatch.setattr(driver, "_write_reembedded", killed_after_one_shard)
+    result = run("--library", sample_library.root, "scan", SAMPLE_DATA, "--precision", "fp32", "--shard-size", "4")
+    assert result.exit_code != 0 and written
+    variants = [split_model_tag(f["model"])[1] for f in faces_by_id(sample_library).values()]
+    assert 0 < variants.count("onnx-fp32") < len(before) and len(variants) == len(before)
+
+    monkeypatch.setattr(driver, "_write_reembedded", write)
+    result = run("--library", sample_library.root, "scan", SAMPLE_DATA, "--precision", "fp32")
+    assert result.exit_code == 0, result.output
+    after = faces_by_id(sample_library)
+    assert after.keys() == before.keys()
+    assert {split_model_tag(f["model"])[1] for f in after.values()} == {"onnx-fp32"}
+
+
+def test_other_weights_are_still_refused(sample_library):
+    with pytest.raises(UsageError, match="embeddings of two models can't be compared"):
+        sample_library.create("vggface2@0123456789ab/box-margin44-182-centre160/onnx-int8")
+
+
+def test_plan_takes_every_face_of_each_photo_with_another_model():
+    model = "w@1/p/onnx-int8"
+    faces = pa.table({
+        "face_id": ["a", "b", "c", "d"],
+        "photo_id": ["p1", "p1", "p2", "p3"],
+        "path": ["/x/1.jpg", "/x/1.jpg", "/x/2.jpg", "/x/3.jpg"],
+        "box": [[0.0, 0, 10, 10], [20.0, 0, 30, 10], [1.0, 1, 9, 9], [2.0, 2, 8, 8]],
+        "model": ["w@1/p", model, model, "w@1/p/onnx-fp32"],  # a tag without variant is torch-fp32
+    })
+    shards = plan_reembed(faces, model, shard_size=1)
+    photos = [photo for shard in shards for photo in shard]
+    assert [len(s) for s in shards] == [1, 1]
+    assert [(p.photo_id, p.face_ids, p.path) for p in photos] == [("p1", ("a", "b"), "/x/1.jpg"),
+                                                                  ("p3", ("d",), "/x/3.jpg")]
+    assert photos[0].boxes == ((0.0, 0, 10, 10), (20.0, 0, 30, 10))
+    assert plan_reembed(faces.slice(2, 1), model, None) == []
