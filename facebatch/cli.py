@@ -890,7 +890,7 @@ def eval_clusters(library: Any, truth_csv: str, root: str, as_json: bool) -> Non
 
 
 @cli.command(short_help="Write the static review site of every cluster.")
-@click.option("--out", type=click.Path(file_okay=False), help="Site folder [default: LIBRARY/report].")
+@click.option("--out", type=click.Path(), help="Site folder [default: LIBRARY/report].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar; print only the index path.")
 @with_library
 def report(library: Any, out: str | None, quiet: bool) -> None:
