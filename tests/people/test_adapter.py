@@ -130,7 +130,7 @@ def test_fit_pulls_a_persons_faces_together_and_keeps_others_apart():
         same = person[:, None] == person[None, :]
         return float(d[same & ~np.eye(60, dtype=bool)].mean()), float(d[~same].min())
 
-    (same_before, apart_before), (same_after, apart_after) = spread(x), spread(y)
+    (same_before, _), (same_after, apart_after) = spread(x), spread(y)
     assert same_after < same_before and apart_after > 0.838  # still far beyond the naming cut
     assert fitted.losses[-1] < fitted.losses[0]
 
