@@ -85,7 +85,7 @@ def lfw_pairs(mix, n_folds: int = 10, per_fold: int = 300, seed: int = 0) -> tup
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--libraries", type=Path, required=True, help="folder holding one library per set")
-    parser.add_argument("--cache", type=Path, default=Path("/tmp/people_mix.npz"))
+    parser.add_argument("--cache", type=Path, help="embeddings of the mix [default: /tmp, per libraries and content]")
     args = parser.parse_args()
     from sklearn.linear_model import LogisticRegression
 

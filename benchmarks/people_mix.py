@@ -57,7 +57,20 @@ class Mix:
     sides: np.ndarray
 
 
-def load_mix(libraries: Path, cache: Path) -> Mix:
+def default_cache(libraries: Path) -> Path:
+    """A cache file per libraries folder and content: a re-scan (another model) is never read stale."""
+    import hashlib
+
+    digest = hashlib.sha256(str(libraries.resolve()).encode())
+    for name in SETS:
+        for path in sorted((libraries / name).rglob("*")):
+            if path.is_file() and path.suffix in (".json", ".parquet"):
+                digest.update(f"{path.relative_to(libraries)} {path.stat().st_size} {path.stat().st_mtime_ns}".encode())
+    return Path(f"/tmp/people_mix-{digest.hexdigest()[:12]}.npz")
+
+
+def load_mix(libraries: Path, cache: Path | None = None) -> Mix:
+    cache = cache or default_cache(libraries)
     if cache.exists():
         data = np.load(cache, allow_pickle=True)
         return Mix(**{k: data[k] for k in data.files})
@@ -208,8 +221,9 @@ def baseline_labels(mix: Mix, rows: np.ndarray, settings: dict) -> np.ndarray:
 
 
 def measure(args: argparse.Namespace, scenario_name: str, split: str, settings: dict) -> dict:
+    cache = args.cache or default_cache(args.libraries)
     out = subprocess.run(
-        [sys.executable, __file__, "--libraries", str(args.libraries), "--cache", str(args.cache), "--one",
+        [sys.executable, __file__, "--libraries", str(args.libraries), "--cache", str(cache), "--one",
          "--scenario", scenario_name, "--split", split, "--settings", json.dumps(settings)],
         check=True, capture_output=True, text=True,
     )
@@ -232,7 +246,7 @@ def row(label: str, scenario_name: str, split: str, r: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--libraries", type=Path, required=True, help="folder holding one library per set")
-    parser.add_argument("--cache", type=Path, default=Path("/tmp/people_mix.npz"))
+    parser.add_argument("--cache", type=Path, help="embeddings of the mix [default: /tmp, per libraries and content]")
     parser.add_argument("--scenarios", default="lfw-many,lfw-dev,lfw-strangers,faces-dev,mix,all-each,ten-each")
     parser.add_argument("--splits", default="tune,check")
     parser.add_argument("--settings", action="append", default=[], help="JSON of GroupingSettings fields (repeatable)")

@@ -61,10 +61,10 @@ def main() -> None:
         torch_import = []
         for round_ in range(args.rounds):
             torch_import.append(timed([sys.executable, "-c", "import torch"], PROJECT))
-            for name, tree, options in variants:
+            for index, (name, tree, options) in enumerate(variants):
                 verify = [*FACEBATCH, "verify", str(PHOTO_A), str(PHOTO_B), *options]
                 times.setdefault((name, "verify"), []).append(timed(verify, tree))
-                library = Path(tmp) / f"lib-{round_}-{len(times)}"
+                library = Path(tmp) / f"lib-{round_}-{index}"  # a fresh library per run
                 scan = [*FACEBATCH, "--library", str(library), "scan", str(one), "-q", *options]
                 times.setdefault((name, "scan"), []).append(timed(scan, tree))
     print("| command | variant | seconds (median) | runs |")

@@ -289,7 +289,7 @@ def label_of(overrides: dict, settings: TrainingSettings) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--libraries", type=Path, required=True, help="folder holding one library per set")
-    parser.add_argument("--cache", type=Path, default=Path("/tmp/people_mix.npz"))
+    parser.add_argument("--cache", type=Path, help="embeddings of the mix [default: /tmp, per libraries and content]")
     parser.add_argument("--splits", default="tune,check")
     parser.add_argument("--grid", action="store_true", help="compare the losses and settings in GRID")
     parser.add_argument("--settings", action="append", default=[], help="JSON of TrainingSettings fields (repeatable)")

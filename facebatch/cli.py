@@ -156,7 +156,7 @@ def scan_options(command: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option("--scheduler", metavar="ADDRESS", help="Use an existing Dask cluster (tcp://host:8786)."),
         click.option("--workers", type=int, help="Local worker processes [default: one per core / threads]."),
-        click.option("--threads-per-worker", type=int, default=1, show_default=True, help="Torch threads per local worker."),
+        click.option("--threads-per-worker", type=int, default=1, show_default=True, help="Model threads (ONNX Runtime or torch) per local worker."),
         click.option("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, show_default=True, help="Faces per forward pass."),
         click.option("--shard-size", type=int, help="Photos per shard [default: 256, fewer for small scans]."),
         click.option("--detect-size", type=int, default=DEFAULT_DETECT_MAX_SIDE, show_default=True,

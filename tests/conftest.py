@@ -105,6 +105,18 @@ def add_people(lib: Library, folder: Path, people: dict[str, int], tag: str) -> 
     lib.write_shard(pa.Table.from_pylist(photos, PHOTOS_SCHEMA), pa.table(faces).cast(FACES_SCHEMA), {}, MODEL)
 
 
+def people_library(root: Path, people: dict[str, int]) -> Library:
+    """A library (root/lib) of add_people's photos (root/photos), clustered with the default settings."""
+    from facebatch.people.clustering import cluster_library
+    from facebatch.people.grouping import GroupingSettings
+
+    lib = Library(root / "lib")
+    lib.create(MODEL)
+    add_people(lib, root / "photos", people, "a")
+    cluster_library(lib, GroupingSettings())
+    return lib
+
+
 def scan_quietly(library: Path, folder: Path) -> None:
     result = run("--library", library, "scan", "-q", folder)
     assert result.exit_code == 0, result.output

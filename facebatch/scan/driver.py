@@ -465,7 +465,9 @@ def dask_client(config: ScanConfig) -> Iterator[Any]:
         threads_per_worker=config.threads_per_worker,
         processes=True,
         dashboard_address=":0",  # any free port: None does not disable it, and 8787 may be taken
-        silence_logs=logging.ERROR,
+        # Errors of our tasks come back to the client as rows; a worker's own ERROR logs are noise
+        # here, e.g. a heartbeat racing the scheduler's close printed a traceback after a finished scan.
+        silence_logs=logging.CRITICAL,
         resources={MODEL_RESOURCE: 1},
     ) as cluster, Client(cluster) as client:
         yield client

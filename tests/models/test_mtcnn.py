@@ -129,6 +129,18 @@ def test_nms_keeps_what_torchvision_keeps():
         np.testing.assert_array_equal(M.nms(boxes, scores, threshold), expected)
 
 
+def test_nms_through_the_overlap_matrix_keeps_what_box_by_box_keeps():
+    rng = np.random.default_rng(3)
+    corners = rng.uniform(0, 100, (400, 2)).astype(np.float32)
+    boxes = np.concatenate([corners, corners + rng.uniform(0, 40, (400, 2)).astype(np.float32)], axis=1)
+    boxes[:5, 2:] = boxes[:5, :2]  # empty boxes: 0/0 overlaps
+    order = np.argsort(-rng.uniform(0, 1, 400).astype(np.float32), kind="stable")
+    for minimum, inclusive in ((False, False), (True, True)):
+        for threshold in (0.5, 0.7):
+            matrix = M._greedy_nms(boxes, order, threshold, minimum, inclusive)
+            np.testing.assert_array_equal(matrix, M._greedy_nms_rows(boxes, order, threshold, minimum, inclusive))
+
+
 def test_no_candidates_no_faces(torch_nets):
     boxes, points = M.detect_faces(np.full((120, 160, 3), 128, np.uint8), MTCNN_MIN_SIZE, torch_nets)
     assert boxes.shape == (0, 5) and points.shape == (0, 5, 2)

@@ -11,7 +11,7 @@ from urllib.parse import unquote
 import pytest
 from PIL import Image
 
-from conftest import MODEL, PROJECT, add_people, run
+from conftest import PROJECT, add_people, people_library, run
 from facebatch.people.actions import label_cluster
 from facebatch.people.clustering import cluster_library
 from facebatch.people.grouping import GroupingSettings
@@ -24,11 +24,7 @@ PEOPLE = {"ann": 12, "bob": 7, "cat": 5}
 
 @pytest.fixture
 def library(tmp_path) -> Library:
-    lib = Library(tmp_path / "lib")
-    lib.create(MODEL)
-    add_people(lib, tmp_path / "photos", PEOPLE, "a")
-    cluster_library(lib, GroupingSettings())
-    return lib
+    return people_library(tmp_path, PEOPLE)
 
 
 class Links(HTMLParser):

@@ -14,9 +14,8 @@ import pytest
 import uvicorn
 from starlette.testclient import TestClient
 
-from conftest import MODEL, PROJECT, add_people, run
-from facebatch.people.clustering import cluster_library, read_assignments
-from facebatch.people.grouping import GroupingSettings
+from conftest import MODEL, PROJECT, add_people, people_library, run
+from facebatch.people.clustering import read_assignments
 from facebatch.people.labels import replay
 from facebatch.review.server import Review, allowed_hosts, create_app, prepare
 from facebatch.store import Library
@@ -26,11 +25,7 @@ PEOPLE = {"ann": 9, "bob": 6, "cat": 5}
 
 @pytest.fixture
 def library(tmp_path) -> Library:
-    lib = Library(tmp_path / "lib")
-    lib.create(MODEL)
-    add_people(lib, tmp_path / "photos", PEOPLE, "a")
-    cluster_library(lib, GroupingSettings())
-    return lib
+    return people_library(tmp_path, PEOPLE)
 
 
 def cluster_of(lib: Library, person: str) -> int:
