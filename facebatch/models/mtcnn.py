@@ -303,9 +303,10 @@ def _overlap(a: np.ndarray, b: np.ndarray, minimum: bool, inclusive: bool) -> np
     inter_w = np.maximum(np.float32(0), np.minimum(ax2, bx2) - np.maximum(ax1, bx1) + one)
     inter_h = np.maximum(np.float32(0), np.minimum(ay2, by2) - np.maximum(ay1, by1) + one)
     inter = inter_w * inter_h
-    if minimum:
-        return inter / np.minimum(area_a, area_b)
-    return inter / (area_a + area_b - inter)
+    with np.errstate(invalid="ignore", divide="ignore"):  # empty boxes: NaN, which NMS treats as overlapping
+        if minimum:
+            return inter / np.minimum(area_a, area_b)
+        return inter / (area_a + area_b - inter)
 
 
 # --------------------------------------------------------------------------- torch nets
