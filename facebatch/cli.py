@@ -202,7 +202,7 @@ def _scan_config(library: Any, folders: tuple[str, ...], options: dict[str, Any]
     )
 
 
-def _run_scan(config: ScanConfig, quiet: bool) -> Any:
+def _run_scan(config: ScanConfig, quiet: bool, to_stderr: bool = False) -> Any:
     from facebatch.progress import ProgressBar
     from facebatch.scan.driver import scan as run_scan
 
@@ -215,7 +215,7 @@ def _run_scan(config: ScanConfig, quiet: bool) -> Any:
     if not quiet:
         for warning in summary.warnings:
             click.echo(f"warning: {warning}", err=True)
-        click.echo(summary.line())
+        click.echo(summary.line(), err=to_stderr)
     return summary
 
 
@@ -241,11 +241,13 @@ def scan(library: Any, folders: tuple[str, ...], strict: bool, quiet: bool, **op
 @cli.command(short_help="The whole job: scan, cluster, export tags, write the site.")
 @click.argument("folders", nargs=-1, required=True, type=click.Path())
 @scan_options
-@click.option("--tags", "tags_file", default=None, help="Where the tags go [default: LIBRARY/tags.json].")
+@click.option("--tags", "tags_file", default=None, help="Where the tags go, - for standard output [default: LIBRARY/tags.json].")
+@click.option("--format", "fmt", type=click.Choice(["json", "jsonl", "parquet"]), default=None,
+              help="Of the tags [default: from the file name; jsonl for -].")
 @click.option("--no-report", is_flag=True, help="Skip the review site.")
 @with_library
-def run(library: Any, folders: tuple[str, ...], strict: bool, quiet: bool, tags_file: str | None, no_report: bool,
-        **options: Any) -> None:
+def run(library: Any, folders: tuple[str, ...], strict: bool, quiet: bool, tags_file: str | None, fmt: str | None,
+        no_report: bool, **options: Any) -> None:
     """Bring the library up to date with FOLDERS and say where the results are: scan the new and
     changed photos, cluster every face (names given before flow to the new photos), export the
     per-photo tags and write the review site.
@@ -255,17 +257,24 @@ def run(library: Any, folders: tuple[str, ...], strict: bool, quiet: bool, tags_
         facebatch run ~/Pictures
         facebatch --library /nas/faces run /nas/photos --tags /nas/faces/tags.jsonl --quiet
     """
+    from facebatch.exports.tags import format_for
+    from facebatch.files import STDOUT, resolve_output
     from facebatch.people.calibration import NAME_CONFIDENCE
     from facebatch.people.grouping import GroupingSettings
     from facebatch.review.report import write_report
 
-    summary = _run_scan(_scan_config(library, folders, options), quiet)
+    output = tags_file or str(library.root / "tags.json")
+    if tags_file:  # a typo in the tags' path is said before hours of scanning, not after
+        fmt = format_for(output, fmt)
+        resolve_output(output)
+    to_stderr = output == STDOUT  # the tags own standard output
+    summary = _run_scan(_scan_config(library, folders, options), quiet, to_stderr)
     if not library.read_faces(["face_id"]).num_rows:
         raise InputError(f"no faces found in {', '.join(folders)}: nothing to cluster")
-    _cluster(library, {f: getattr(GroupingSettings(), f) for f in GroupingSettings.__dataclass_fields__}, quiet)
-    output = tags_file or str(library.root / "tags.json")
-    exported = _export(library, output, None, False, NAME_CONFIDENCE)
-    click.echo(f"tags: {exported.line(output)}")
+    _cluster(library, {f: getattr(GroupingSettings(), f) for f in GroupingSettings.__dataclass_fields__}, quiet,
+             to_stderr)
+    exported = _export(library, output, fmt, False, NAME_CONFIDENCE)
+    click.echo(f"tags: {exported.line(output)}", err=to_stderr)
     if not no_report:
         from facebatch.progress import ProgressBar
 
@@ -274,9 +283,9 @@ def run(library: Any, folders: tuple[str, ...], strict: bool, quiet: bool, tags_
             index = write_report(library, None, bar)
         finally:
             bar.close()
-        click.echo(f"site: {index}")
+        click.echo(f"site: {index}", err=to_stderr)
     click.echo("next: name people with `facebatch label cluster N NAME` (numbers in `facebatch clusters` or the site), "
-               "then run again")
+               "then run again", err=to_stderr)
     if strict and summary.failed:
         sys.exit(1)
 
@@ -339,7 +348,7 @@ def cluster_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
-def _cluster(library: Any, options: dict[str, Any], quiet: bool = False) -> None:
+def _cluster(library: Any, options: dict[str, Any], quiet: bool = False, to_stderr: bool = False) -> None:
     from facebatch.people.clustering import cluster_library
     from facebatch.people.grouping import GroupingSettings
     from facebatch.people.view import build_view
@@ -348,10 +357,10 @@ def _cluster(library: Any, options: dict[str, Any], quiet: bool = False) -> None
     view = build_view(library)
     named = sum(1 for c in view.clusters.values() if c.person)
     if not quiet:
-        click.echo(summary.line() + f"; {named} named")
+        click.echo(summary.line() + f"; {named} named", err=to_stderr)
     for info in view.clusters.values():
         if info.conflict:
-            click.echo("conflict: " + info.conflict_line())
+            click.echo("conflict: " + info.conflict_line(), err=to_stderr)
 
 
 @cli.command(short_help="Group the faces into people.")
@@ -372,15 +381,24 @@ def cluster(library: Any, **options: Any) -> None:
 
 
 def _shown_path(path: str, roots: list[str]) -> str:
-    """A photo's path relative to the scanned folder that holds it."""
+    """A photo's path relative to the outermost scanned folder that holds it."""
     for root in roots:
         if path.startswith(root.rstrip(os.sep) + os.sep):
             return os.path.relpath(path, root)
     return path
 
 
-def _fit(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+def _fit(text: str, width: int | None) -> str:
+    """One line cut to the terminal's width; whole when written to a file or pipe (width None)."""
+    return text if width is None or len(text) <= width else text[: max(0, width - 1)] + "…"
+
+
+def _terminal_width() -> int | None:
+    return shutil.get_terminal_size((100, 24)).columns if sys.stdout.isatty() else None
+
+
+def _counted(n: int, noun: str, plural: str | None = None) -> str:
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
 
 
 @cli.command(name="clusters", short_help="List clusters and the ones that may be one person.")
@@ -403,7 +421,7 @@ def list_clusters(library: Any, limit: int, examples: int, similar: bool) -> Non
     from facebatch.people.view import build_view
 
     view = build_view(library)
-    width = shutil.get_terminal_size((100, 24)).columns
+    width = _terminal_width()
     if similar:
         _list_similar(view, limit, width)
         return
@@ -430,16 +448,21 @@ def list_clusters(library: Any, limit: int, examples: int, similar: bool) -> Non
                             width))
     unclustered = int((view.cluster_ids < 0).sum())
     hidden = len(order) - len(shown)
-    click.echo(f"{len(order)} clusters{f' ({hidden} not shown)' if hidden else ''}, {unclustered} unclustered faces")
+    click.echo(f"{_counted(len(order), 'cluster')}{f' ({hidden} not shown)' if hidden else ''}, "
+               f"{_counted(unclustered, 'unclustered face')}")
     for info in order:
         if info.conflict:
             click.echo("conflict: " + info.conflict_line())
 
 
-def _list_similar(view: Any, limit: int, width: int) -> None:
+def _list_similar(view: Any, limit: int, width: int | None) -> None:
     pairs = sorted({(s.distance, min(c, s.cluster_id), max(c, s.cluster_id))
                     for c, info in view.clusters.items() for s in info.similar})
-    pairs = [p for p in pairs if not (view.clusters[p[1]].ignored or view.clusters[p[2]].ignored)]
+
+    def may_merge(a: Any, b: Any) -> bool:  # two different names are two people: never offered
+        return not (a.ignored or b.ignored or (a.person and b.person and a.person != b.person))
+
+    pairs = [p for p in pairs if may_merge(view.clusters[p[1]], view.clusters[p[2]])]
     shown = pairs if limit <= 0 else pairs[:limit]
 
     def who(c: int) -> str:
@@ -449,7 +472,7 @@ def _list_similar(view: Any, limit: int, width: int) -> None:
     for distance, a, b in shown:
         click.echo(_fit(f"{distance:.3f}  {who(a)}  {who(b)}  `facebatch merge {a} {b}`", width))
     hidden = len(pairs) - len(shown)
-    click.echo(f"{len(pairs)} pairs{f' ({hidden} not shown)' if hidden else ''}")
+    click.echo(f"{_counted(len(pairs), 'pair')}{f' ({hidden} not shown)' if hidden else ''}")
 
 
 @cli.group(short_help="Name a cluster or faces, or say a face is not someone.")
@@ -615,7 +638,7 @@ def people(library: Any) -> None:
         clusters = ", ".join(map(str, person.clusters)) or "-"
         click.echo(f"{person.name}\t{person.confirmed} confirmed, {person.suggested} suggested faces\t"
                    f"{person.photos} photos\tclusters {clusters}")
-    click.echo(f"{len(found)} people")
+    click.echo(_counted(len(found), "person", "people"))
 
 
 # --------------------------------------------------------------------------- exports
@@ -1080,8 +1103,12 @@ def identify(
 
     if min_confidence is not None and not 0.0 <= min_confidence <= 1.0:
         raise UsageError(f"--min-confidence must be between 0 and 1, got {min_confidence}")
-    found = discover(photos, skip_dirs=[library.root])
-    paths = [p.path for p in found.photos]
+    paths: list[str] = []  # in the order given, each folder's photos in its own order
+    for given in photos:
+        if Path(given).is_dir():
+            paths += [p.path for p in discover([given], skip_dirs=[library.root]).photos]
+        else:
+            paths.append(given)  # a photo, or a missing or unreadable path: its own line says what is wrong
     if not paths:
         raise InputError(f"no photos in {', '.join(photos)}")
     pipeline = build_pipeline(weights, device, models=library_models(library, runtime, precision, device))
@@ -1093,6 +1120,8 @@ def identify(
             click.echo(json.dumps(photo.to_json(), ensure_ascii=False))
         elif photo.error:
             click.echo(f"{photo.path}: {photo.error}")
+        elif not photo.faces:
+            click.echo(f"{photo.path}: no face found")
         else:
             for face in photo.faces:
                 click.echo(f"{photo.path}: {face.line()}")

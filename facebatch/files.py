@@ -129,6 +129,8 @@ def output_file(output: str | Path, binary: bool = False) -> Iterator[IO[Any]]:
         else:
             with atomic_file(path, mode, encoding, make_parents=False) as f:
                 yield f
+    except BrokenPipeError:
+        raise  # the reader stopped (`| head`): click ends quietly, as Unix tools do
     except OSError as exc:
         raise OutputError(f"cannot write {output}: {exc.strerror or exc}") from None
 

@@ -121,8 +121,10 @@ class Library:
             atomic_write_json(self.info_path, {**info, "roots": sorted(known + new)})
 
     def scanned_roots(self) -> list[str]:
-        """The scanned folders, longest first (so the deepest one that holds a photo is found first)."""
-        return sorted((self.read_info() or {}).get("roots", []), key=len, reverse=True)
+        """The scanned folders, shortest first: a photo is shown relative to the outermost scanned
+        folder that holds it, so two photos never show the same path (a folder scanned again on
+        its own, e.g. a/b after a, would make a/1.jpg and a/b/1.jpg both "1.jpg")."""
+        return sorted((self.read_info() or {}).get("roots", []), key=len)
 
     def read_info(self) -> dict[str, Any] | None:
         try:

@@ -19,6 +19,20 @@ def test_run_scans_clusters_exports_and_writes_the_site(tmp_path):
     assert len(tags["photos"]) == 11 and (library / "report" / "index.html").is_file()
     again = run("--library", library, "run", SAMPLE_DATA, "--quiet", "--no-report", "--tags", tmp_path / "t.jsonl")
     assert again.exit_code == 0 and again.output.splitlines()[0].endswith(f"-> {tmp_path / 't.jsonl'}")
+    piped = run("--library", library, "run", SAMPLE_DATA, "--no-report", "--tags", "-")
+    assert piped.exit_code == 0, piped.output
+    assert [json.loads(line)["path"] for line in piped.stdout.splitlines()] == [p["path"] for p in tags["photos"]]
+    assert "tags: 11 photos, 21 faces (0 with a person) -> standard output" in piped.stderr
+
+
+def test_run_says_a_bad_tags_path_before_any_work(tmp_path):
+    library = tmp_path / "lib"
+    typo = run("--library", library, "run", SAMPLE_DATA, "--tags", tmp_path / "nope" / "t.json")
+    assert (typo.exit_code, typo.output) == (
+        1, f"Error: folder {tmp_path / 'nope'} does not exist (for {tmp_path / 'nope' / 't.json'})\n")
+    unknown = run("--library", library, "run", SAMPLE_DATA, "--tags", tmp_path / "t.csv")
+    assert unknown.exit_code == 1 and "or give --format" in unknown.output
+    assert not library.exists()
 
 
 def test_the_nightly_recipe_runs_the_whole_job(sample_library):

@@ -142,3 +142,15 @@ def test_empty_library_reads_as_empty_tables(tmp_path):
     lib = Library(tmp_path / "none")
     assert lib.read_photos().schema == PHOTOS_SCHEMA
     assert lib.read_faces(["face_id"]).num_rows == 0
+
+
+def test_photos_are_shown_relative_to_the_outermost_scanned_folder(tmp_path):
+    from facebatch.cli import _shown_path
+
+    lib = Library(tmp_path / "lib")
+    lib.create(MODEL)
+    lib.add_roots(["/photos/family/2019", "/photos/family"])  # the inner folder scanned again on its own
+    roots = lib.scanned_roots()
+    assert _shown_path("/photos/family/2019/1.jpg", roots) == "2019/1.jpg"
+    assert _shown_path("/photos/family/1.jpg", roots) == "1.jpg"
+    assert _shown_path("/elsewhere/1.jpg", roots) == "/elsewhere/1.jpg"

@@ -30,7 +30,7 @@ from facebatch.people.labels import (
     undo_rows,
     undoable_actions,
 )
-from facebatch.people.view import View, build_view
+from facebatch.people.view import ClusterInfo, View, build_view
 from facebatch.schema import UNCLUSTERED
 from facebatch.store import Library
 
@@ -175,7 +175,20 @@ def merge_clusters(library: Library, cluster_ids: list[int], wait: float = 0.0) 
         table, _ = move_faces(library, table, moved, unique[0], action)
         merged = build_view(library, table).cluster(unique[0])
     return ActionResult(action, "merge", len(faces), cluster_id=unique[0], clusters=tuple(unique), size=merged.size,
-                        conflict=merged.conflict_line() if merged.conflict else None, person=merged.person)
+                        conflict=_merge_conflict(view, unique, merged), person=merged.person)
+
+
+def _merge_conflict(before: View, cluster_ids: list[int], merged: ClusterInfo) -> str | None:
+    """What the user must hear about names after a merge: the merged cluster's conflict, or that
+    clusters shown under different names (one named by a single face's label) are now one."""
+    if merged.conflict:
+        return merged.conflict_line()
+    shown = {c: before.cluster(c).person for c in cluster_ids}
+    if len(set(shown.values()) - {None}) < 2:
+        return None
+    listed = ", ".join(f"{c} ({name})" for c, name in shown.items() if name)
+    return (f"clusters {listed} were shown under different names: cluster {merged.cluster_id} is now shown as "
+            f"{merged.person}; faces named one by one keep their names; `facebatch undo` takes the merge back")
 
 
 def split_faces(library: Library, face_ids: list[str], wait: float = 0.0) -> ActionResult:

@@ -76,7 +76,7 @@ class IdentifiedFace:
 class IdentifiedPhoto:
     path: str
     faces: list[IdentifiedFace]
-    error: str | None = None  # the photo could not be read, or has no face
+    error: str | None = None  # the photo could not be read (no faces is not an error: `faces` is empty)
 
     def to_json(self) -> dict:
         return {"photo": self.path, "faces": [f.to_json() for f in self.faces], "error": self.error}
@@ -123,7 +123,7 @@ def identify_faces(
 ) -> list[IdentifiedFace]:
     faces, crops, _, _ = photo_faces(pipeline, path)
     if not faces:
-        raise InputError(f"no face found in {path}")
+        return []
     distances = people.distances(new_face_embeddings(library, embed_crops(pipeline, np.stack(crops))))
     return [
         IdentifiedFace(

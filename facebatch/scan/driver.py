@@ -75,10 +75,12 @@ class ScanSummary:
             errors += " (" + ", ".join(f"{kind} {n}" for kind, n in sorted(self.errors.items())) + ")"
         if self.still_failing:
             errors += f"; {self.still_failing} failed before (--retry-errors)"
-        rate = (self.processed + self.reused) / self.elapsed if self.elapsed > 0 else 0.0
+        done = self.processed + self.reused
+        rate = f" ({done / self.elapsed:.2f} photos/s)" if done and self.elapsed > 0 else ""
+        # The faces of the photos scanned now: on a re-scan with nothing new, "0 new faces", not "0 faces".
         return (
             f"{self.found} photos: {self.processed} scanned, {self.reused} moved, {self.unchanged} unchanged, "
-            f"{self.gone} gone; {self.faces} faces; {errors}; {self.elapsed:.1f}s ({rate:.2f} photos/s)"
+            f"{self.gone} gone; {self.faces} new faces; {errors}; {self.elapsed:.1f}s{rate}"
         )
 
 

@@ -117,6 +117,18 @@ def test_two_names_merged_into_one_cluster_are_a_conflict_with_the_fix(lib):
     assert not build_view(lib).clusters[cat].conflict
 
 
+def test_merging_a_cluster_shown_by_one_named_face_says_so(lib):
+    cat, eve = cluster_of(lib, "cat"), cluster_of(lib, "eve")
+    label_cluster(lib, cat, "Cat")
+    label_faces(lib, ["f-eve-a-0"], "Eve")  # cluster eve is shown as Eve by this one face
+    result = merge_clusters(lib, [cat, eve])
+    assert result.conflict == (
+        f"clusters {cat} (Cat), {eve} (Eve) were shown under different names: cluster {cat} is now shown as Cat; "
+        "faces named one by one keep their names; `facebatch undo` takes the merge back"
+    )
+    assert tags_by_face(lib)["f-eve-a-0"] == ("Eve", "confirmed", 1.0)
+
+
 def test_a_cluster_renamed_is_named_again(lib):
     ann = cluster_of(lib, "ann")
     label_cluster(lib, ann, "Ann")

@@ -163,6 +163,21 @@ def test_cli_cluster_and_clusters(synthetic):
     assert lines[-1] == "4 clusters, 0 unclustered faces"
 
 
+def test_cli_similar_lists_pairs_nearest_first_but_never_two_named_people(synthetic):
+    from facebatch.people.actions import label_cluster
+
+    run("--library", str(synthetic.root), "cluster", "--min-cluster-size", "3")
+    lines = run("--library", str(synthetic.root), "clusters", "--similar").output.splitlines()
+    distances = [float(line.split()[0]) for line in lines[:-1]]
+    assert distances and distances == sorted(distances)
+    assert lines[-1] == f"{len(distances)} pair" + ("s" if len(distances) != 1 else "")
+    a, b = (int(n) for n in lines[0].split("`facebatch merge ")[1].rstrip("`").split())
+    label_cluster(synthetic, a, "Ann")
+    label_cluster(synthetic, b, "Bob")
+    after = run("--library", str(synthetic.root), "clusters", "--similar").output
+    assert f"`facebatch merge {a} {b}`" not in after and len(after.splitlines()) == len(lines) - 1
+
+
 def test_every_new_command_has_help_with_an_example():
     for args in (["cluster"], ["clusters"], ["label"], ["label", "cluster"], ["label", "face"], ["merge"],
                  ["split"], ["undo"], ["ignore"], ["ignore", "cluster"], ["people"], ["export"]):

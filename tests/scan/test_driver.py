@@ -98,7 +98,7 @@ def test_summary_line_counts_errors_by_kind():
     summary = ScanSummary(library="/lib", found=10, unchanged=3, processed=6, reused=1, gone=2, faces=9,
                           errors=Counter({"truncated": 2, "empty_file": 1}), elapsed=3.5)
     assert summary.line() == (
-        "10 photos: 6 scanned, 1 moved, 3 unchanged, 2 gone; 9 faces; "
+        "10 photos: 6 scanned, 1 moved, 3 unchanged, 2 gone; 9 new faces; "
         "3 errors (empty_file 1, truncated 2); 3.5s (2.00 photos/s)"
     )
     summary.still_failing = 4
