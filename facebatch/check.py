@@ -126,15 +126,15 @@ def _parts(library: Library, repair: bool) -> list[Finding]:
                                                 "scan its photos again"), True
         findings.append(finding)
     done = set(library.part_numbers(library.shards_dir))
-    for folder in (library.photos_dir, library.faces_dir):
-        for number in sorted(library.part_numbers(folder) - done):
-            finding = Finding(folder / f"part-{number:06d}.parquet", "unfinished (a scan was killed while writing it)",
-                              "the next `facebatch scan` removes it")
-            if repair:
-                library.remove_unfinished_parts()
-                finding.repair, finding.repaired = "removed", True
-            findings.append(finding)
-    return findings
+    unfinished = [Finding(folder / f"part-{number:06d}.parquet", "unfinished (a scan was killed while writing it)",
+                          "the next `facebatch scan` removes it")
+                  for folder in (library.photos_dir, library.faces_dir)
+                  for number in sorted(library.part_numbers(folder) - done)]
+    if repair and unfinished:
+        library.remove_unfinished_parts()  # all of them at once
+        for finding in unfinished:
+            finding.repair, finding.repaired = "removed", True
+    return findings + unfinished
 
 
 def _duplicates(library: Library, repair: bool) -> list[Finding]:
@@ -143,17 +143,14 @@ def _duplicates(library: Library, repair: bool) -> list[Finding]:
         faces = Counter(library.read_faces(["face_id"])["face_id"].to_pylist())
     except LibraryDamaged:
         return []  # reported, part by part, above
-    twice = [("photos", library.photos_dir, sum(n > 1 for n in paths.values()), "paths"),
-             ("faces", library.faces_dir, sum(n > 1 for n in faces.values()), "face ids")]
-    findings = []
-    for _, folder, count, what in twice:
-        if count:
-            finding = Finding(folder, f"{count} {what} appear twice (a scan was killed before it reconciled)",
-                              "the next `facebatch scan` reconciles them")
-            if repair:
-                library.reconcile()
-                finding.repair, finding.repaired = "reconciled", True
-            findings.append(finding)
+    twice = [(library.photos_dir, sum(n > 1 for n in paths.values()), "paths"),
+             (library.faces_dir, sum(n > 1 for n in faces.values()), "face ids")]
+    findings = [Finding(folder, f"{count} {what} appear twice (a scan was killed before it reconciled)",
+                        "the next `facebatch scan` reconciles them") for folder, count, what in twice if count]
+    if repair and findings:
+        library.reconcile()  # both tables at once
+        for finding in findings:
+            finding.repair, finding.repaired = "reconciled", True
     return findings
 
 
