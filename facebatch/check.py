@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from facebatch.errors import LibraryDamaged, LibraryMissing
-from facebatch.files import atomic_write_json
+from facebatch.files import atomic_write_bytes, atomic_write_json
 from facebatch.schema import LABELS_SCHEMA
 from facebatch.store import Library
 
@@ -104,10 +103,7 @@ def _info(library: Library, repair: bool) -> list[Finding]:
     except LibraryDamaged as error:
         problem = str(error)
     finding = Finding(library.info_path, problem, "--repair writes it again from the model in the parts' metadata")
-    models = {
-        (pq.read_schema(library.part_path("faces", n)).metadata or {}).get(b"facebatch.model")
-        for n in library.finished_parts("faces")
-    } - {None}
+    models = {_part_model(library.part_path("faces", n)) for n in library.finished_parts("faces")} - {None}
     if repair and len(models) == 1:
         _set_aside_file(library, library.info_path)
         atomic_write_json(library.info_path, {"format": 1, "model": models.pop().decode()})
@@ -161,28 +157,37 @@ def _labels(library: Library, repair: bool) -> list[Finding]:
     except LibraryDamaged as error:
         problem = str(error).split(": `facebatch check`")[0]
     generations = sorted(library.label_generations_dir.glob("labels-*.parquet"), reverse=True)
-    readable = next((g for g in generations if _readable(g)), None)
-    if readable is None:
+    readable, table = next(((g, t) for g in generations if (t := _readable(g)) is not None), (None, None))
+    if readable is None or table is None:
         return [Finding(library.labels_path, problem, "no readable earlier generation: the names are lost")]
-    actions = pq.read_table(readable)["action"].to_pylist() if "action" in pq.read_schema(readable).names else []
+    actions = table["action"].to_pylist() if "action" in table.column_names else []
     finding = Finding(library.labels_path, problem,
                       f"--repair puts back {readable.name} (up to action {max(actions, default=0)}); later labels are lost")
     if repair:
         _set_aside_file(library, library.labels_path)
-        tmp = library.labels_path.with_name(f".{library.labels_path.name}.restore")
-        shutil.copyfile(readable, tmp)
-        os.replace(tmp, library.labels_path)
+        atomic_write_bytes(library.labels_path, readable.read_bytes())
         finding.repair = f"put back {readable.name} (up to action {max(actions, default=0)}); labels given after it are lost"
         finding.repaired = True
     return [finding]
 
 
-def _readable(path: Path) -> bool:
+def _part_model(path: Path) -> bytes | None:
+    """The model a faces part recorded in its metadata; None when the part can't be read (a damaged
+    part is reported by the part checks, it must not stop this one)."""
+    try:
+        return (pq.read_schema(path).metadata or {}).get(b"facebatch.model")
+    except (OSError, pa.ArrowException):
+        return None
+
+
+def _readable(path: Path) -> pa.Table | None:
+    """The labels generation's table when it is readable and looks like labels, else None."""
     try:
         table = pq.read_table(path)
     except (OSError, pa.ArrowException):
-        return False
-    return set(LABELS_SCHEMA.names) <= set(table.column_names) or {"face_id", "kind", "value"} <= set(table.column_names)
+        return None
+    names = set(table.column_names)
+    return table if set(LABELS_SCHEMA.names) <= names or {"face_id", "kind", "value"} <= names else None
 
 
 def _clusters(library: Library, repair: bool) -> list[Finding]:

@@ -152,6 +152,29 @@ def cli(ctx: click.Context, library: str | None) -> None:
 # --------------------------------------------------------------------------- scanning
 
 
+def model_options(weights_help: str = "casia-webface, vggface2 or a FILE.pt.", of_library: bool = False,
+                  ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--weights, --device, --runtime and --precision, declared once for every command that embeds.
+    `of_library`: runtime and precision default to the library's (identify)."""
+    runtime_help = ("onnx or torch [default: the library's]." if of_library
+                    else "onnx (no torch) or torch [default: onnx; torch with --device cuda].")
+    precision_help = ("fp32 or int8 [default: the library's]." if of_library
+                      else "FaceNet in fp32 or int8 (ONNX Runtime) [default: int8 on the CPU].")
+    options = [
+        click.option("--weights", default="casia-webface", show_default=True, help=weights_help),
+        click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N."),
+        click.option("--runtime", type=click.Choice(RUNTIMES), help=runtime_help),
+        click.option("--precision", type=click.Choice(PRECISIONS), help=precision_help),
+    ]
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
+
+
 def scan_options(command: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option("--scheduler", metavar="ADDRESS", help="Use an existing Dask cluster (tcp://host:8786)."),
@@ -164,11 +187,7 @@ def scan_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--min-face", type=int, default=DEFAULT_MIN_FACE, show_default=True, help="Smallest face kept (pixels)."),
         click.option("--min-score", type=float, default=DEFAULT_MIN_SCORE, show_default=True,
                      help="Lowest detection score kept."),
-        click.option("--weights", default="casia-webface", show_default=True,
-                     help="casia-webface (offline), vggface2 (downloads) or a state-dict FILE.pt."),
-        click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N."),
-        click.option("--runtime", type=click.Choice(RUNTIMES), help="onnx (no torch) or torch [default: onnx; torch with --device cuda]."),
-        click.option("--precision", type=click.Choice(PRECISIONS), help="FaceNet in fp32 or int8 (ONNX Runtime) [default: int8 on the CPU]."),
+        model_options("casia-webface (offline), vggface2 (downloads) or a state-dict FILE.pt."),
         click.option("--include", multiple=True, metavar="GLOB", help="Only photos matching GLOB (repeatable)."),
         click.option("--exclude", multiple=True, metavar="GLOB", help="Skip photos matching GLOB (repeatable)."),
         click.option("--force", is_flag=True, help="Run the models again on every photo, even unchanged ones."),
@@ -271,8 +290,7 @@ def run(library: Any, folders: tuple[str, ...], strict: bool, quiet: bool, tags_
     summary = _run_scan(_scan_config(library, folders, options), quiet, to_stderr)
     if not library.read_faces(["face_id"]).num_rows:
         raise InputError(f"no faces found in {', '.join(folders)}: nothing to cluster")
-    _cluster(library, {f: getattr(GroupingSettings(), f) for f in GroupingSettings.__dataclass_fields__}, quiet,
-             to_stderr)
+    _cluster(library, GroupingSettings(), quiet, to_stderr)
     exported = _export(library, output, fmt, False, NAME_CONFIDENCE)
     click.echo(f"tags: {exported.line(output)}", err=to_stderr)
     if not no_report:
@@ -348,12 +366,11 @@ def cluster_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
-def _cluster(library: Any, options: dict[str, Any], quiet: bool = False, to_stderr: bool = False) -> None:
+def _cluster(library: Any, settings: Any, quiet: bool = False, to_stderr: bool = False) -> None:
     from facebatch.people.clustering import cluster_library
-    from facebatch.people.grouping import GroupingSettings
     from facebatch.people.view import build_view
 
-    summary = cluster_library(library, GroupingSettings(**options))
+    summary = cluster_library(library, settings)
     view = build_view(library)
     named = sum(1 for c in view.clusters.values() if c.person)
     if not quiet:
@@ -377,7 +394,9 @@ def cluster(library: Any, **options: Any) -> None:
         facebatch cluster
         facebatch scan ~/Pictures/2024 && facebatch cluster
     """
-    _cluster(library, options)
+    from facebatch.people.grouping import GroupingSettings
+
+    _cluster(library, GroupingSettings(**options))
 
 
 def _shown_path(path: str, roots: list[str]) -> str:
@@ -834,10 +853,7 @@ def eval_group() -> None:
 @click.option("--root", type=click.Path(file_okay=False), default=".", show_default=True, help="Folder the CSV's paths are relative to.")
 @click.option("--flip", is_flag=True, help="Test-time augmentation: add each face's mirror image embedding.")
 @click.option("--folds", "n_folds", type=click.IntRange(min=2), default=10, show_default=True, help="Folds when the CSV has no fold column.")
-@click.option("--weights", default="casia-webface", show_default=True, help="casia-webface, vggface2 or a FILE.pt.")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
-@click.option("--runtime", type=click.Choice(RUNTIMES), help="onnx (no torch) or torch [default: onnx; torch with --device cuda].")
-@click.option("--precision", type=click.Choice(PRECISIONS), help="FaceNet in fp32 or int8 (ONNX Runtime) [default: int8 on the CPU].")
+@model_options()
 @click.option("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, show_default=True, help="Faces per forward pass.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
@@ -1032,10 +1048,7 @@ def show_person(library: Any, name: str, output: str) -> None:
               "once: both photos, twice: photo A then photo B.")
 @click.option("--threshold", type=float, help="Distance at or below which it is the same person [default: 1.108, "
               "the best 1:1 accuracy on LFW].")
-@click.option("--weights", default="casia-webface", show_default=True, help="casia-webface, vggface2 or a FILE.pt.")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
-@click.option("--runtime", type=click.Choice(RUNTIMES), help="onnx (no torch) or torch [default: onnx; torch with --device cuda].")
-@click.option("--precision", type=click.Choice(PRECISIONS), help="FaceNet in fp32 or int8 (ONNX Runtime) [default: int8 on the CPU].")
+@model_options()
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def verify(
     photo_a: str, photo_b: str, face_index: tuple[int, ...], threshold: float | None, weights: str, device: str,
@@ -1074,10 +1087,7 @@ def verify(
 @click.argument("photos", nargs=-1, required=True, type=click.Path())
 @click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True, help="People listed per face.")
 @click.option("--min-confidence", type=float, default=None, help="Lowest confidence that names a face [default: 0.8].")
-@click.option("--weights", default="casia-webface", show_default=True, help="The weights the library was scanned with.")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
-@click.option("--runtime", type=click.Choice(RUNTIMES), help="onnx or torch [default: the library's].")
-@click.option("--precision", type=click.Choice(PRECISIONS), help="fp32 or int8 [default: the library's].")
+@model_options("The weights the library was scanned with.", of_library=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per photo and line.")
 @with_library
 def identify(

@@ -136,6 +136,7 @@ def check_device(device: str) -> None:
 def require_device(device: str) -> None:
     """--device cuda[:N] needs that GPU here: checked before any work (it imports torch, so only
     when a GPU is asked for), instead of every photo failing on the workers."""
+    check_device(device)
     if device == "cpu":
         return
     import torch

@@ -94,11 +94,11 @@ class Library:
         weights and preprocessing. When only the runtime or precision differs, the library takes the
         new model and the previous one is returned: its faces are to be embedded again (the scan
         does it, keeping every face id and label)."""
-        from facebatch.models.embedding import same_model, same_weights_other_variant
+        from facebatch.models.embedding import same_model, same_weights
 
         info = self.read_info()
         previous = info.get("model") if info is not None else None
-        if info is not None and not same_model(str(previous), model) and not same_weights_other_variant(str(previous), model):
+        if info is not None and not same_weights(str(previous), model):
             raise UsageError(
                 f"library {self.root} holds embeddings from {previous}, this scan uses {model}: "
                 "embeddings of two models can't be compared; use another --library"

@@ -86,12 +86,22 @@ def _round(values: list[float]) -> list[float]:
     return [round(float(v), 4) for v in values]
 
 
+def live_photo_rows(library: Library) -> list[tuple[str, str, int, int]]:
+    """(path, photo_id, width, height) of each live photo, sorted by path, one row per path."""
+    photos = library.read_table("photos", ["path", "photo_id", "width", "height", "status"])
+    rows, seen = [], set()
+    for path, photo_id, width, height, status in sorted(zip(*(c.to_pylist() for c in photos.columns))):
+        if status in LIVE_STATUSES and path not in seen:
+            seen.add(path)
+            rows.append((path, photo_id, width, height))
+    return rows
+
+
 def photo_records(library: Library, settings: ExportSettings) -> list[dict[str, Any]]:
     """Live photos with their faces, sorted by path; filters applied."""
     tags = face_tags(library, settings.min_confidence)
     faces = library.read_faces(["face_id", "photo_id", "box"])
     boxes = dict(zip(faces["face_id"].to_pylist(), faces["box"].to_pylist()))
-    photos = library.read_photos()
     by_photo: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for face_id, photo_id, c, person, status, conf in zip(
         tags.face_ids, tags.photo_ids, tags.cluster_ids.tolist(), tags.person, tags.status, tags.confidence.tolist()
@@ -105,12 +115,7 @@ def photo_records(library: Library, settings: ExportSettings) -> list[dict[str, 
              "confidence": round(float(conf), 4), "cluster_id": None if c < 0 else int(c)}
         )
     records = []
-    seen: set[str] = set()
-    columns = [photos[c].to_pylist() for c in ("path", "photo_id", "width", "height", "status")]
-    for path, photo_id, width, height, status in sorted(zip(*columns), key=lambda r: r[0]):
-        if status not in LIVE_STATUSES or path in seen:
-            continue
-        seen.add(path)
+    for path, photo_id, width, height in live_photo_rows(library):
         photo_faces = by_photo.get(photo_id, [])
         if settings.only_named and not photo_faces:
             continue

@@ -69,9 +69,9 @@ from facebatch.exports.xmp_regions import (
 )
 from facebatch.files import atomic_file
 from facebatch.people.calibration import NAME_CONFIDENCE
-from facebatch.people.clustering import require_clusters
-from facebatch.people.suggestions import face_tags
-from facebatch.schema import LIVE_STATUSES
+from facebatch.people.suggestions import LiveFaces, face_tags
+from facebatch.people.view import build_view
+from facebatch.exports.tags import live_photo_rows
 from facebatch.store import Library
 
 SIDECAR_FULL = "photo.jpg.xmp"  # PHOTO.EXT.xmp: digiKam, darktable, Immich, PhotoPrism
@@ -141,17 +141,8 @@ class LivePhoto:
 
 def live_photos(library: Library, under: list[Path] | None = None) -> list[LivePhoto]:
     """Live photos (one row per path, sorted), optionally only those under some folders."""
-    photos = library.read_photos().select(["path", "photo_id", "width", "height", "status"]).to_pylist()
-    seen: set[str] = set()
-    out = []
-    for row in sorted(photos, key=lambda r: r["path"]):
-        if row["status"] not in LIVE_STATUSES or row["path"] in seen or not row["width"] or not row["height"]:
-            continue
-        if under is not None and not any(Path(row["path"]).is_relative_to(folder) for folder in under):
-            continue
-        seen.add(row["path"])
-        out.append(LivePhoto(row["path"], row["photo_id"], row["width"], row["height"]))
-    return out
+    return [LivePhoto(path, photo_id, width, height) for path, photo_id, width, height in live_photo_rows(library)
+            if width and height and (under is None or any(Path(path).is_relative_to(folder) for folder in under))]
 
 
 class FolderStems:
@@ -205,10 +196,10 @@ class NamedFace:
 
 def named_faces(library: Library, settings: XmpExportSettings) -> dict[str, list[NamedFace]]:
     """The faces to write, by photo_id."""
-    require_clusters(library)
-    tags = face_tags(library, settings.min_confidence)
+    view = build_view(library)  # "no clusters yet" before any face is read; the clusters read once
+    faces = library.read_faces(["face_id", "photo_id", "box", "embedding"])  # once for tags and boxes
+    tags = face_tags(library, settings.min_confidence, view=view, live=LiveFaces.of(library, faces))
     wanted = {STATUS_CONFIRMED, STATUS_SUGGESTED} if settings.include_suggested else {STATUS_CONFIRMED}
-    faces = library.read_faces(["face_id", "box"])
     boxes = dict(zip(faces["face_id"].to_pylist(), faces["box"].to_pylist()))
     by_photo: dict[str, list[NamedFace]] = defaultdict(list)
     for face_id, photo_id, person, status in zip(tags.face_ids, tags.photo_ids, tags.person, tags.status):

@@ -12,6 +12,8 @@ names anyone gave: they are counted, never imported.
 
 from __future__ import annotations
 
+import os
+
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,7 +145,7 @@ def _folders(folders: list[str]) -> list[Path]:
         path = Path(folder).expanduser()
         if not path.is_dir():
             raise InputError(f"photo folder {folder} does not exist or is not a folder")
-        paths.append(path.resolve())
+        paths.append(Path(os.path.abspath(path)))  # as the scan stored it: a symlinked folder stays itself
     return paths
 
 

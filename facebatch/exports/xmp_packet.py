@@ -331,9 +331,6 @@ class Edits:
         self.removed.remove(node)
         self.splices.remove((self._gap_start(node), node.end, b""))
 
-    def replace(self, node: Node, text: str) -> None:
-        self.splices.append((node.start, node.end, text.encode()))
-
     def append(self, parent: Node, fragments: list[str], indent: str) -> None:
         """New last children of `parent` (after those not removed), each on its own line at `indent`."""
         if not fragments:

@@ -17,7 +17,6 @@ from PIL import Image
 
 from facebatch.imageload import DecodedPhoto
 from facebatch.schema import EMBEDDING_DIM
-from facebatch.models.quantize import to_model_input
 from facebatch.models.weights import Weights, load_embedding_model
 
 if TYPE_CHECKING:
@@ -51,10 +50,10 @@ def split_model_tag(tag: str) -> tuple[str, str]:
     return tag, LEGACY_VARIANT
 
 
-def same_weights_other_variant(old: str, new: str) -> bool:
-    """Embeddings of `old` can be remade as `new` from the same crops: only runtime/precision differ."""
-    (old_space, old_variant), (new_space, new_variant) = split_model_tag(old), split_model_tag(new)
-    return old_space == new_space and old_variant != new_variant
+def same_weights(a: str, b: str) -> bool:
+    """Same weights and preprocessing, whatever the runtime and precision: the embeddings of one can
+    be remade as the other's from the same crops."""
+    return split_model_tag(a)[0] == split_model_tag(b)[0]
 
 
 def same_model(a: str, b: str) -> bool:
@@ -97,12 +96,16 @@ def face_crop(photo: DecodedPhoto, box: Sequence[float]) -> np.ndarray:
     return np.asarray(aligned, dtype=np.uint8)[offset : offset + INPUT_SIZE, offset : offset + INPUT_SIZE]
 
 
+def to_model_input(crops: np.ndarray) -> np.ndarray:
+    """(N, 160, 160, 3) uint8 -> (N, 3, 160, 160) float32, (x - 127.5) / 128: every runtime's input."""
+    return (np.ascontiguousarray(crops.transpose(0, 3, 1, 2)).astype(np.float32) - 127.5) / 128.0
+
+
 def to_input(crops: np.ndarray) -> torch.Tensor:
-    """(N, 160, 160, 3) uint8 -> (N, 3, 160, 160) float32, (x - 127.5) / 128."""
+    """to_model_input as a torch tensor."""
     import torch
 
-    tensor = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float()
-    return (tensor - 127.5) / 128.0
+    return torch.from_numpy(to_model_input(crops))
 
 
 class FaceEmbedder:

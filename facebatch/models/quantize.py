@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from facebatch.errors import FacebatchError
+from facebatch.models.embedding import to_model_input
 
 if TYPE_CHECKING:
     from facebatch.models.onnx_models import OnnxModel
@@ -40,11 +41,6 @@ def calibration_faces() -> np.ndarray:
     """(N, 160, 160, 3) uint8: the faces of sample_data/, shipped with the package."""
     with resources.files("facebatch.models").joinpath(CALIBRATION_FILE).open("rb") as handle:
         return np.load(handle)["faces"]
-
-
-def to_model_input(crops: np.ndarray) -> np.ndarray:
-    """(N, 160, 160, 3) uint8 -> (N, 3, 160, 160) float32, (x - 127.5) / 128, as models.embedding."""
-    return (np.ascontiguousarray(crops.transpose(0, 3, 1, 2)).astype(np.float32) - 127.5) / 128.0
 
 
 def quantize_facenet(fp32: OnnxModel) -> bytes:
@@ -107,18 +103,15 @@ def calibration_crops_from(folder: Path) -> np.ndarray:
     """The 160x160 crop of every face MTCNN finds in the photos under `folder`, in path order, made
     as the scan makes them (torch detection, so the file doesn't depend on the ONNX export)."""
     from facebatch.config import DetectionSettings
-    from facebatch.imageload import decode_photo, read_photo_bytes
+    from facebatch.imageload import read_photo_bytes
     from facebatch.models.detection import FaceDetector
     from facebatch.scan.discovery import discover
-    from facebatch.scan.pipeline import crops_of
+    from facebatch.scan.pipeline import find_faces
 
-    settings = DetectionSettings()
-    detector = FaceDetector(settings)
+    detector = FaceDetector(DetectionSettings())
     crops: list[np.ndarray] = []
     for file in sorted(discover([str(folder)]).photos, key=lambda p: p.path):
-        data = read_photo_bytes(file.path)
-        photo = decode_photo(data, min_long_side=settings.max_side)
-        crops += crops_of(data, photo, [face.box for face in detector.detect(photo)])
+        crops += find_faces(detector, read_photo_bytes(file.path))[2]
     return np.stack(crops)
 
 

@@ -209,10 +209,10 @@ def library_examples(library: Library) -> Examples:
     from facebatch.people.clustering import box_sides, photo_codes, require_clusters
     from facebatch.people.view import build_view
 
-    require_clusters(library)
+    table = require_clusters(library)
     faces = library.read_faces(["face_id", "photo_id", "box", "embedding"])
     face_ids = faces["face_id"].to_pylist()
-    view = build_view(library)
+    view = build_view(library, table)
     cluster_of = view.cluster_of()
     name = np.array([view.confirmed_name(f, cluster_of.get(f, UNCLUSTERED)) or "" for f in face_ids], dtype=object)
     said_not = {i: set(view.labels.nots[f]) for i, f in enumerate(face_ids) if view.labels.nots.get(f)}

@@ -274,7 +274,8 @@ def undo_moves(library: Library, action: int) -> int:
     index = {f: i for i, f in enumerate(table["face_id"].to_pylist())}
     moved = 0
     for move in undone:
-        for face_id, before, mode in zip(move["faces"], move["before"], move["modes"]):
+        # A move recorded before clusters had modes: a face's mode was its cluster.
+        for face_id, before, mode in zip(move["faces"], move["before"], move.get("modes", move["before"])):
             i = index.get(face_id)
             if i is not None and ids[i] == move["after"]:
                 ids[i], modes[i] = before, mode

@@ -62,8 +62,6 @@ def user_constraints(state: LabelState, face_ids: Sequence[str]) -> Constraints:
     keys = [face_keys(state, f) for f in face_ids]
     union = _UnionFind()
     for every, _, _ in keys:
-        for key in every:
-            union.find(key)
         for key in every[1:]:
             union.union(every[0], key)
     roots = sorted({union.find(k) for every, _, _ in keys for k in every})

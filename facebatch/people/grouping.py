@@ -533,12 +533,9 @@ def _pinned(groups: _Groups, faces: np.ndarray) -> np.ndarray:
     the user said they belong together, whatever the distance."""
     pinned = np.zeros(len(faces), bool)
     named = np.flatnonzero(groups.constraints.hard[faces])
-    if len(named):
-        key = groups.label[faces[named]] * (int(groups.user.max()) + 1) + groups.user[faces[named]]
-        every = groups.label * (int(groups.user.max()) + 1) + groups.user
-        counts = np.unique(every[(groups.label >= 0) & (groups.user >= 0)], return_counts=True)
-        seen = dict(zip(counts[0].tolist(), counts[1].tolist()))
-        pinned[named] = [seen.get(k, 0) > 1 for k in key.tolist()]
+    # groups.users counts each group's faces per user group: no pass over the whole library.
+    pinned[named] = [g >= 0 and u >= 0 and groups.users[g][u] > 1
+                     for g, u in zip(groups.label[faces[named]].tolist(), groups.user[faces[named]].tolist())]
     return pinned
 
 
@@ -665,7 +662,7 @@ def _join_user_groups(groups: _Groups, near: float) -> int:
     for u in np.unique(user[user >= 0]).tolist():
         faces = np.flatnonzero(user == u)
         held = sorted((int(g) for g in np.unique(groups.label[faces]) if g >= 0), key=lambda g: -groups.size[g])
-        merged = {g for g in held if constraint.merged[list(groups.faces[g] & set(faces.tolist()))].any()}
+        merged = set(groups.label[faces[constraint.merged[faces]]].tolist()) - {UNCLUSTERED}
         for other in held[1:]:
             close = _centres_distance(groups, held[0], other) <= near
             if (close or {held[0], other} <= merged) and groups.can_join(held[0], other):
@@ -700,8 +697,8 @@ def _adopt_loose_faces(groups: _Groups, candidates: np.ndarray, cols: np.ndarray
     distance = groups.distance_to(loose[pairs[:, 0]], pairs[:, 1])
     fits = distance <= _limit(limit, groups.size[pairs[:, 1]])
     adopted = 0
-    for i in np.argsort(distance[fits], kind="stable").tolist():
-        row, g = pairs[fits][i].tolist()
+    fitting = pairs[fits]
+    for row, g in fitting[np.argsort(distance[fits], kind="stable")].tolist():
         face = loose[row]
         if groups.label[face] < 0 and groups.size[g] > 0 and groups.allowed(np.array([face]), g):
             groups.add(np.array([face]), g)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 
 from facebatch.people.calibration import NAME_CONFIDENCE, confidence, distance_at
 from facebatch.people.clustering import require_library
@@ -93,7 +94,11 @@ class LiveFaces:
 
     @staticmethod
     def read(library: Library) -> LiveFaces:
-        faces = library.read_faces(["face_id", "photo_id", "embedding"])
+        return LiveFaces.of(library, library.read_faces(["face_id", "photo_id", "embedding"]))
+
+    @staticmethod
+    def of(library: Library, faces: pa.Table) -> LiveFaces:
+        """From a faces table already read (with face_id, photo_id and embedding)."""
         return LiveFaces(faces["face_id"].to_pylist(), faces["photo_id"].to_pylist(), face_embeddings(library, faces))
 
 

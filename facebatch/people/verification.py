@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facebatch.config import DetectionSettings, ModelSettings, check_device, require_device
+from facebatch.config import DetectionSettings, ModelSettings, require_device
 from facebatch.models.detection import Face
 from facebatch.errors import InputError, PhotoError, UsageError
 from facebatch.people.evaluation import DEFAULT_FAR, DEFAULT_FOLDS, VerificationReport, nearest_centre, verification_report
@@ -54,7 +54,6 @@ def build_pipeline(
 ) -> FacePipeline:
     """The scan's detector and embedder with default detection settings, in this process; `models`
     None: the default runtime and precision for `device`."""
-    check_device(device)
     require_device(device)
     weights_file = resolve_weights(weights)
     builder = prepare_builder(DetectionSettings(), weights_file, models or ModelSettings.choose(None, None, device),

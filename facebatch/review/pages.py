@@ -10,6 +10,8 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import pyarrow as pa
+
 from facebatch.people.calibration import confidence
 from facebatch.people.suggestions import STATUS_CONFIRMED, LiveFaces, face_tags
 from facebatch.people.view import View, build_view
@@ -122,12 +124,13 @@ class Scanned:
 
     @staticmethod
     def read(library: Library) -> Scanned:
-        live = LiveFaces.read(library)
+        faces = library.read_faces(["face_id", "photo_id", "path", "box", "embedding"])  # once for both
+        live = LiveFaces.of(library, faces)
         photos = _photos(library)
         for face_id, photo_id in zip(live.face_ids, live.photo_ids):
             if photo_id in photos:
                 photos[photo_id].face_ids.append(face_id)
-        return Scanned(live, photos, _face_boxes(library, photos))
+        return Scanned(live, photos, _face_boxes(faces, photos))
 
 
 def collect(library: Library, view: View | None = None, scanned: Scanned | None = None) -> Site:
@@ -186,9 +189,8 @@ def _photos(library: Library) -> dict[str, Photo]:
     return photos
 
 
-def _face_boxes(library: Library, photos: dict[str, Photo]) -> dict[str, FaceBox]:
-    """face_id -> its box and photo, read once for the whole site."""
-    faces = library.read_faces(["face_id", "photo_id", "path", "box"])
+def _face_boxes(faces: pa.Table, photos: dict[str, Photo]) -> dict[str, FaceBox]:
+    """face_id -> its box and photo, for the whole site."""
     long_side = {p: max(photo.width, photo.height) for p, photo in photos.items()}
     return {
         f: FaceBox(f, path, tuple(box), long_side.get(photo, 0))

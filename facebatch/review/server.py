@@ -34,6 +34,7 @@ from starlette.routing import Route
 from facebatch.errors import FacebatchError, LibraryBusy, PhotoError, UsageError
 from facebatch.imageload import decode_photo, read_photo_bytes
 from facebatch.people import actions
+from facebatch.people.adapter import METADATA_FILE
 from facebatch.people.clustering import require_clusters
 from facebatch.review import pages
 from facebatch.review.pages import Scanned, Site, chunks, collect
@@ -60,17 +61,21 @@ class Review:
     _version: tuple = ()
     _scanned: Scanned | None = None
     _scan_version: tuple = ()
+    last_action: str | None = None  # the undo line's action, read with the labels by site()
 
     def site(self) -> Site:
         """The page model, made again only when a table changed: after a click only the labels
         and clusters are read again; the faces and photos only after a scan."""
         lib = self.library
-        scan_version = _stamps(lib.shards_dir, lib.faces_dir, lib.photos_dir)
+        # The adapter's file too: `train` and `train --off` change the space suggestions are made in.
+        scan_version = _stamps(lib.shards_dir, lib.faces_dir, lib.photos_dir, lib.adapter_dir / METADATA_FILE)
         if self._scanned is None or scan_version != self._scan_version:
             self._scanned, self._scan_version, self._site = Scanned.read(lib), scan_version, None
         version = _stamps(lib.labels_path, lib.clusters_path, lib.cluster_state_path, lib.cluster_pairs_path)
         if self._site is None or version != self._version:
             self._site, self._version = collect(lib, scanned=self._scanned), version
+            latest = actions.history(lib, 1)
+            self.last_action = latest[0].text() if latest else None
         return self._site
 
 
@@ -91,12 +96,12 @@ def create_app(review: Review, hosts: list[str] | None = None) -> Starlette:
 
     def page(request: Request, template: str, title: str, **context: Any) -> HTMLResponse:
         message = request.query_params.get("msg")
-        latest = actions.history(review.library, 1)
+        site = review.site()
         return HTMLResponse(render(template, **common(
-            review.site(), url, title, token=review.token, here=request.url.path + (
+            site, url, title, token=review.token, here=request.url.path + (
                 f"?page={request.query_params['page']}" if "page" in request.query_params else ""),
             message=message, message_kind=request.query_params.get("kind", ""),
-            last_action=latest[0].text() if latest else None, **context)))
+            last_action=review.last_action, **context)))
 
     def number(request: Request) -> int:
         try:

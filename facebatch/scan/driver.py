@@ -7,6 +7,7 @@ by the same path).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -20,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from facebatch.config import require_device, DEFAULT_SHARD_SIZE, ScanConfig
 from facebatch.scan.discovery import Discovery, PhotoFile, discover, photo_extensions
@@ -117,12 +119,14 @@ def scan(config: ScanConfig, progress: ProgressCallback | None = None) -> ScanSu
         if plan.gone:
             _write_gone(library, plan.gone, model)
             summary.gone = len(plan.gone)
+        # Made at most once, and only when some photo needs the models (scan or re-embed).
+        builder = functools.cache(
+            lambda: prepare_builder(config.detection, weights, config.models, config.batch_size, config.device))
         if plan.todo:
-            builder = prepare_builder(config.detection, weights, config.models, config.batch_size, config.device)
-            _run_shards(config, library, builder, model, plan, summary, progress)
+            _run_shards(config, library, builder(), model, plan, summary, progress)
         if plan.gone or plan.todo:  # otherwise the tables are as the first reconcile left them
             library.reconcile()
-        _reembed(config, library, weights, model, summary, progress)
+        _reembed(config, library, builder, model, summary, progress)
     summary.elapsed = time.monotonic() - started
     return summary
 
@@ -379,7 +383,8 @@ def _reembed_notice(library: Library, previous: str, model: str) -> str:
 
 def plan_reembed(faces: pa.Table, model: str, shard_size: int | None) -> list[list[KnownPhoto]]:
     """Photos with faces embedded by another model than `model` (REEMBED_COLUMNS rows), in shards."""
-    stale = {p for p, m in zip(faces["photo_id"].to_pylist(), faces["model"].to_pylist()) if not same_model(m, model)}
+    fresh = {m: same_model(m, model) for m in pc.unique(faces["model"]).to_pylist()}  # a few tags, many faces
+    stale = {p for p, m in zip(faces["photo_id"].to_pylist(), faces["model"].to_pylist()) if not fresh[m]}
     by_photo: dict[str, list[int]] = {}
     for i, photo_id in enumerate(faces["photo_id"].to_pylist()):
         if photo_id in stale:
@@ -394,7 +399,7 @@ def plan_reembed(faces: pa.Table, model: str, shard_size: int | None) -> list[li
 def _reembed(
     config: ScanConfig,
     library: Library,
-    weights: Any,
+    builder: Callable[[], PipelineBuilder],
     model: str,
     summary: ScanSummary,
     progress: ProgressCallback | None,
@@ -402,16 +407,20 @@ def _reembed(
     """Embed again every face of another runtime/precision (a switch, or one a kill left half done)."""
     from distributed import as_completed
 
+    # Every scan asks; the answer is nearly always no: the model column alone says so.
+    if all(same_model(m, model) for m in pc.unique(library.read_faces(["model"])["model"]).to_pylist()):
+        return
     faces = library.read_faces(REEMBED_COLUMNS)
     shards = plan_reembed(faces, model, config.shard_size)
     if not shards:
         return
-    builder = prepare_builder(config.detection, weights, config.models, config.batch_size, config.device)
     rows = {face_id: i for i, face_id in enumerate(faces["face_id"].to_pylist())}
     total, done, skipped = sum(len(s) for s in shards), 0, 0
     with dask_client(config) as client:
+        resources, _ = task_resources(client.scheduler_info().get("workers", {}))  # as the scan's shards ask
         run_id = uuid.uuid4().hex[:8]
-        futures = {client.submit(reembed_shard, builder, shard, key=f"facebatch-reembed-{run_id}-{i}", pure=False): shard
+        futures = {client.submit(reembed_shard, builder(), shard, key=f"facebatch-reembed-{run_id}-{i}", pure=False,
+                                 resources=resources): shard
                    for i, shard in enumerate(shards)}
         for future in as_completed(futures):
             shard = futures.pop(future)

@@ -199,7 +199,7 @@ class FacePipeline:
             try:
                 with clock("read"):
                     data = read_photo_bytes(known.path)
-                if hashlib.blake2b(data, digest_size=16).hexdigest() != known.photo_id:
+                if photo_id_of(data) != known.photo_id:
                     skipped[known.path] = "changed since it was scanned"
                     continue
                 with clock("decode"):
@@ -220,15 +220,7 @@ class FacePipeline:
     def find_faces(
         self, data: bytes, seconds: Counter | None = None
     ) -> tuple[DecodedPhoto, list[Face], list[np.ndarray]]:
-        """Decode, detect and crop one photo: the photo, its faces (best first) and their 160x160 crops."""
-        clock = _StageClock(Counter() if seconds is None else seconds)
-        with clock("decode"):
-            photo = decode_photo(data, min_long_side=self.detector.settings.max_side)
-        with clock("detect"):
-            faces = self.detector.detect(photo)
-        with clock("crop"):
-            crops = crops_of(data, photo, [face.box for face in faces])
-        return photo, faces, crops
+        return find_faces(self.detector, data, seconds)
 
     def _process_photo(self, file: PhotoFile, known_ids: frozenset[str], rows: _ShardRows) -> None:
         clock = _StageClock(rows.seconds)
@@ -236,7 +228,7 @@ class FacePipeline:
         try:
             with clock("read"):
                 data = read_photo_bytes(file.path)
-                photo_id = hashlib.blake2b(data, digest_size=16).hexdigest()
+                photo_id = photo_id_of(data)
             if photo_id in known_ids:
                 rows.reused.append((file, photo_id))
                 return
@@ -265,6 +257,25 @@ def crops_of(data: bytes, photo: DecodedPhoto, boxes: Sequence[Sequence[float]])
     if (needed is None and photo.scale < 1) or (needed is not None and have < needed):
         photo = decode_photo(data, min_long_side=needed)
     return [face_crop(photo, box) for box in boxes]
+
+
+def find_faces(
+    detector: FaceDetector, data: bytes, seconds: Counter | None = None
+) -> tuple[DecodedPhoto, list[Face], list[np.ndarray]]:
+    """Decode, detect and crop one photo: the photo, its faces (best first) and their 160x160 crops."""
+    clock = _StageClock(Counter() if seconds is None else seconds)
+    with clock("decode"):
+        photo = decode_photo(data, min_long_side=detector.settings.max_side)
+    with clock("detect"):
+        faces = detector.detect(photo)
+    with clock("crop"):
+        crops = crops_of(data, photo, [face.box for face in faces])
+    return photo, faces, crops
+
+
+def photo_id_of(data: bytes) -> str:
+    """A photo's id: the hash of its bytes (the same file anywhere is the same photo)."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 class _StageClock:
