@@ -131,9 +131,10 @@ def main() -> None:
         seconds = per_call(lambda levels=levels: [nets.pnet(level) for level in levels], args.rounds)
         print(f"| P-Net, every pyramid level of {batch} photo(s) in one call | {batch} | {1000 * seconds / batch:.2f} |")
     for name, size, batches in (("rnet", mtcnn.RNET_SIZE, (64, 256, 2048)), ("onet", mtcnn.ONET_SIZE, (8, 64, 256))):
+        net = getattr(nets, name)
         for batch in batches:
             crops = rng.random((batch, 3, size, size), np.float32)
-            seconds = per_call(lambda net=getattr(nets, name), crops=crops: net(crops), args.rounds)
+            seconds = per_call(lambda net=net, crops=crops: net(crops), args.rounds)
             print(f"| {name.upper().replace('NET', '-Net')} | {batch} | {1000 * seconds / batch:.3f} |")
 
 
