@@ -76,6 +76,21 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
+def read_json_map(path: Path) -> dict[str, Any]:
+    """The JSON object in `path`; {} when it is missing, unreadable or not an object (a cache)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def record_in_json_map(path: Path, key: str, value: Any) -> None:
+    """Add key: value to the JSON object in `path`, atomically. Read just before writing: another
+    process may have recorded its own key meanwhile."""
+    atomic_write_json(path, {**read_json_map(path), key: value})
+
+
 def atomic_write_table(path: Path, table: pa.Table, metadata: dict[str, str] | None = None) -> None:
     """Parquet through a temp file, straight into it: no second copy of a big table in memory."""
     if metadata:

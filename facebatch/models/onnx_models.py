@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.util
-import json
 import logging
 import warnings
 from collections.abc import Callable
@@ -31,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from facebatch.errors import FacebatchError
-from facebatch.files import atomic_write_bytes, atomic_write_json
+from facebatch.files import atomic_write_bytes, read_json_map, record_in_json_map
 from facebatch.models.weights import Weights, facebatch_home
 
 if TYPE_CHECKING:
@@ -107,14 +106,6 @@ def _manifest_path() -> Path:
     return onnx_dir() / "manifest.json"
 
 
-def _read_manifest() -> dict[str, Any]:
-    try:
-        manifest = json.loads(_manifest_path().read_text())
-    except (OSError, ValueError):
-        return {}
-    return manifest if isinstance(manifest, dict) else {}
-
-
 def _read(path: Path) -> bytes:
     try:
         return path.read_bytes()
@@ -125,7 +116,7 @@ def _read(path: Path) -> bytes:
 def _cached_or_made(name: str, make: Callable[[], bytes]) -> OnnxModel:
     """The cached file if its bytes still match the manifest, else the bytes `make()` returns."""
     path = onnx_dir() / name
-    recorded = _read_manifest().get(name, {}).get("sha256")
+    recorded = read_json_map(_manifest_path()).get(name, {}).get("sha256")
     if recorded and path.is_file():
         with contextlib.suppress(FacebatchError):
             if hashlib.sha256(_read(path)).hexdigest() == recorded:
@@ -134,8 +125,7 @@ def _cached_or_made(name: str, make: Callable[[], bytes]) -> OnnxModel:
     data = make()
     digest = hashlib.sha256(data).hexdigest()
     atomic_write_bytes(path, data)
-    # Another process may have recorded another file meanwhile: read again just before writing.
-    atomic_write_json(_manifest_path(), {**_read_manifest(), name: {"sha256": digest}})
+    record_in_json_map(_manifest_path(), name, {"sha256": digest})
     return OnnxModel(path, digest)
 
 

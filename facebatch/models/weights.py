@@ -20,7 +20,6 @@ import functools
 import hashlib
 import http.client
 import importlib.util
-import json
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from facebatch.errors import FacebatchError
-from facebatch.files import atomic_file, atomic_write_json
+from facebatch.files import atomic_file, read_json_map, record_in_json_map
 
 if TYPE_CHECKING:
     import torch
@@ -346,14 +345,6 @@ def _verified_path() -> Path:
     return facebatch_home() / "weights" / "verified.json"
 
 
-def _read_verified() -> dict[str, str]:
-    try:
-        verified = json.loads(_verified_path().read_text())
-    except (OSError, ValueError):
-        return {}
-    return verified if isinstance(verified, dict) else {}
-
-
 def _file_sha256(path: Path) -> str | None:
     try:
         with open(path, "rb") as f:
@@ -366,14 +357,14 @@ def _remember(digest: str | None, checksum: str) -> None:
     """Record a file's bytes as verified; a home we cannot write only costs the full check again."""
     if digest is not None:
         with contextlib.suppress(OSError):
-            atomic_write_json(_verified_path(), {**_read_verified(), digest: checksum})
+            record_in_json_map(_verified_path(), digest, checksum)
 
 
 def _verified_file(name: str, path: Path) -> Weights:
     """A state-dict file's weights: the content checksum recorded for exactly these bytes (no torch),
     else read, fitted and checksummed, then recorded."""
     digest = _file_sha256(path)
-    if isinstance(checksum := _read_verified().get(digest or ""), str):
+    if isinstance(checksum := read_json_map(_verified_path()).get(digest or ""), str):
         return Weights(name, path, checksum)
     state = _read_state_dict(path)
     _check_fits(state, where=str(path))
