@@ -265,8 +265,6 @@ def _run_shards(
     summary: ScanSummary,
     progress: ProgressCallback | None,
 ) -> None:
-    from distributed import as_completed
-
     known_ids = frozenset(plan.previous)
     done = 0
     with dask_client(config) as client:
@@ -278,21 +276,30 @@ def _run_shards(
         shards = shard_files(plan.todo, config.shard_size, max(1, slots))
         # Sent once to every worker, not once per task; wrapped so scatter doesn't split the set.
         known = client.scatter([known_ids], broadcast=True)[0] if known_ids else known_ids
-        run_id = uuid.uuid4().hex[:8]
-        futures = {
-            client.submit(run_shard, builder, shard, known, key=f"facebatch-shard-{run_id}-{i}", pure=False,
-                          resources=resources): shard
-            for i, shard in enumerate(shards)
-        }
         if progress:
             progress(0, len(plan.todo), 0, 0)
-        for future in as_completed(futures):
-            shard = futures.pop(future)
+        for shard, future in _finished(client, run_shard, builder, shards, (known,), "shard", resources):
             result = _shard_result(future, shard)
             _write_result(library, result, plan, summary, model)
             done += len(shard)
             if progress:
                 progress(done, len(plan.todo), summary.faces, summary.failed)
+
+
+def _finished(
+    client: Any, task: Callable[..., Any], builder: PipelineBuilder, shards: Sequence[list[Any]], extra: tuple[Any, ...],
+    kind: str, resources: dict[str, int] | None,
+) -> Iterator[tuple[list[Any], Any]]:
+    """task(builder, shard, *extra) on the workers for every shard, each asking for `resources`:
+    (shard, future) as each finishes, whichever first."""
+    from distributed import as_completed
+
+    run_id = uuid.uuid4().hex[:8]
+    futures = {client.submit(task, builder, shard, *extra, key=f"facebatch-{kind}-{run_id}-{i}", pure=False,
+                             resources=resources): shard
+               for i, shard in enumerate(shards)}
+    for future in as_completed(futures):
+        yield futures.pop(future), future
 
 
 def _shard_result(future: Any, shard: list[PhotoFile]) -> ShardResult:
@@ -405,8 +412,6 @@ def _reembed(
     progress: ProgressCallback | None,
 ) -> None:
     """Embed again every face of another runtime/precision (a switch, or one a kill left half done)."""
-    from distributed import as_completed
-
     # Every scan asks; the answer is nearly always no: the model column alone says so.
     if all(same_model(m, model) for m in pc.unique(library.read_faces(["model"])["model"]).to_pylist()):
         return
@@ -418,12 +423,7 @@ def _reembed(
     total, done, skipped = sum(len(s) for s in shards), 0, 0
     with dask_client(config) as client:
         resources, _ = task_resources(client.scheduler_info().get("workers", {}))  # as the scan's shards ask
-        run_id = uuid.uuid4().hex[:8]
-        futures = {client.submit(reembed_shard, builder(), shard, key=f"facebatch-reembed-{run_id}-{i}", pure=False,
-                                 resources=resources): shard
-                   for i, shard in enumerate(shards)}
-        for future in as_completed(futures):
-            shard = futures.pop(future)
+        for shard, future in _finished(client, reembed_shard, builder(), shards, (), "reembed", resources):
             try:
                 result: ReembedResult = future.result()
             except Exception as exc:  # noqa: BLE001 - a dead worker: these faces wait for the next scan
