@@ -109,40 +109,40 @@ def create_app(review: Review, hosts: list[str] | None = None) -> Starlette:
         except ValueError:
             return 1
 
+    def paged(request: Request, items: list[Any], per_page: int) -> tuple[list[Any], int, int]:
+        """The asked page of items (the last one, past the end), its number and the page count."""
+        parts = chunks(items, per_page)
+        n = min(number(request), len(parts))
+        return parts[n - 1], n, len(parts)
+
     async def people_page(request: Request) -> Response:
         site = review.site()
-        parts = chunks(site.clusters, pages.CLUSTERS_PER_INDEX_PAGE)
-        n = min(number(request), len(parts))
-        return page(request, "people.html", "People in the library", clusters=parts[n - 1], number=n,
-                    pages=len(parts))
+        clusters, n, count = paged(request, site.clusters, pages.CLUSTERS_PER_INDEX_PAGE)
+        return page(request, "people.html", "People in the library", clusters=clusters, number=n, pages=count)
 
     async def cluster_page(request: Request) -> Response:
         cluster = review.site().cluster(request.path_params["cluster_id"])
         if cluster is None:
             return not_found(f"no cluster {request.path_params['cluster_id']}")
-        parts = chunks(cluster.faces, pages.FACES_PER_PAGE)
-        n = min(number(request), len(parts))
-        return page(request, "cluster.html", cluster.title, cluster=cluster, faces=parts[n - 1], number=n,
-                    pages=len(parts), page_url=lambda k: url.cluster(cluster.cluster_id, k))
+        faces, n, count = paged(request, cluster.faces, pages.FACES_PER_PAGE)
+        return page(request, "cluster.html", cluster.title, cluster=cluster, faces=faces, number=n,
+                    pages=count, page_url=lambda k: url.cluster(cluster.cluster_id, k))
 
     async def person_page(request: Request) -> Response:
         name = unquote(request.path_params["name"])
         faces = review.site().people.get(name)
         if faces is None:
             return not_found(f"nobody is named {name}")
-        parts = chunks(faces, pages.FACES_PER_PAGE)
-        n = min(number(request), len(parts))
-        chunk = parts[n - 1]
-        return page(request, "person.html", name, name=name, faces=faces, number=n, pages=len(parts),
+        chunk, n, count = paged(request, faces, pages.FACES_PER_PAGE)
+        return page(request, "person.html", name, name=name, faces=faces, number=n, pages=count,
                     confirmed=[f for f in chunk if f.status == "confirmed"],
                     suggested=[f for f in chunk if f.status != "confirmed"], page_url=lambda k: url.person(name, k))
 
     async def unclustered_page(request: Request) -> Response:
         faces = review.site().unclustered
-        parts = chunks(faces, pages.FACES_PER_PAGE)
-        n = min(number(request), len(parts))
+        chunk, n, count = paged(request, faces, pages.FACES_PER_PAGE)
         return page(request, "faces.html", "Faces in no cluster", heading="Faces in no cluster", all_faces=faces,
-                    faces=parts[n - 1], number=n, pages=len(parts), page_url=url.unclustered)
+                    faces=chunk, number=n, pages=count, page_url=url.unclustered)
 
     async def ignored_page(request: Request) -> Response:
         return page(request, "ignored.html", "Ignored clusters")

@@ -186,3 +186,20 @@ def test_cli_review_refuses_a_library_without_clusters(tmp_path):
     add_people(lib, tmp_path / "photos", {"ann": 3}, "a")
     result = run("--library", lib.root, "review")
     assert (result.exit_code, result.output) == (2, "Error: no clusters yet: run `facebatch cluster` first\n")
+
+
+def test_pages_of_a_cluster_past_the_end_show_the_last(library, monkeypatch):
+    from facebatch.review import pages
+
+    monkeypatch.setattr(pages, "FACES_PER_PAGE", 4)
+    client = TestClient(create_app(prepare(library), ["testserver"]))
+    cluster = cluster_of(library, "ann")
+
+    def shown(query: str) -> set[str]:
+        html = client.get(f"/cluster/{cluster}{query}").text
+        return {part.split(".jpg")[0] for part in html.split("/thumb/")[1:] if part.startswith("fann")}
+
+    first, second, last = shown(""), shown("?page=2"), shown("?page=3")
+    assert len(first) == len(second) == 4 and len(last) == 1  # ann's 9 faces, 4 a page
+    assert not first & second and not second & last
+    assert shown("?page=99") == last and shown("?page=nope") == first
