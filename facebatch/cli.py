@@ -1079,7 +1079,7 @@ def verify(
     if as_json:
         _echo_json({**result.to_json(), "model": pipeline.model})
     else:
-        click.echo(result.line())
+        click.echo("\n".join([result.line(), *result.notes()]))
     sys.exit(EXIT_SAME if result.same else EXIT_DIFFERENT)
 
 

@@ -96,6 +96,16 @@ class ChosenFace:
     index: int  # in best-first order, as in the library's face_index
     n_faces: int
     face: Face
+    given: bool = False  # chosen with --face, not as the largest
+
+    def note(self, label: str) -> str | None:
+        """Which face was compared, when the photo has several: a group photo's largest face is
+        not always the one the user meant."""
+        if self.n_faces < 2:
+            return None
+        x1, y1, x2, y2 = (round(v) for v in self.face.box)
+        how = "as given" if self.given else "the largest; --face N compares another"
+        return f"photo {label} {self.path}: face {self.index} of {self.n_faces} (box {x1},{y1} to {x2},{y2}), {how}"
 
 
 @dataclass(frozen=True)
@@ -119,6 +129,9 @@ class VerifyResult:
         named = "would" if self.confidence >= NAME_CONFIDENCE else "would not"
         return (f"{verdict}: distance {self.distance:.4f} {sign} threshold {self.threshold:.4f}; as a suggestion in "
                 f"a library this distance has confidence {self.confidence:.2f} (it {named} name a face)")
+
+    def notes(self) -> list[str]:
+        return [n for n in (self.a.note("A"), self.b.note("B")) if n]
 
     def to_json(self) -> dict:
         def face(chosen: ChosenFace) -> dict:
@@ -161,7 +174,7 @@ def verify(
             raise UsageError(
                 f"--face {index}: {path} has {len(found)} face{'s' if len(found) != 1 else ''} (0 to {len(found) - 1})",
             )
-        chosen.append(ChosenFace(path, index, len(found), found[index]))
+        chosen.append(ChosenFace(path, index, len(found), found[index], given=wanted is not None))
         crops.append(found_crops[index])
     embeddings = embed_crops(pipeline, np.stack(crops))
     return VerifyResult(chosen[0], chosen[1], distance(embeddings[0], embeddings[1]), threshold)

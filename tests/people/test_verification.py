@@ -52,6 +52,20 @@ def test_verify_different_people_json():
     assert out["model"].startswith("casia-webface@")
 
 
+def test_verify_on_a_group_photo_says_which_face_it_compared():
+    group = SAMPLE_DATA / "groups/situation_room_2011.jpg"
+    result = run("verify", group, PEOPLE / "barack_obama/1.jpg")
+    assert result.exit_code == 1  # the largest face is not Obama's
+    # Boxes in whole pixels; another CPU's float rounding may move one by a pixel.
+    box = r"\(box \d+,\d+ to \d+,\d+\)"
+    assert re.fullmatch(f"photo A {re.escape(str(group))}: face 6 of 13 {box}, the largest; --face N compares another",
+                        result.output.splitlines()[1])
+    result = run("verify", group, PEOPLE / "barack_obama/1.jpg", "--face", "9", "--face", "0")
+    assert result.exit_code == 0, result.output  # his face at the table
+    assert len(result.output.splitlines()) == 2  # the portrait has one face: no note for it
+    assert re.fullmatch(f"photo A {re.escape(str(group))}: face 9 of 13 {box}, as given", result.output.splitlines()[1])
+
+
 def test_verify_threshold_option_changes_the_verdict():
     result = run("verify", PEOPLE / "barack_obama/2.jpg", PEOPLE / "joe_biden/1.jpg", "--threshold", "1.9")
     assert result.exit_code == 0
