@@ -29,6 +29,7 @@ from facebatch.errors import LibraryDamaged, LibraryMissing
 from facebatch.files import atomic_write_bytes, atomic_write_json
 from facebatch.schema import LABELS_SCHEMA
 from facebatch.store import Library
+from facebatch.wording import counted
 
 
 @dataclass
@@ -60,8 +61,8 @@ class CheckReport:
         if open_:
             lines.append(f"library {root}: {open_} problems; `facebatch check --repair` mends them")
         else:
-            lines.append(f"library {root} is whole: {self.parts} parts, {self.photos} photos, {self.faces} faces, "
-                         f"{self.label_actions} label actions")
+            lines.append(f"library {root} is whole: {counted(self.parts, 'part')}, {counted(self.photos, 'photo')}, "
+                         f"{counted(self.faces, 'face')}, {counted(self.label_actions, 'label action')}")
         return lines
 
 

@@ -42,6 +42,7 @@ from facebatch.errors import (
     OutputError,
     UsageError,
 )
+from facebatch.wording import counted
 
 # Exit codes, by what went wrong (README, "Exit codes"). `verify` adds its own: 0 same person,
 # 1 different people, 2 anything else.
@@ -416,10 +417,6 @@ def _terminal_width() -> int | None:
     return shutil.get_terminal_size((100, 24)).columns if sys.stdout.isatty() else None
 
 
-def _counted(n: int, noun: str, plural: str | None = None) -> str:
-    return f"{n} {noun if n == 1 else plural or noun + 's'}"
-
-
 @cli.command(name="clusters", short_help="List clusters and the ones that may be one person.")
 @click.option("--limit", type=int, default=50, show_default=True, help="Show at most this many clusters (0: all).")
 @click.option("--examples", type=int, default=3, show_default=True, help="Example photos per cluster.")
@@ -467,8 +464,8 @@ def list_clusters(library: Any, limit: int, examples: int, similar: bool) -> Non
                             width))
     unclustered = int((view.cluster_ids < 0).sum())
     hidden = len(order) - len(shown)
-    click.echo(f"{_counted(len(order), 'cluster')}{f' ({hidden} not shown)' if hidden else ''}, "
-               f"{_counted(unclustered, 'unclustered face')}")
+    click.echo(f"{counted(len(order), 'cluster')}{f' ({hidden} not shown)' if hidden else ''}, "
+               f"{counted(unclustered, 'unclustered face')}")
     for info in order:
         if info.conflict:
             click.echo("conflict: " + info.conflict_line())
@@ -491,7 +488,7 @@ def _list_similar(view: Any, limit: int, width: int | None) -> None:
     for distance, a, b in shown:
         click.echo(_fit(f"{distance:.3f}  {who(a)}  {who(b)}  `facebatch merge {a} {b}`", width))
     hidden = len(pairs) - len(shown)
-    click.echo(f"{_counted(len(pairs), 'pair')}{f' ({hidden} not shown)' if hidden else ''}")
+    click.echo(f"{counted(len(pairs), 'pair')}{f' ({hidden} not shown)' if hidden else ''}")
 
 
 @cli.group(short_help="Name a cluster or faces, or say a face is not someone.")
@@ -657,7 +654,7 @@ def people(library: Any) -> None:
         clusters = ", ".join(map(str, person.clusters)) or "-"
         click.echo(f"{person.name}\t{person.confirmed} confirmed, {person.suggested} suggested faces\t"
                    f"{person.photos} photos\tclusters {clusters}")
-    click.echo(_counted(len(found), "person", "people"))
+    click.echo(counted(len(found), "person", "people"))
 
 
 # --------------------------------------------------------------------------- exports

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from facebatch.errors import DeviceUnavailable, UsageError
+from facebatch.wording import counted
 
 DEFAULT_LIBRARY = "facebatch-library"
 
@@ -144,7 +145,7 @@ def require_device(device: str) -> None:
     index = int(device.split(":")[1]) if ":" in device else 0
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if index >= count:
-        found = f"{count} CUDA GPU{'s' if count != 1 else ''}" if count else "no CUDA GPU"
+        found = counted(count, "CUDA GPU") if count else "no CUDA GPU"
         raise DeviceUnavailable(f"--device {device}: this machine has {found} (torch {torch.__version__}); "
                                 "use --device cpu")
 

@@ -24,6 +24,7 @@ from facebatch.imageload import read_photo_bytes
 from facebatch.scan.pipeline import FacePipeline, pipeline_for, prepare_builder
 from facebatch.models.weights import DEFAULT_WEIGHTS, resolve_weights
 from facebatch.people.calibration import NAME_CONFIDENCE, confidence
+from facebatch.wording import counted
 
 # `verify` answers a 1:1 question, "are these two faces one person?", where either answer is as
 # likely beforehand: its threshold is the distance that answers most LFW pairs right, 1.108 on
@@ -172,7 +173,7 @@ def verify(
         index = prominent_face(found) if wanted is None else wanted
         if not 0 <= index < len(found):
             raise UsageError(
-                f"--face {index}: {path} has {len(found)} face{'s' if len(found) != 1 else ''} (0 to {len(found) - 1})",
+                f"--face {index}: {path} has {counted(len(found), 'face')} (0 to {len(found) - 1})",
             )
         chosen.append(ChosenFace(path, index, len(found), found[index], given=wanted is not None))
         crops.append(found_crops[index])
