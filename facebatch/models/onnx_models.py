@@ -4,7 +4,8 @@ Files (in `facebatch_home()/onnx/`, beside the converted weights):
 
     facenet-<weights checksum>-fp32.onnx   InceptionResnetV1 with those weights, as load_embedding_model builds it
     facenet-<weights checksum>-int8-<recipe>.onnx   the same, statically quantised (models.quantize)
-    mtcnn-<nets checksum>-pnet.onnx ...    facenet-pytorch's P-, R- and O-Net (the weights it ships)
+    mtcnn-<nets checksum>-pnet-<recipe>.onnx ...   facenet-pytorch's P-, R- and O-Net (the weights it
+                                           ships), rewritten for ONNX Runtime's kernels (models.mtcnn_graph)
     manifest.json                          file name -> sha256 of its bytes and what it was made from
 
 They are made the first time a command needs them (a scan makes them in its own process, before
@@ -31,6 +32,8 @@ import numpy as np
 
 from facebatch.errors import FacebatchError
 from facebatch.files import atomic_write_bytes, read_json_map, record_in_json_map
+from facebatch.models.mtcnn_graph import RECIPE as MTCNN_RECIPE
+from facebatch.models.mtcnn_graph import rewrite as rewrite_mtcnn_graph
 from facebatch.models.weights import Weights, facebatch_home
 
 if TYPE_CHECKING:
@@ -80,7 +83,7 @@ def onnx_dir() -> Path:
 def prepare_onnx_models(weights: Weights, precision: str) -> OnnxModels:
     """The FaceNet file of that precision and MTCNN's three, made (with torch) if missing or damaged."""
     mtcnn_key = mtcnn_checksum()[:12]
-    nets = {name: _cached_or_made(f"mtcnn-{mtcnn_key}-{name}.onnx", lambda n=name: export_mtcnn_net(n))
+    nets = {name: _cached_or_made(f"mtcnn-{mtcnn_key}-{name}-{MTCNN_RECIPE}.onnx", lambda n=name: export_mtcnn_net(n))
             for name in MTCNN_NETS}
     facenet = _facenet(weights, precision)
     return OnnxModels(facenet, nets["pnet"], nets["rnet"], nets["onet"])
@@ -149,8 +152,9 @@ def export_facenet(weights: Weights) -> bytes:
     return data
 
 
-def export_mtcnn_net(name: str) -> bytes:
-    """One of facenet-pytorch's MTCNN nets; P-Net takes any image size, R- and O-Net any batch."""
+def export_mtcnn_net(name: str, rewritten: bool = True) -> bytes:
+    """One of facenet-pytorch's MTCNN nets, rewritten for ONNX Runtime (models.mtcnn_graph) unless
+    told not to; P-Net takes any image size, R- and O-Net any batch. Checked against torch."""
     import torch
     from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
 
@@ -163,6 +167,8 @@ def export_mtcnn_net(name: str) -> bytes:
     axes = {"input": {0: "n", 2: "h", 3: "w"} if name == "pnet" else {0: "n"}}
     axes.update({output: {0: "n"} for output in outputs})
     data = _export(model, torch.zeros(1, 3, size, size), outputs, axes)
+    if rewritten:
+        data = rewrite_mtcnn_graph(data)
     sample = np.random.default_rng(0).uniform(-1, 1, (4, 3, 61, 83) if name == "pnet" else (4, 3, size, size))
     sample = sample.astype(np.float32)
     with torch.inference_mode():

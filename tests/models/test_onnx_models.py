@@ -107,7 +107,7 @@ def small_home(tmp_path, monkeypatch) -> Path:
 
 def test_nets_are_made_once_and_made_again_when_damaged(small_home):
     key = O.mtcnn_checksum()[:12]
-    made = {name: O._cached_or_made(f"mtcnn-{key}-{name}.onnx", lambda n=name: O.export_mtcnn_net(n))
+    made = {name: O._cached_or_made(f"mtcnn-{key}-{name}-{O.MTCNN_RECIPE}.onnx", lambda n=name: O.export_mtcnn_net(n))
             for name in O.MTCNN_NETS}
     manifest = json.loads((small_home / "onnx" / "manifest.json").read_text())
     assert {m.path.name for m in made.values()} == set(manifest)
