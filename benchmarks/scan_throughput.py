@@ -11,6 +11,8 @@ Methods, each in its own process tree, alternating over --rounds:
 - facebatch torch: the same with `--runtime torch` (torch fp32 nets, the same batched glue);
 - facebatch before: with `--before DIR`, `facebatch scan` from another source tree (e.g. `git
   archive cb47748 | tar -x -C /tmp/before`: torch and facenet-pytorch's detect_face), this venv;
+- facebatch LABEL: with `--tree LABEL=DIR` (repeatable), the same for any other source tree, e.g.
+  the commit before a change, to compare it in the same run;
 - naive: PIL open at full size, facenet-pytorch MTCNN(keep_all=True) on the full image, then each
   face through InceptionResnetV1 one at a time (what facenet-pytorch's README leads to);
 - face_recognition: dlib HOG detector + dlib ResNet, as many processes as cores (when installed:
@@ -21,7 +23,7 @@ per process, faces found of those placed), facebatch's time per stage, where det
 (each net against the glue around them, on 6 of the 12mp photos, one thread), the model-only
 ceiling, and the reproducing command.
 
-    .venv/bin/python benchmarks/scan_throughput.py [--photos 24] [--small 200] [--rounds 1] [--before DIR]
+    .venv/bin/python benchmarks/scan_throughput.py [--photos 24] [--small 200] [--rounds 1] [--before DIR] [--tree LABEL=DIR]
 """
 
 from __future__ import annotations
@@ -337,6 +339,8 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=200, help="LFW-size photos")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--before", type=Path, help="another facebatch source tree, scanned with as `facebatch before`")
+    parser.add_argument("--tree", action="append", default=[], metavar="LABEL=DIR",
+                        help="another source tree, scanned with as `facebatch LABEL` (repeatable)")
     parser.add_argument("--child", nargs=2, metavar=("METHOD", "FOLDER"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -351,6 +355,9 @@ def main() -> None:
     facebatch_runs = {"facebatch": (PROJECT, []), "facebatch torch": (PROJECT, ["--runtime", "torch"])}
     if args.before:
         facebatch_runs["facebatch before"] = (args.before.resolve(), [])
+    for tree in args.tree:
+        label, _, folder = tree.partition("=")
+        facebatch_runs[f"facebatch {label}"] = (Path(folder).resolve(), [])
     me = [sys.executable, __file__, "--child"]
     methods = [*facebatch_runs, "naive"] + (["face_recognition"] if face_recognition_available() else [])
     rows, stage_totals = [], Counter()
@@ -406,7 +413,7 @@ def main() -> None:
           f"faces/s at batch 32; MTCNN {detect_s:.2f} s per face-less photo at the detection size")
     print(f"model forward share (detect + embed) of worker time: "
           f"{(stage_totals['detect'] + stage_totals['embed']) / total:.0%}")
-    before = f" --before {args.before}" if args.before else ""
+    before = (f" --before {args.before}" if args.before else "") + "".join(f" --tree {t}" for t in args.tree)
     print(f"\nmachine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f} at the end; reproduce: .venv/bin/python "
           f"benchmarks/scan_throughput.py --photos {args.photos} --small {args.small} --rounds {args.rounds}{before}")
 
