@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from facebatch.errors import UsageError
 from facebatch.files import STDOUT, describe_output, output_file
 from facebatch.people.calibration import NAME_CONFIDENCE
-from facebatch.people.suggestions import face_tags
+from facebatch.people.suggestions import LiveFaces, face_tags
 from facebatch.schema import LIVE_STATUSES
 from facebatch.store import Library
 
@@ -99,8 +99,8 @@ def live_photo_rows(library: Library) -> list[tuple[str, str, int, int]]:
 
 def photo_records(library: Library, settings: ExportSettings) -> list[dict[str, Any]]:
     """Live photos with their faces, sorted by path; filters applied."""
-    tags = face_tags(library, settings.min_confidence)
-    faces = library.read_faces(["face_id", "photo_id", "box"])
+    faces = library.read_faces(["face_id", "photo_id", "box", "embedding"])  # once for tags and boxes
+    tags = face_tags(library, settings.min_confidence, live=LiveFaces.of(library, faces))
     boxes = dict(zip(faces["face_id"].to_pylist(), faces["box"].to_pylist()))
     by_photo: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for face_id, photo_id, c, person, status, conf in zip(

@@ -13,7 +13,6 @@ names anyone gave: they are counted, never imported.
 from __future__ import annotations
 
 import os
-
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
