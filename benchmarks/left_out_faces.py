@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -105,14 +106,19 @@ def main() -> None:
     args = parser.parse_args()
     mix = people_mix.load_mix(args.libraries)
     halves = ("tune", "check")
+
+    @functools.cache
+    def default_labels(name: str, half: str) -> tuple[np.ndarray, np.ndarray]:
+        rows = people_mix.scenario(mix, name, half)
+        return rows, grouping.group_faces(mix.x[rows], mix.sides[rows], mix.photo[rows],
+                                          grouping.GroupingSettings()).labels
+
     print("| scenario | half | k | left-out true faces | strangers left out | "
           + " | ".join(f"< {t:.2f}: faces / strangers" for t in THRESHOLDS) + " |")
     print("|---|---|---|---|---|" + "---|" * len(THRESHOLDS))
     for name in args.scenarios.split(","):
         for half in halves:
-            rows = people_mix.scenario(mix, name, half)
-            labels = grouping.group_faces(mix.x[rows], mix.sides[rows], mix.photo[rows],
-                                          grouping.GroupingSettings()).labels
+            rows, labels = default_labels(name, half)
             for k in (1, 2, 3):
                 own, strangers = (np.array(v) for v in left_out(mix, rows, labels, k))
                 cells = " | ".join(f"{(own < t).sum()} / {(strangers < t).sum()}" for t in THRESHOLDS)
@@ -122,9 +128,7 @@ def main() -> None:
           "| strangers in them: 10th / 50th / 90th |")
     print("|---|---|---|")
     for half in halves:
-        rows = people_mix.scenario(mix, "mix", half)
-        labels = grouping.group_faces(mix.x[rows], mix.sides[rows], mix.photo[rows],
-                                      grouping.GroupingSettings()).labels
+        rows, labels = default_labels("mix", half)
         members, strangers = small_group_distances(mix, rows, labels)
         print(f"| {half} | " + " / ".join(f"{v:.2f}" for v in np.percentile(members, [50, 90, 97]))
               + f" ({len(members)}) | " + " / ".join(f"{v:.2f}" for v in np.percentile(strangers, [10, 50, 90]))

@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scan_throughput import lfw_paths, make_12mp  # noqa: E402
+from scan_throughput import TimedNets, lfw_paths, make_12mp  # noqa: E402
 
 from facebatch.models import mtcnn  # noqa: E402
 from facebatch.models.onnx_models import OnnxMtcnnNets, prepare_onnx_models  # noqa: E402
@@ -61,29 +61,6 @@ def facenet_profile(path: Path, batch: int, rounds: int) -> tuple[float, list[tu
             calls[event["args"]["op_name"]] += 1
     total = sum(spent.values())
     return faces_per_second, [(op, spent[op] / total, calls[op]) for op, _ in spent.most_common(6)]
-
-
-class TimedNets:
-    def __init__(self, nets: OnnxMtcnnNets) -> None:
-        self.nets = nets
-        self.seconds: collections.Counter = collections.Counter()
-        self.items: collections.Counter = collections.Counter()
-
-    def _timed(self, name: str, batch: np.ndarray) -> tuple[np.ndarray, ...]:
-        started = time.perf_counter()
-        out = getattr(self.nets, name)(batch)
-        self.seconds[name] += time.perf_counter() - started
-        self.items[name] += len(batch)
-        return out
-
-    def pnet(self, image: np.ndarray) -> tuple[np.ndarray, ...]:
-        return self._timed("pnet", image)
-
-    def rnet(self, crops: np.ndarray) -> tuple[np.ndarray, ...]:
-        return self._timed("rnet", crops)
-
-    def onet(self, crops: np.ndarray) -> tuple[np.ndarray, ...]:
-        return self._timed("onet", crops)
 
 
 def per_call(run: Callable[[], object], rounds: int) -> float:
