@@ -6,7 +6,7 @@ a user is simulated: half of the people of lfw-many and lfw-dev (by a seeded dra
 named people's other photos, the people nobody named, the strangers, background faces) is
 compared with the centre of each named person's named faces; the nearest person is a suggestion,
 right when it is the face's person. A logistic fit of "right" on the distance, on the `tune` half
-of the identities, is the mapping in people.calibration; the `check` half shows whether it holds
+of the identities, is the mapping of the libraries' model (models.catalog); the `check` half shows whether it holds
 on people the fit never saw.
 
 It prints: the fitted slope and midpoint; reliability on both halves (mean confidence against
@@ -89,8 +89,10 @@ def main() -> None:
     args = parser.parse_args()
     from sklearn.linear_model import LogisticRegression
 
-    from facebatch.people.calibration import MIDPOINT, SLOPE
+    from facebatch.store import Library
 
+    scale = Library((args.libraries / "lfw-many").resolve()).scale()
+    SLOPE, MIDPOINT = scale.slope, scale.midpoint  # noqa: N806
     mix = load_mix(args.libraries, args.cache)
     halves = np.array([half(t, p) for t, p in zip(mix.truth, mix.photo)])
     data = {split: pooled(mix, halves, split) for split in ("tune", "check")}
@@ -99,7 +101,7 @@ def main() -> None:
     slope = -float(fit.coef_[0, 0])
     midpoint = float(fit.intercept_[0]) / slope
     print(f"fitted on tune: confidence = 1 / (1 + exp({slope:.2f} * (d - {midpoint:.4f})))")
-    print(f"in people.calibration:      confidence = 1 / (1 + exp({SLOPE:.2f} * (d - {MIDPOINT:.4f})))\n")
+    print(f"in the model's scale:       confidence = 1 / (1 + exp({SLOPE:.2f} * (d - {MIDPOINT:.4f})))\n")
 
     def confidence(distance: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(np.clip(SLOPE * (distance - MIDPOINT), -50, 50)))
@@ -123,7 +125,7 @@ def main() -> None:
     print("\n| 1:1 pairs of lfw-dev (3,000 same, 3,000 different) | threshold | accuracy | same accepted (TAR) | "
           "different accepted (FAR) |\n|---|---|---|---|---|")
     for label, threshold in (("the cut, confidence 0.8", MIDPOINT + np.log(1 / 0.8 - 1) / SLOPE),
-                             ("confidence 0.5", MIDPOINT), ("best 1:1 accuracy on LFW (before)", 1.108)):
+                             ("confidence 0.5", MIDPOINT), ("verify's threshold", scale.verify_threshold)):
         accepted = distances <= threshold
         print(f"| {label} | {threshold:.3f} | {np.mean(accepted == same):.4f} | {accepted[same].mean():.4f} | "
               f"{accepted[~same].mean():.4f} |")

@@ -66,8 +66,11 @@ def one(args: argparse.Namespace) -> None:
 
     x, truth = synthetic(args.n, args.lfw)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    from facebatch.models.catalog import FACENET_SCALE
+
+    # The synthetic faces take lfw-dev's spread in FaceNet's space: FaceNet's distances.
     settings = GroupingSettings(pca_dims=args.pca_dims, min_cluster_size=args.min_cluster_size,
-                                min_samples=args.min_samples, method=args.method)
+                                min_samples=args.min_samples, method=args.method).on_scale(FACENET_SCALE)
     started = time.perf_counter()
     labels = group_faces(x, np.full(len(x), 100.0, np.float32), np.arange(len(x)), settings).labels
     seconds = time.perf_counter() - started

@@ -105,13 +105,13 @@ def main() -> None:
     parser.add_argument("--shrink", default="0,0.02,0.04")
     args = parser.parse_args()
     mix = people_mix.load_mix(args.libraries)
+    settings = people_mix.on_scale(grouping.GroupingSettings(), args)  # the libraries' model's distances
     halves = ("tune", "check")
 
     @functools.cache
     def default_labels(name: str, half: str) -> tuple[np.ndarray, np.ndarray]:
         rows = people_mix.scenario(mix, name, half)
-        return rows, grouping.group_faces(mix.x[rows], mix.sides[rows], mix.photo[rows],
-                                          grouping.GroupingSettings()).labels
+        return rows, grouping.group_faces(mix.x[rows], mix.sides[rows], mix.photo[rows], settings).labels
 
     print("| scenario | half | k | left-out true faces | strangers left out | "
           + " | ".join(f"< {t:.2f}: faces / strangers" for t in THRESHOLDS) + " |")
@@ -142,8 +142,7 @@ def main() -> None:
             for name in ("mix", "lfw-dev"):
                 for half in halves:
                     rows = people_mix.scenario(mix, name, half)
-                    labels = grouping.group_faces(mix.x[rows], mix.sides[rows], mix.photo[rows],
-                                                  grouping.GroupingSettings()).labels
+                    labels = grouping.group_faces(mix.x[rows], mix.sides[rows], mix.photo[rows], settings).labels
                     r = people_mix.score(mix, rows, labels)
                     strangers = f"{r['strangers_in_friend']}/{r['strangers']}" if r["strangers"] else "-"
                     print(f"| {shrink:.2f} | {name} | {half} | {r['pw_f']:.3f} | {r['bc_f']:.3f} | {strangers} |",

@@ -57,7 +57,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 
 from facebatch.people.embeddings import embeddings_matrix  # noqa: E402
-from facebatch.models.embedding import ALIGNED_SIZE, INPUT_SIZE, FaceEmbedder, face_crop  # noqa: E402
+from facebatch.models.facenet import ALIGNED_SIZE, INPUT_SIZE, FaceEmbedder, face_crop  # noqa: E402
 from facebatch.people.evaluation import verification_report  # noqa: E402
 from facebatch.imageload import DecodedPhoto, decode_photo, read_photo_bytes  # noqa: E402
 from facebatch.store import Library  # noqa: E402

@@ -29,11 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lfw_pairs import make_pairs  # noqa: E402
 
 from facebatch.imageload import decode_photo, read_photo_bytes  # noqa: E402
-from facebatch.models.embedding import FaceEmbedder, OnnxFaceEmbedder  # noqa: E402
+from facebatch.models.facenet import FaceEmbedder, OnnxFaceEmbedder, face_crop  # noqa: E402
 from facebatch.models.onnx_models import prepare_onnx_models  # noqa: E402
 from facebatch.models.weights import resolve_weights  # noqa: E402
 from facebatch.people.evaluation import nearest_centre, verification_report  # noqa: E402
-from facebatch.scan.pipeline import crops_of  # noqa: E402
 from facebatch.store import Library  # noqa: E402
 
 LFW = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "lfw-dev"
@@ -53,7 +52,7 @@ def central_crops(library: Library, paths: list[str]) -> dict[str, np.ndarray]:
         data = read_photo_bytes(path)
         photo = decode_photo(data)
         box = boxes[path][nearest_centre(boxes[path], photo.width, photo.height)]
-        crops[path] = crops_of(data, photo, [box])[0]
+        crops[path] = face_crop(photo, box)  # a full-size decode
     return crops
 
 

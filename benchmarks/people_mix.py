@@ -195,11 +195,20 @@ def run_one(args: argparse.Namespace) -> None:
     else:
         from facebatch.people.grouping import GroupingSettings, group_faces
 
-        result = group_faces(mix.x[rows], mix.sides[rows], mix.photo[rows], GroupingSettings(**settings))
+        result = group_faces(mix.x[rows], mix.sides[rows], mix.photo[rows], on_scale(GroupingSettings(**settings), args))
         labels, steps = result.labels, result.steps
     seconds = time.perf_counter() - started
     peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
     print(json.dumps({**score(mix, rows, labels), "seconds": seconds, "peak_mb": peak, "steps": steps}))
+
+
+def on_scale(settings, args: argparse.Namespace):
+    """Distances not given in --settings come from the model of the libraries (lfw-many's)."""
+    if None not in (settings.member_distance, settings.merge_distance, settings.member_growth):
+        return settings
+    from facebatch.store import Library
+
+    return settings.on_scale(Library((args.libraries / "lfw-many").resolve()).scale())
 
 
 def baseline_labels(mix: Mix, rows: np.ndarray, settings: dict) -> np.ndarray:

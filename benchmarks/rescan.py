@@ -24,10 +24,11 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
+from facebatch.models.catalog import DEFAULT_MODEL, model_named
 from facebatch.models.embedding import model_tag
 from facebatch.scan.pipeline import face_id
 from facebatch.schema import FACES_SCHEMA, PHOTOS_SCHEMA
-from facebatch.store import Library
+from facebatch.store import Library, LibraryModel
 from facebatch.models.weights import resolve_weights
 
 PART = 256
@@ -48,7 +49,7 @@ def make_photos(folder: Path, count: int) -> list[Path]:
 
 
 def write_library(library: Library, paths: list[Path], model: str) -> None:
-    library.create(model)
+    library.create(LibraryModel(model, DEFAULT_MODEL, "casia-webface"))
     rng = np.random.default_rng(1)
     now = datetime.now(timezone.utc)
     for start in range(0, len(paths), PART):
@@ -60,7 +61,7 @@ def write_library(library: Library, paths: list[Path], model: str) -> None:
             photos.append({"photo_id": photo_id, "path": str(path), "size_bytes": stat.st_size,
                            "mtime": stat.st_mtime_ns, "width": 32, "height": 32, "n_faces": 1, "status": "ok",
                            "scanned_at": now})
-            vector = rng.normal(size=512).astype(np.float32)
+            vector = rng.normal(size=model_named(DEFAULT_MODEL).dim).astype(np.float32)
             for name, value in (("face_id", face_id(photo_id, (1, 1, 30, 30))), ("photo_id", photo_id),
                                 ("path", str(path)), ("face_index", 0), ("box", [1.0, 1.0, 30.0, 30.0]),
                                 ("score", 0.99), ("landmarks", [10.0] * 10),
@@ -79,7 +80,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder, library = Path(tmp) / "photos", Library(Path(tmp) / "lib")
         paths = make_photos(folder, args.photos)
-        write_library(library, paths, model_tag(resolve_weights()))
+        write_library(library, paths, model_tag(model_named(DEFAULT_MODEL), resolve_weights(), "onnx-int8"))
         print("| photos | run | seconds (whole command) | summary |")
         print("|---|---|---|---|")
         for run in range(1, args.runs + 1):

@@ -37,7 +37,7 @@ import sys
 import time
 import zlib
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +46,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from people_mix import Mix, half, load_mix  # noqa: E402
 
 from facebatch.people.adapter import Examples, build_examples, check_recipe, fit_on_every_name  # noqa: E402
-from facebatch.people.calibration import NAME_DISTANCE  # noqa: E402
+from facebatch.models.scale import DistanceScale  # noqa: E402
+from facebatch.store import Library as LibraryFolder  # noqa: E402
+
+SCALE: DistanceScale  # the libraries' model's, set by main()
 from facebatch.people.constraints import user_constraints  # noqa: E402
 from facebatch.people.evaluation import pairwise_prf  # noqa: E402
 from facebatch.people.grouping import GroupingSettings, group_faces  # noqa: E402
@@ -114,7 +117,7 @@ def simulate_user(lib: Library, seed: int) -> UserLabels:
     rng = np.random.default_rng(seed)
     first = np.flatnonzero(lib.first)
     labels = np.full(len(lib.x), -1, np.int64)
-    labels[first] = group_faces(lib.x[first], lib.sides[first], lib.photo[first], GroupingSettings()).labels
+    labels[first] = group_faces(lib.x[first], lib.sides[first], lib.photo[first], GroupingSettings().on_scale(SCALE)).labels
     people = []
     for dataset, share in NAMED_SHARE.items():
         pool = sorted(set(lib.truth[lib.first & lib.subject & (lib.dataset == dataset)].tolist()))
@@ -149,7 +152,7 @@ def examples(lib: Library, user: UserLabels) -> Examples:
     first = np.flatnonzero(lib.first)
     said_not = {int(np.searchsorted(first, i)): names for i, names in user.said_not.items()}
     return build_examples([str(i) for i in first], lib.x[first], user.name[first], lib.photo[first],
-                          lib.sides[first], said_not)
+                          lib.sides[first], said_not, SCALE)
 
 
 def measure_new(lib: Library, user: UserLabels, y: np.ndarray, look_alikes: list[tuple[str, str]]) -> dict:
@@ -164,7 +167,7 @@ def measure_new(lib: Library, user: UserLabels, y: np.ndarray, look_alikes: list
     cosine = y[new].astype(np.float64) @ centres.T
     best = cosine.argmax(axis=1)
     distance = np.sqrt(np.maximum(0.0, 2.0 - 2.0 * cosine[np.arange(len(new)), best]))
-    suggested = distance <= NAME_DISTANCE
+    suggested = distance <= SCALE.name_distance
     right = np.array(people, dtype=object)[best] == lib.truth[new]
     named_person = np.isin(lib.truth[new], people)
     stranger = lib.dataset[new] == "lfw-strangers"
@@ -186,10 +189,8 @@ BANDS = [(0.0, 0.5), (0.5, 0.8), (0.8, 0.9), (0.9, 0.99), (0.99, 1.01)]
 
 def reliability(distance: np.ndarray, right: np.ndarray) -> list[tuple[str, int, float, float]]:
     """(band, answers, mean confidence, share right) of the nearest-person answers, by the
-    confidence people.calibration gives their distance: does the mapping still hold?"""
-    from facebatch.people.calibration import confidence
-
-    c = confidence(distance)
+    confidence the model's scale gives their distance: does the mapping still hold?"""
+    c = SCALE.confidence(distance)
     out = []
     for lo, hi in BANDS:
         band = (c >= lo) & (c < hi)
@@ -208,7 +209,7 @@ def clustering_f(lib: Library, user: UserLabels, y: np.ndarray) -> tuple[float, 
     for i, names in user.said_not.items():
         state.nots[str(i)] = set(names)
     constraints = user_constraints(state, [str(i) for i in range(len(y))])
-    labels = group_faces(y, lib.sides, lib.photo, GroupingSettings(), constraints).labels
+    labels = group_faces(y, lib.sides, lib.photo, GroupingSettings().on_scale(SCALE), constraints).labels
     scored = np.flatnonzero(~lib.first & lib.subject & np.isin(lib.dataset, FRIENDS))
     named = np.isin(lib.truth[scored], user.people)
     return tuple(pairwise_prf(lib.truth[part].tolist(), labels[part].tolist()).f  # type: ignore[return-value]
@@ -234,8 +235,8 @@ def look_alike_accuracy(lib: Library, y: np.ndarray, pairs: list[tuple[str, str]
         same = [_distances(f, f)[np.triu_indices(len(f), 1)] for f in (fa, fb)]
         same_d = np.concatenate(same)
         different = _distances(fa, fb).ravel()
-        accepted = (same_d <= NAME_DISTANCE).mean() if len(same_d) else 1.0
-        scores.append((accepted + (different > NAME_DISTANCE).mean()) / 2)
+        accepted = (same_d <= SCALE.name_distance).mean() if len(same_d) else 1.0
+        scores.append((accepted + (different > SCALE.name_distance).mean()) / 2)
     return float(np.mean(scores)) if scores else float("nan")
 
 
@@ -249,8 +250,8 @@ def run(mix: Mix, split: str, settings: TrainingSettings, seed: int) -> dict:
     ex = examples(lib, user)
     pairs = look_alike_pairs(lib, user.people)
     started = time.perf_counter()
-    check = check_recipe(ex, settings, GroupingSettings())
-    final = fit_on_every_name(ex, settings)
+    check = check_recipe(ex, replace(settings, scale=SCALE), GroupingSettings().on_scale(SCALE))
+    final = fit_on_every_name(ex, replace(settings, scale=SCALE))
     seconds = time.perf_counter() - started
     return {
         "library": int(lib.first.sum()), "new": int((~lib.first).sum()), "people": len(user.people),
@@ -295,6 +296,8 @@ def main() -> None:
     parser.add_argument("--settings", action="append", default=[], help="JSON of TrainingSettings fields (repeatable)")
     parser.add_argument("--seed", type=int, default=0, help="which people the simulated user names")
     args = parser.parse_args()
+    global SCALE
+    SCALE = LibraryFolder((args.libraries / "lfw-many").resolve()).scale()  # the libraries' model's
     mix = load_mix(args.libraries, args.cache)
     configurations = [json.loads(s) for s in args.settings] or (GRID if args.grid else [{}])
     print(HEADER, flush=True)

@@ -154,15 +154,24 @@ def cli(ctx: click.Context, library: str | None) -> None:
 
 
 def model_options(weights_help: str = "casia-webface, vggface2 or a FILE.pt.", of_library: bool = False,
-                  ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """--weights, --device, --runtime and --precision, declared once for every command that embeds.
-    `of_library`: runtime and precision default to the library's (identify)."""
-    runtime_help = ("onnx or torch [default: the library's]." if of_library
+                  model_of_library: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--model, --weights, --device, --runtime and --precision, declared once for every command that
+    embeds. `model_of_library`: the model and weights default to the library's (scan, identify);
+    `of_library`: the runtime and precision too (identify)."""
+    from facebatch.models.catalog import DEFAULT_MODEL, MODELS
+
+    ours = "[default: the library's]"
+    model_default = f"[default: the library's; {DEFAULT_MODEL} for a new one]" if model_of_library else f"[default: {DEFAULT_MODEL}]"
+    weights_default = "[default: the library's; casia-webface for a new one]" if model_of_library else "[default: casia-webface]"
+    runtime_help = (f"onnx or torch {ours}." if of_library
                     else "onnx (no torch) or torch [default: onnx; torch with --device cuda].")
-    precision_help = ("fp32 or int8 [default: the library's]." if of_library
+    precision_help = (f"fp32 or int8 {ours}." if of_library
                       else "FaceNet in fp32 or int8 (ONNX Runtime) [default: int8 on the CPU].")
     options = [
-        click.option("--weights", default="casia-webface", show_default=True, help=weights_help),
+        click.option("--model", type=click.Choice(list(MODELS)), default=None if model_of_library else DEFAULT_MODEL,
+                     help=f"Embedding model (README, \"Models\") {model_default}."),
+        click.option("--weights", default=None if model_of_library else "casia-webface",
+                     help=f"FaceNet's weights: {weights_help} {weights_default}"),
         click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N."),
         click.option("--runtime", type=click.Choice(RUNTIMES), help=runtime_help),
         click.option("--precision", type=click.Choice(PRECISIONS), help=precision_help),
@@ -188,7 +197,7 @@ def scan_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--min-face", type=int, default=DEFAULT_MIN_FACE, show_default=True, help="Smallest face kept (pixels)."),
         click.option("--min-score", type=float, default=DEFAULT_MIN_SCORE, show_default=True,
                      help="Lowest detection score kept."),
-        model_options("casia-webface (offline), vggface2 (downloads) or a state-dict FILE.pt."),
+        model_options("casia-webface (offline), vggface2 (downloads) or a state-dict FILE.pt.", model_of_library=True),
         click.option("--include", multiple=True, metavar="GLOB", help="Only photos matching GLOB (repeatable)."),
         click.option("--exclude", multiple=True, metavar="GLOB", help="Skip photos matching GLOB (repeatable)."),
         click.option("--force", is_flag=True, help="Run the models again on every photo, even unchanged ones."),
@@ -206,6 +215,7 @@ def _scan_config(library: Any, folders: tuple[str, ...], options: dict[str, Any]
         roots=folders,
         library=library.root,
         weights=options["weights"],
+        model=options["model"],
         detection=DetectionSettings(max_side=options["detect_size"], min_face=options["min_face"],
                                     min_score=options["min_score"]),
         batch_size=options["batch_size"],
@@ -279,7 +289,7 @@ def run(library: Any, folders: tuple[str, ...], strict: bool, quiet: bool, tags_
     """
     from facebatch.exports.tags import format_for
     from facebatch.files import STDOUT, resolve_output
-    from facebatch.people.calibration import NAME_CONFIDENCE
+    from facebatch.models.scale import NAME_CONFIDENCE
     from facebatch.people.grouping import GroupingSettings
     from facebatch.review.report import write_report
 
@@ -337,8 +347,6 @@ def check(library: Any, repair: bool) -> None:
 
 def cluster_options(command: Callable[..., Any]) -> Callable[..., Any]:
     from facebatch.people.grouping import (
-        DEFAULT_MEMBER_DISTANCE,
-        DEFAULT_MERGE_DISTANCE,
         DEFAULT_METHOD,
         DEFAULT_MIN_CLUSTER_SIZE,
         DEFAULT_MIN_FACE_SIZE,
@@ -353,12 +361,12 @@ def cluster_options(command: Callable[..., Any]) -> Callable[..., Any]:
                      help="HDBSCAN min_samples: higher leaves more faces out."),
         click.option("--method", type=click.Choice(["eom", "leaf"]), default=DEFAULT_METHOD, show_default=True,
                      help="HDBSCAN cluster selection."),
-        click.option("--member-distance", type=float, default=DEFAULT_MEMBER_DISTANCE, show_default=True,
-                     help="A face farther than this from its cluster's centre is not a member."),
-        click.option("--merge-distance", type=float, default=DEFAULT_MERGE_DISTANCE, show_default=True,
-                     help="Clusters whose centres are closer than this are one person."),
+        click.option("--member-distance", type=float, help="A face farther than this from its cluster's centre is not "
+                     "a member [default: the model's; FaceNet's 0.9]."),
+        click.option("--merge-distance", type=float, help="Clusters whose centres are closer than this are one "
+                     "person [default: the model's; FaceNet's 0.75]."),
         click.option("--pca-dims", type=int, default=DEFAULT_PCA_DIMS, show_default=True,
-                     help="Dimensions HDBSCAN works in on big libraries; 0: all 512."),
+                     help="Dimensions HDBSCAN works in on big libraries; 0: all of the model's."),
         click.option("--min-face-size", type=float, default=DEFAULT_MIN_FACE_SIZE, show_default=True,
                      help="Leave faces smaller than this (pixels, shorter side) unclustered."),
     ]
@@ -688,7 +696,7 @@ def export_command(library: Any, output: str, fmt: str | None, only_named: bool,
         facebatch export tags.parquet --only-named --min-confidence 0.9
         facebatch export - | jq .path
     """
-    from facebatch.people.calibration import NAME_CONFIDENCE
+    from facebatch.models.scale import NAME_CONFIDENCE
 
     summary = _export(library, output, fmt, only_named, NAME_CONFIDENCE if min_confidence is None else min_confidence)
     click.echo(summary.line(output), err=output == "-")
@@ -855,7 +863,7 @@ def eval_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def eval_pairs(
-    pairs_csv: str, root: str, flip: bool, n_folds: int, weights: str, device: str, runtime: str | None,
+    pairs_csv: str, root: str, flip: bool, n_folds: int, model: str, weights: str, device: str, runtime: str | None,
     precision: str | None, batch_size: int, as_json: bool, quiet: bool,
 ) -> None:
     """Verification accuracy on labelled pairs of photos (the LFW protocol).
@@ -877,7 +885,7 @@ def eval_pairs(
         raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
     root_path = Path(root).expanduser()
     pairs = read_pairs(Path(pairs_csv), root_path)
-    pipeline = build_pipeline(weights, device, batch_size, models=ModelSettings.choose(runtime, precision, device))
+    pipeline = build_pipeline(weights, device, batch_size, models=ModelSettings.choose(runtime, precision, device, model))
     bar = ProgressBar(enabled=False if quiet else None)
     try:
         result = evaluate_pairs(pipeline, pairs, root_path, flip, n_folds, progress=bar)
@@ -1043,13 +1051,13 @@ def show_person(library: Any, name: str, output: str) -> None:
 @click.option("--face", "face_index", type=click.IntRange(min=0), multiple=True, metavar="N",
               help="Compare face N (0-based, best detection first) instead of the largest; "
               "once: both photos, twice: photo A then photo B.")
-@click.option("--threshold", type=float, help="Distance at or below which it is the same person [default: 1.108, "
-              "the best 1:1 accuracy on LFW].")
+@click.option("--threshold", type=float, help="Distance at or below which it is the same person [default: the "
+              "model's, the best 1:1 accuracy on LFW-style pairs; FaceNet's 1.108].")
 @model_options()
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def verify(
-    photo_a: str, photo_b: str, face_index: tuple[int, ...], threshold: float | None, weights: str, device: str,
-    runtime: str | None, precision: str | None, as_json: bool,
+    photo_a: str, photo_b: str, face_index: tuple[int, ...], threshold: float | None, model: str, weights: str,
+    device: str, runtime: str | None, precision: str | None, as_json: bool,
 ) -> None:
     """Is the face in PHOTO_A the same person as the face in PHOTO_B?
 
@@ -1062,15 +1070,15 @@ def verify(
         facebatch verify passport.jpg selfie.jpg
         facebatch verify group.jpg portrait.jpg --face 3 --face 0 --json
     """
-    from facebatch.people.verification import DEFAULT_THRESHOLD, EXIT_DIFFERENT, EXIT_ERROR, EXIT_SAME, build_pipeline
+    from facebatch.people.verification import EXIT_DIFFERENT, EXIT_ERROR, EXIT_SAME, build_pipeline
     from facebatch.people.verification import verify as run_verify
 
     try:
         if len(face_index) > 2:
             raise UsageError("--face is given at most twice (photo A, photo B)")
         faces = (face_index[0], face_index[-1]) if face_index else (None, None)
-        pipeline = build_pipeline(weights, device, models=ModelSettings.choose(runtime, precision, device))
-        result = run_verify(pipeline, photo_a, photo_b, faces, DEFAULT_THRESHOLD if threshold is None else threshold)
+        pipeline = build_pipeline(weights, device, models=ModelSettings.choose(runtime, precision, device, model))
+        result = run_verify(pipeline, photo_a, photo_b, faces, threshold)
     except FacebatchError as error:
         _fail(str(error), EXIT_ERROR)
     if as_json:
@@ -1084,12 +1092,12 @@ def verify(
 @click.argument("photos", nargs=-1, required=True, type=click.Path())
 @click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True, help="People listed per face.")
 @click.option("--min-confidence", type=float, default=None, help="Lowest confidence that names a face [default: 0.8].")
-@model_options("The weights the library was scanned with.", of_library=True)
+@model_options(of_library=True, model_of_library=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per photo and line.")
 @with_library
 def identify(
-    library: Any, photos: tuple[str, ...], top_k: int, min_confidence: float | None, weights: str, device: str,
-    runtime: str | None, precision: str | None, as_json: bool,
+    library: Any, photos: tuple[str, ...], top_k: int, min_confidence: float | None, model: str | None,
+    weights: str | None, device: str, runtime: str | None, precision: str | None, as_json: bool,
 ) -> None:
     """Who is in PHOTOS (files or folders)? Each face with the best named person and a confidence.
 
@@ -1103,7 +1111,7 @@ def identify(
     """
     import json
 
-    from facebatch.people.calibration import NAME_CONFIDENCE
+    from facebatch.models.scale import NAME_CONFIDENCE
     from facebatch.people.recognition import identify_photos, library_models
     from facebatch.people.verification import build_pipeline
     from facebatch.scan.discovery import discover
@@ -1118,7 +1126,9 @@ def identify(
             paths.append(given)  # a photo, or a missing or unreadable path: its own line says what is wrong
     if not paths:
         raise InputError(f"no photos in {', '.join(photos)}")
-    pipeline = build_pipeline(weights, device, models=library_models(library, runtime, precision, device))
+    recorded = library.model()
+    pipeline = build_pipeline(weights or (recorded.weights if recorded else "casia-webface"), device,
+                              models=library_models(library, runtime, precision, device, model))
     read = 0
     for photo in identify_photos(library, pipeline, paths, top_k,
                                  NAME_CONFIDENCE if min_confidence is None else min_confidence):

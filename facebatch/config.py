@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from facebatch.errors import DeviceUnavailable, UsageError
+from facebatch.models.catalog import DEFAULT_MODEL, model_named
 from facebatch.wording import counted
 
 DEFAULT_LIBRARY = "facebatch-library"
@@ -58,12 +59,15 @@ DEFAULT_PRECISION = "int8"
 
 @dataclass(frozen=True)
 class ModelSettings:
-    """Runtime and precision of the models. Picklable: it travels to every worker."""
+    """The embedding model (models.catalog), and the runtime and precision of FaceNet and MTCNN.
+    Picklable: it travels to every worker."""
 
     runtime: str = DEFAULT_RUNTIME
     precision: str = DEFAULT_PRECISION
+    embedding: str = DEFAULT_MODEL
 
     def __post_init__(self) -> None:
+        model_named(self.embedding)  # an unknown name is one line here, before any work
         if self.runtime not in RUNTIMES:
             raise UsageError(f"--runtime must be {' or '.join(RUNTIMES)}, got {self.runtime!r}")
         if self.precision not in PRECISIONS:
@@ -77,7 +81,8 @@ class ModelSettings:
         return f"{self.runtime}-{self.precision}"
 
     @classmethod
-    def choose(cls, runtime: str | None, precision: str | None, device: str = "cpu") -> ModelSettings:
+    def choose(cls, runtime: str | None, precision: str | None, device: str = "cpu",
+               embedding: str = DEFAULT_MODEL) -> ModelSettings:
         """The options as given, the rest defaulted: a GPU runs torch (ONNX Runtime's CPU package
         has no CUDA), torch runs fp32, ONNX Runtime the default precision."""
         if runtime is None:
@@ -86,14 +91,15 @@ class ModelSettings:
             raise UsageError(f"--device {device} runs the models in torch: drop --runtime {runtime}")
         if precision is None:
             precision = DEFAULT_PRECISION if runtime == "onnx" else "fp32"
-        return cls(runtime, precision)
+        return cls(runtime, precision, embedding)
 
 
 @dataclass(frozen=True)
 class ScanConfig:
     roots: tuple[str, ...]
     library: Path
-    weights: str = "casia-webface"
+    weights: str | None = None  # None: the library's (casia-webface for a new one)
+    model: str | None = None  # the embedding model (models.catalog); None: the library's, or the default
     detection: DetectionSettings = field(default_factory=DetectionSettings)
     batch_size: int = DEFAULT_BATCH_SIZE
     shard_size: int | None = None  # None: DEFAULT_SHARD_SIZE, smaller for small libraries
@@ -121,6 +127,8 @@ class ScanConfig:
         if self.scheduler is not None and self.workers is not None:
             raise UsageError("--workers starts a local cluster; it cannot be combined with --scheduler")
         check_device(self.device)
+        if self.model is not None:
+            model_named(self.model)
 
     def local_workers(self) -> int:
         """Worker processes for a local cluster: the cores shared out by threads per worker."""

@@ -14,6 +14,10 @@ class UsageError(FacebatchError):
     """A bad option or argument value: the command line must change."""
 
 
+class UncalibratedModel(UsageError):
+    """The library's embeddings come from weights whose distance scale was never measured."""
+
+
 class NotFound(FacebatchError):
     """Something the command names is not there: a cluster number, a face id, a person."""
 

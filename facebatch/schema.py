@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
-
-EMBEDDING_DIM = 512
 
 # Photo statuses. `gone`: the file was scanned once and is no longer on disk; its faces are dropped.
 STATUS_OK = "ok"
@@ -39,10 +38,20 @@ FACES_SCHEMA = pa.schema(
         pa.field("score", pa.float32(), nullable=False),
         # x, y of left eye, right eye, nose, mouth left, mouth right, original pixels
         pa.field("landmarks", pa.list_(pa.float32(), 10), nullable=False),
-        pa.field("embedding", pa.list_(pa.float32(), EMBEDDING_DIM), nullable=False),  # L2-normalised
-        pa.field("model", pa.string(), nullable=False),  # weights name@checksum
+        # L2-normalised, of the model's dimension (512 FaceNet, 128 SFace, 640 both): models.catalog
+        pa.field("embedding", pa.list_(pa.float32()), nullable=False),
+        pa.field("model", pa.string(), nullable=False),  # the model tag: models.embedding
     ]
 )
+
+
+
+def embedding_column(embeddings: np.ndarray) -> pa.Array:
+    """An (n, d) array as the faces table's `embedding` column, without a Python object per row."""
+    x = np.ascontiguousarray(embeddings, np.float32)
+    offsets = np.arange(len(x) + 1, dtype=np.int32) * x.shape[1]
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(x.reshape(-1)))
+
 
 # --------------------------------------------------------------------------- people (derived by `cluster`)
 

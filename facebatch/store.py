@@ -34,9 +34,11 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from facebatch.errors import DamagedPart, LibraryBusy, LibraryDamaged, OutputError, UsageError
+from facebatch.errors import DamagedPart, LibraryBusy, LibraryDamaged, OutputError, UncalibratedModel
+from facebatch.models.scale import DistanceScale
 from facebatch.files import atomic_write_json, atomic_write_table
 from facebatch.schema import (
     CLUSTER_PAIRS_SCHEMA,
@@ -67,6 +69,30 @@ def read_table_file(path: Path, schema: pa.Schema | None) -> pa.Table:
 
 
 @dataclass(frozen=True)
+class LibraryModel:
+    """What library.json records of the embedding model: its tag (as every face row carries it), the
+    model's name (models.catalog), the --weights it was scanned with, and whether the user chose
+    the model (a library on the default moves with the default; a chosen one stays)."""
+
+    tag: str
+    embedding: str
+    weights: str
+    chosen: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"model": self.tag, "embedding": self.embedding, "weights": self.weights, "chosen": self.chosen}
+
+    @staticmethod
+    def from_info(info: dict[str, Any]) -> LibraryModel:
+        """Libraries from before model names recorded only the tag: FaceNet, weights named in it."""
+        from facebatch.models.embedding import model_of_tag
+
+        tag = str(info["model"])
+        weights = info.get("weights") or tag.split("@", 1)[0].split("[")[-1]
+        return LibraryModel(tag, info.get("embedding") or model_of_tag(tag).name, weights, bool(info.get("chosen")))
+
+
+@dataclass(frozen=True)
 class Library:
     root: Path
 
@@ -89,28 +115,47 @@ class Library:
     def exists(self) -> bool:
         return self.info_path.exists()
 
-    def create(self, model: str) -> str | None:
-        """Make the folders and record the embedding model; an existing library must have the same
-        weights and preprocessing. When only the runtime or precision differs, the library takes the
-        new model and the previous one is returned: its faces are to be embedded again (the scan
-        does it, keeping every face id and label)."""
-        from facebatch.models.embedding import same_model, same_weights
-
+    def create(self, model: LibraryModel) -> str | None:
+        """Make the folders and record the embedding model. When the library had another model (a
+        runtime, precision, weights or model change), the new one is recorded and the previous tag
+        returned: its faces are to be embedded again from their stored boxes (the scan does it,
+        keeping every face id and label); until then they are pending (`read_faces` leaves them out)."""
         info = self.read_info()
         previous = info.get("model") if info is not None else None
-        if info is not None and not same_weights(str(previous), model):
-            raise UsageError(
-                f"library {self.root} holds embeddings from {previous}, this scan uses {model}: "
-                "embeddings of two models can't be compared; use another --library"
-            )
         for folder in (self.photos_dir, self.faces_dir, self.shards_dir):
             folder.mkdir(parents=True, exist_ok=True)
-        if info is None:
-            atomic_write_json(self.info_path, {"format": 1, "model": model})
-        elif not same_model(str(previous), model):
-            atomic_write_json(self.info_path, {**info, "model": model})
+        if info is None or previous != model.tag or info.get("embedding") != model.embedding:
+            atomic_write_json(self.info_path, {**(info or {"format": 1}), **model.to_json()})
+        if previous is not None and previous != model.tag:
             return str(previous)
         return None
+
+    def model(self) -> LibraryModel | None:
+        """The model the library's embeddings come from; None before the first scan."""
+        info = self.read_info()
+        return LibraryModel.from_info(info) if info and info.get("model") else None
+
+    def scale(self) -> DistanceScale:
+        """The distance scale of the library's model: every people command judges distances on it.
+
+        The catalogue's scale holds for the nets' own weights; other FaceNet weights need one
+        measured on this library (`facebatch calibrate`), recorded in library.json.
+        """
+        from facebatch.models.catalog import measured_scale
+
+        info = self.read_info() or {}
+        model = self.model()
+        if model is None:  # nothing scanned yet: the people commands say so themselves
+            return measured_scale(None)
+        if recorded := info.get("scale"):
+            return DistanceScale.from_json(recorded)
+        scale = measured_scale(model.tag)
+        if scale is None:
+            raise UncalibratedModel(
+                f"library {self.root} holds {model.embedding} embeddings with weights {model.weights}, whose distances "
+                f"facebatch has not measured: `facebatch calibrate` measures them on this library's own faces, "
+                f"or `facebatch scan FOLDER --weights casia-webface` embeds them again with measured weights (names kept)")
+        return scale
 
     def add_roots(self, roots: list[str]) -> None:
         """Remember the folders scanned into this library (listings show paths relative to them)."""
@@ -270,8 +315,19 @@ class Library:
     def read_photos(self) -> pa.Table:
         return self.read_table("photos")
 
-    def read_faces(self, columns: list[str] | None = None) -> pa.Table:
-        return self.read_table("faces", columns)
+    def read_faces(self, columns: list[str] | None = None, pending: bool = False) -> pa.Table:
+        """The faces embedded by the library's model; with `pending`, also those a model change left
+        waiting for their re-embed (another model's vectors: not comparable, not even of one size)."""
+        if pending or (model := self.model()) is None:
+            return self.read_table("faces", columns)
+        wanted = columns if columns is None or "model" in columns else [*columns, "model"]
+        faces = self.read_table("faces", wanted)
+        from facebatch.models.embedding import same_weights
+
+        fresh = {m: same_weights(m, model.tag) for m in pc.unique(faces["model"]).to_pylist()}
+        if not all(fresh.values()):
+            faces = faces.filter(pc.is_in(faces["model"], pa.array([m for m, ok in fresh.items() if ok], pa.string())))
+        return faces if wanted is columns else faces.select(columns)
 
     # --- people: clusters (derived, rewritten whole) and labels (the user's, append-only) ----
 

@@ -16,7 +16,7 @@ from click.testing import CliRunner, Result
 
 from facebatch.cli import cli
 from facebatch.schema import FACES_SCHEMA, PHOTOS_SCHEMA
-from facebatch.store import Library
+from facebatch.store import Library, LibraryModel
 
 PROJECT = Path(__file__).resolve().parents[1]
 SAMPLE_DATA = PROJECT / "sample_data"
@@ -45,7 +45,9 @@ def run(*args: object, env: dict[str, str] | None = None) -> Result:
 # --------------------------------------------------------------------------- synthetic libraries
 # Libraries of made-up embeddings, one face per photo, for the people/exports/review tests.
 
-MODEL = "test-model@000000000000"
+# A FaceNet tag: the synthetic faces of these tests are judged on FaceNet's distance scale.
+MODEL = "casia-webface@9549dbb482ce/box-margin44-182-centre160/onnx-int8"
+LIBRARY_MODEL = LibraryModel(MODEL, "facenet", "casia-webface")
 
 
 def person_centres(n: int, seed: int = 1) -> np.ndarray:
@@ -111,7 +113,7 @@ def people_library(root: Path, people: dict[str, int]) -> Library:
     from facebatch.people.grouping import GroupingSettings
 
     lib = Library(root / "lib")
-    lib.create(MODEL)
+    lib.create(LIBRARY_MODEL)
     add_people(lib, root / "photos", people, "a")
     cluster_library(lib, GroupingSettings())
     return lib

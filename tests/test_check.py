@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import MODEL, SAMPLE_DATA, add_photos, person_centres, run
+from conftest import LIBRARY_MODEL, SAMPLE_DATA, add_photos, person_centres, run
 from facebatch.people.actions import label_faces
 from facebatch.people.clustering import cluster_library
 from facebatch.people.grouping import GroupingSettings
@@ -15,7 +15,7 @@ from facebatch.store import Library
 @pytest.fixture
 def lib(tmp_path) -> Library:
     library = Library(tmp_path / "lib")
-    library.create(MODEL)
+    library.create(LIBRARY_MODEL)
     centres = dict(zip(["ann", "bob"], person_centres(2)))
     add_photos(library, {"ann": 4}, centres, "a")
     add_photos(library, {"bob": 4}, centres, "b")

@@ -11,9 +11,9 @@ import pytest
 
 from facebatch.errors import FacebatchError
 from facebatch.schema import FACES_SCHEMA, PHOTOS_SCHEMA
-from facebatch.store import Library
+from facebatch.store import Library, LibraryModel
 
-MODEL = "test-model@000000000000"
+from conftest import LIBRARY_MODEL, MODEL
 
 
 def photos(*rows: tuple[str, str, str]) -> pa.Table:
@@ -50,7 +50,7 @@ def faces(*rows: tuple[str, str, str]) -> pa.Table:
 @pytest.fixture
 def library(tmp_path) -> Library:
     lib = Library(tmp_path / "lib")
-    lib.create(MODEL)
+    lib.create(LIBRARY_MODEL)
     return lib
 
 
@@ -133,9 +133,14 @@ def test_a_second_writer_is_refused_with_one_line(library):
         pass
 
 
-def test_a_library_of_another_model_is_refused(library):
-    with pytest.raises(FacebatchError, match="holds embeddings from test-model@000000000000, this scan uses other@1"):
-        library.create("other@1")
+def test_a_model_change_is_recorded_and_leaves_the_old_faces_pending_until_embedded_again(library):
+    write(library, [("p1", "/a.jpg", "ok")], [("f1", "p1", "/a.jpg")])
+    assert library.read_faces(["face_id"]).num_rows == 1
+    new = LibraryModel("sface[sface@fb143eea0783;mean@0123456789ab]/onnx-int8", "sface", "casia-webface", chosen=True)
+    assert library.create(new) == MODEL  # the tag the faces are to be embedded again from
+    assert library.model() == new and library.create(new) is None
+    assert library.read_faces(["face_id"]).num_rows == 0  # another model's vectors: not comparable
+    assert library.read_faces(["face_id"], pending=True).num_rows > 0
 
 
 def test_empty_library_reads_as_empty_tables(tmp_path):
@@ -148,7 +153,7 @@ def test_photos_are_shown_relative_to_the_outermost_scanned_folder(tmp_path):
     from facebatch.cli import _shown_path
 
     lib = Library(tmp_path / "lib")
-    lib.create(MODEL)
+    lib.create(LIBRARY_MODEL)
     lib.add_roots(["/photos/family/2019", "/photos/family"])  # the inner folder scanned again on its own
     roots = lib.scanned_roots()
     assert _shown_path("/photos/family/2019/1.jpg", roots) == "2019/1.jpg"

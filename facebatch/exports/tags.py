@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from facebatch.errors import UsageError
 from facebatch.files import STDOUT, describe_output, output_file
-from facebatch.people.calibration import NAME_CONFIDENCE
+from facebatch.models.scale import NAME_CONFIDENCE
 from facebatch.people.suggestions import LiveFaces, face_tags
 from facebatch.schema import LIVE_STATUSES
 from facebatch.store import Library

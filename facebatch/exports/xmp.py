@@ -68,7 +68,7 @@ from facebatch.exports.xmp_regions import (
     shown_to_stored,
 )
 from facebatch.files import atomic_file
-from facebatch.people.calibration import NAME_CONFIDENCE
+from facebatch.models.scale import NAME_CONFIDENCE
 from facebatch.people.suggestions import LiveFaces, face_tags
 from facebatch.people.view import build_view
 from facebatch.exports.tags import live_photo_rows

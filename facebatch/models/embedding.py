@@ -1,48 +1,79 @@
-"""Alignment and embedding: one crop and one preprocessing for every command that embeds a face.
+"""The seam between faces and embedding models: which nets a model runs, how their outputs become
+one vector, and the tag that says what made a stored embedding.
 
-The crop is the one the CASIA-WebFace weights were trained on: the MTCNN box widened by a margin
-of 44 px at 182x182 (so 44/138 of the box size in all), resized to 182x182, then the central
-160x160. Pixels are scaled as (x - 127.5) / 128. On 1,200 LFW pairs this beat a 160x160 crop with
-margin 14 by half a point and per-image prewhitening by 1.5 to 2 points.
+A model (models.catalog declares them, each with its measured distance scale) runs one or more
+nets: FaceNet (models.facenet: a box crop) and SFace (models.sface: aligned by the five
+landmarks). Each net's L2-normalised output is, for a centred model, moved by that net's
+population mean (models/population_means.npz: one face each of many different people) and
+normalised again; the parts are concatenated and scaled by 1/sqrt(parts), so the result is a
+unit vector and Euclidean distances stay in 0..2 for every model.
+
+A model tag names everything an embedding depends on: the model, each net's weights (name and
+checksum), the means, and the runtime and precision (`onnx-int8`...). Embeddings of two tags
+that differ only in runtime or precision are made again from the stored boxes and landmarks
+when a library moves (scan's re-embed), as are those of another model.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-from PIL import Image
 
 from facebatch.imageload import DecodedPhoto
-from facebatch.schema import EMBEDDING_DIM
-from facebatch.models.weights import Weights, load_embedding_model
+from facebatch.models import facenet, sface
+from facebatch.models.catalog import NET_DIMS, EmbeddingModel, model_named
+from facebatch.models.means import population_mean
 
 if TYPE_CHECKING:
-    import torch  # imported where used: scan's driver imports this module and never needs torch
-
-    from facebatch.models.onnx_models import OnnxModel
-
-# Part of every embedding's `model` tag: embeddings made with another crop are not comparable.
-PREPROCESSING = "box-margin44-182-centre160"
-ALIGNED_SIZE = 182
-MARGIN = 44
-INPUT_SIZE = 160
-
+    from facebatch.models.weights import Weights
 
 # Embeddings made before runtimes and precisions were recorded came from torch in fp32.
 LEGACY_VARIANT = "torch-fp32"
 
 
-def model_tag(weights: Weights, variant: str = LEGACY_VARIANT) -> str:
-    """What an embedding depends on: the weights (name@checksum), the preprocessing, and the runtime
-    and precision that computed it (`ModelSettings.variant`: onnx-int8, torch-fp32...)."""
-    return f"{weights.tag}/{PREPROCESSING}/{variant}"
+class NetEmbedder(Protocol):
+    def embed(self, crops: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class FaceGeometry:
+    """What the detector stored of a face, in original pixels: all a net needs for its crop."""
+
+    box: Sequence[float]
+    landmarks: Sequence[float]
+
+
+# --------------------------------------------------------------------------- tags
+
+
+def net_tags(model: EmbeddingModel, weights: Weights) -> list[str]:
+    """Each net's identity: FaceNet's weights and crop, SFace's file checksum."""
+    tags = {"facenet": f"{weights.tag}/{facenet.PREPROCESSING}", "sface": f"sface@{sface.SFACE_SHA256[:12]}"}
+    return [tags[net] for net in model.nets]
+
+
+def model_tag(model: EmbeddingModel, weights: Weights, variant: str = LEGACY_VARIANT) -> str:
+    """What an embedding depends on. FaceNet alone keeps the tag it had before models had names
+    (`casia-webface@9549dbb482ce/box-margin44-182-centre160/onnx-int8`), so no library moves."""
+    nets = net_tags(model, weights)
+    if model.name == "facenet":
+        return f"{nets[0]}/{variant}"
+    means = f";mean@{means_key(model, weights)}" if model.centred else ""
+    return f"{model.name}[{'+'.join(nets)}{means}]/{variant}"
+
+
+def means_key(model: EmbeddingModel, weights: Weights) -> str:
+    from facebatch.models.means import means_checksum
+
+    return means_checksum(model, weights)[:12]
 
 
 def split_model_tag(tag: str) -> tuple[str, str]:
-    """(weights and preprocessing, runtime-precision) of a model tag; a tag from before variants
+    """(everything but the runtime, runtime-precision) of a model tag; a tag from before variants
     were recorded is torch-fp32."""
     head, _, last = tag.rpartition("/")
     if head and "-" in last and "@" not in last and last.split("-")[0] in ("onnx", "torch"):
@@ -50,9 +81,14 @@ def split_model_tag(tag: str) -> tuple[str, str]:
     return tag, LEGACY_VARIANT
 
 
+def model_of_tag(tag: str) -> EmbeddingModel:
+    """The model a tag was made by: its name before `[`, FaceNet for tags from before names."""
+    name, bracket, _ = tag.partition("[")
+    return model_named(name) if bracket else model_named("facenet")
+
+
 def same_weights(a: str, b: str) -> bool:
-    """Same weights and preprocessing, whatever the runtime and precision: the embeddings of one can
-    be remade as the other's from the same crops."""
+    """Same model and weights, whatever the runtime and precision."""
     return split_model_tag(a)[0] == split_model_tag(b)[0]
 
 
@@ -61,103 +97,73 @@ def same_model(a: str, b: str) -> bool:
     return split_model_tag(a) == split_model_tag(b)
 
 
-def crop_region(box: Sequence[float], width: int, height: int) -> tuple[int, int, int, int]:
-    """The face box widened by the training margin, clipped to the image (as the training crops were)."""
-    x1, y1, x2, y2 = box
-    grow_x = MARGIN * (x2 - x1) / (ALIGNED_SIZE - MARGIN) / 2
-    grow_y = MARGIN * (y2 - y1) / (ALIGNED_SIZE - MARGIN) / 2
-    return (
-        max(0, int(x1 - grow_x)),
-        max(0, int(y1 - grow_y)),
-        min(width, int(math.ceil(x2 + grow_x))),
-        min(height, int(math.ceil(y2 + grow_y))),
-    )
+# --------------------------------------------------------------------------- crops and embedding
 
 
-def needed_long_side(boxes: Sequence[Sequence[float]], width: int, height: int) -> int | None:
-    """How large a decode must be so that every face crop keeps >= 182 px: None means full size.
-
-    Decoding a 12-megapixel JPEG at 1/2 or 1/4 scale is several times faster, and loses nothing
-    when even the smallest crop is still larger than the 182 px it is resized to.
-    """
-    smallest = min(min(r[2] - r[0], r[3] - r[1]) for r in (crop_region(b, width, height) for b in boxes))
-    scale = ALIGNED_SIZE / max(1, smallest)
-    if scale >= 1:
-        return None
-    return math.ceil(max(width, height) * scale)
+def needed_scale(model: EmbeddingModel, faces: Sequence[FaceGeometry], width: int, height: int) -> float:
+    """Decoded pixels per original pixel that every crop of these faces needs (1: full size)."""
+    scales = [0.0]
+    for face in faces:
+        if "facenet" in model.nets:
+            scales.append(facenet.needed_scale(face.box, width, height))
+        if "sface" in model.nets:
+            scales.append(sface.needed_scale(face.landmarks))
+    return min(1.0, max(scales))
 
 
-def face_crop(photo: DecodedPhoto, box: Sequence[float]) -> np.ndarray:
-    """The 160x160 RGB uint8 input for one face; `box` in original pixels, the photo at any scale."""
-    x1, y1, x2, y2 = (round(v * photo.scale) for v in crop_region(box, photo.width, photo.height))
-    region = (x1, y1, max(x2, x1 + 1), max(y2, y1 + 1))
-    aligned = photo.image.crop(region).resize((ALIGNED_SIZE, ALIGNED_SIZE), Image.Resampling.BILINEAR)
-    offset = (ALIGNED_SIZE - INPUT_SIZE) // 2
-    return np.asarray(aligned, dtype=np.uint8)[offset : offset + INPUT_SIZE, offset : offset + INPUT_SIZE]
+def crops_for(model: EmbeddingModel, photo: DecodedPhoto, face: FaceGeometry) -> tuple[np.ndarray, ...]:
+    """One face's input to each net of the model, in the model's net order."""
+    crops = {"facenet": lambda: facenet.face_crop(photo, face.box), "sface": lambda: sface.aligned_face(photo, face.landmarks)}
+    return tuple(crops[net]() for net in model.nets)
 
 
-def to_model_input(crops: np.ndarray) -> np.ndarray:
-    """(N, 160, 160, 3) uint8 -> (N, 3, 160, 160) float32, (x - 127.5) / 128: every runtime's input."""
-    return (np.ascontiguousarray(crops.transpose(0, 3, 1, 2)).astype(np.float32) - 127.5) / 128.0
+def no_crops(model: EmbeddingModel) -> tuple[np.ndarray, ...]:
+    sizes = {"facenet": facenet.INPUT_SIZE, "sface": sface.INPUT_SIZE}
+    return tuple(np.zeros((0, sizes[net], sizes[net], 3), np.uint8) for net in model.nets)
 
 
-def to_input(crops: np.ndarray) -> torch.Tensor:
-    """to_model_input as a torch tensor."""
-    import torch
-
-    return torch.from_numpy(to_model_input(crops))
-
-
-class FaceEmbedder:
-    """Built once per worker: InceptionResnetV1 with the chosen weights, in torch."""
-
-    def __init__(self, weights: Weights, device: str = "cpu", batch_size: int = 32) -> None:
-        import torch
-
-        self.weights = weights
-        self.model_tag = model_tag(weights, "torch-fp32")
-        self.device = device
-        self.batch_size = batch_size
-        # Channels-last weights and input: NHWC max-pool and convolutions on the CPU, ~18% faster
-        # than NCHW (see detection.py), same embeddings to 1e-7.
-        self.model = load_embedding_model(weights, device).to(memory_format=torch.channels_last)
-
-    def embed(self, crops: np.ndarray) -> np.ndarray:
-        """L2-normalised float32 embeddings, (N, 512), for (N, 160, 160, 3) uint8 crops."""
-        import torch
-
-        out = []
-        with torch.inference_mode():
-            for start in range(0, len(crops), self.batch_size):
-                batch = to_input(crops[start : start + self.batch_size])
-                batch = batch.to(self.device, memory_format=torch.channels_last)
-                out.append(torch.nn.functional.normalize(self.model(batch), dim=1).cpu().numpy())
-        if not out:
-            return np.zeros((0, EMBEDDING_DIM), np.float32)
-        return np.concatenate(out).astype(np.float32, copy=False)
+def combine(parts: Sequence[np.ndarray], means: Sequence[np.ndarray | None]) -> np.ndarray:
+    """The model's vectors from its nets' unit vectors: each centred (when it has a mean) and
+    normalised, then concatenated and scaled back to unit length."""
+    out = []
+    for x, mean in zip(parts, means):
+        x = np.asarray(x, np.float32)
+        if mean is not None:
+            x = x - mean
+            x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        out.append(x)
+    joined = np.concatenate(out, axis=1) if len(out) > 1 else out[0]
+    return (joined / math.sqrt(len(out))).astype(np.float32, copy=False)
 
 
-class OnnxFaceEmbedder:
-    """InceptionResnetV1 exported to ONNX (fp32, or int8: models.quantize), run in ONNX Runtime
-    without torch; the same crops and preprocessing as FaceEmbedder."""
+class ModelEmbedder:
+    """A model's nets, built once per worker, run on batches of crops: unit vectors of model.dim."""
 
-    def __init__(self, weights: Weights, model: OnnxModel, precision: str, threads: int, batch_size: int = 32) -> None:
-        self.weights = weights
-        self.model_tag = model_tag(weights, f"onnx-{precision}")
-        self.batch_size = batch_size
-        self.session = model.session(threads)
+    def __init__(self, model: EmbeddingModel, weights: Weights, nets: Sequence[NetEmbedder], tag: str) -> None:
+        self.model = model
+        self.model_tag = tag
+        self.nets = list(nets)
+        self.means = [population_mean(net, weights) if model.centred else None for net in model.nets]
 
-    def embed(self, crops: np.ndarray) -> np.ndarray:
-        """L2-normalised float32 embeddings, (N, 512), for (N, 160, 160, 3) uint8 crops."""
-        out = [
-            self.session.run(None, {"input": to_model_input(crops[start : start + self.batch_size])})[0]
-            for start in range(0, len(crops), self.batch_size)
-        ]
-        if not out:
-            return np.zeros((0, EMBEDDING_DIM), np.float32)
-        embeddings = np.concatenate(out).astype(np.float32, copy=False)
-        # The graph ends in facenet-pytorch's normalisation; int8 rounding leaves norms a hair off 1.
-        return embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+    @property
+    def dim(self) -> int:
+        return self.model.dim
+
+    def crops(self, photo: DecodedPhoto, face: FaceGeometry) -> tuple[np.ndarray, ...]:
+        return crops_for(self.model, photo, face)
+
+    def embed(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        """(N, dim) unit vectors for each net's (N, H, W, 3) uint8 crops, in net order."""
+        if len(crops[0]) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        return combine([net.embed(c) for net, c in zip(self.nets, crops)], self.means)
+
+    def embed_faces(self, per_face: Sequence[tuple[np.ndarray, ...]]) -> np.ndarray:
+        """The same for a list of faces' crops (as `crops` returns them)."""
+        if not per_face:
+            return np.zeros((0, self.dim), np.float32)
+        return self.embed([np.stack([face[i] for face in per_face]) for i in range(len(self.model.nets))])
 
 
-Embedder = FaceEmbedder | OnnxFaceEmbedder
+__all__ = ["FaceGeometry", "ModelEmbedder", "NET_DIMS", "combine", "crops_for", "model_of_tag", "model_tag",
+           "needed_scale", "no_crops", "same_model", "same_weights", "split_model_tag"]

@@ -139,7 +139,7 @@ def export_facenet(weights: Weights) -> bytes:
     """InceptionResnetV1 as `load_embedding_model` builds it, batch size free; checked against torch."""
     import torch
 
-    from facebatch.models.embedding import to_model_input
+    from facebatch.models.facenet import to_model_input
     from facebatch.models.quantize import calibration_faces
     from facebatch.models.weights import load_embedding_model
 

@@ -3,8 +3,8 @@
 Calibration needs real face crops, and an installed package has neither sample_data/ (it is in the
 repository, not in the wheel) nor ../shared. So the 21 faces MTCNN finds in sample_data/ ship as
 `calibration_faces.npz` (160x160 crops exactly as the scan makes them, 1.3 MB): the package can
-quantise on any machine, offline, and always the same way. `python -m facebatch.models.quantize
-sample_data` makes the file again from the photos; tests/models/test_quantize.py checks it still
+quantise on any machine, offline, and always the same way. `python benchmarks/calibration_faces.py
+sample_data` makes the file again from the photos; tests/models/test_onnx_models.py checks it still
 matches them. Each crop and its mirror image calibrate (42 inputs).
 
 The stem convolution and the bottleneck stay in fp32 (see `_kept_in_fp32`). Weights are signed
@@ -16,7 +16,6 @@ with full-range weights: cosine to fp32 fell to 0.36 on some LFW faces. With 7-b
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from importlib import resources
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from facebatch.errors import FacebatchError
-from facebatch.models.embedding import to_model_input
+from facebatch.models.facenet import to_model_input
 
 if TYPE_CHECKING:
     from facebatch.models.onnx_models import OnnxModel
@@ -101,28 +100,15 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 def calibration_crops_from(folder: Path) -> np.ndarray:
     """The 160x160 crop of every face MTCNN finds in the photos under `folder`, in path order, made
-    as the scan makes them (torch detection, so the file doesn't depend on the ONNX export)."""
+    as the scan makes them (torch detection, so the file doesn't depend on the ONNX export).
+    benchmarks/calibration_faces.py writes them as the package's calibration file."""
     from facebatch.config import DetectionSettings
     from facebatch.imageload import read_photo_bytes
+    from facebatch.models.catalog import FACENET
     from facebatch.models.detection import FaceDetector
-    from facebatch.scan.discovery import discover
-    from facebatch.scan.pipeline import find_faces
+    from facebatch.models.embedding import ModelEmbedder
+    from facebatch.models.faces import FacePipeline
 
-    detector = FaceDetector(DetectionSettings())
-    crops: list[np.ndarray] = []
-    for file in sorted(discover([str(folder)]).photos, key=lambda p: p.path):
-        crops += find_faces(detector, read_photo_bytes(file.path))[2]
-    return np.stack(crops)
-
-
-def main(argv: list[str]) -> None:
-    if len(argv) != 1:
-        raise SystemExit("usage: python -m facebatch.models.quantize SAMPLE_DATA_FOLDER")
-    faces = calibration_crops_from(Path(argv[0]))
-    target = Path(__file__).with_name(CALIBRATION_FILE)
-    np.savez_compressed(target, faces=faces)
-    print(f"{len(faces)} faces -> {target}")
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])
+    cropper = FacePipeline(FaceDetector(DetectionSettings()), ModelEmbedder(FACENET, None, [], "crops only"))  # type: ignore[arg-type]
+    photos = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    return np.stack([crops[0] for photo in photos for crops in cropper.find_faces(read_photo_bytes(str(photo)))[2]])

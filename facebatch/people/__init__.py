@@ -1,6 +1,6 @@
 """People: faces grouped by person, the user's names, and how sure we are.
 
-    grouping.py       faces into people: HDBSCAN proposals judged on the absolute distance scale,
+    grouping.py       faces into people: HDBSCAN proposals judged on the model's distance scale,
                       with the user's constraints (pure numpy)
     constraints.py    the user's labels as constraints for grouping
     clustering.py     `facebatch cluster`: the library's faces grouped, stable cluster numbers;
@@ -10,7 +10,6 @@
                       review site both call
     view.py           clusters and labels joined: who each cluster is, conflicts, merge suggestions
     suggestions.py    per-face tags: confirmed, suggested (calibrated confidence) or unknown
-    calibration.py    one distance, one confidence mapping, one cut for every yes/no answer
     embeddings.py     the embeddings the people stages work with: stored, or through the adapter
     adapter.py        `facebatch train`: the adapter learned from the user's names, its check on
                       held-back names, storage (checksummed, weights only), on and off

@@ -13,8 +13,8 @@ re-clusters the library; tags are derived on every read.
 
 What `train` learns from: every confirmed face (named face by face, or in a cluster the user
 named) is a face of its person; an unnamed face with a "not" label, or in a photo with a
-confirmed face, is not that person; background faces, unnamed and farther than
-BACKGROUND_DISTANCE (confidence 0.03) from every named person's centre, are nobody named.
+confirmed face, is not that person; background faces, unnamed and farther from every named
+person's centre than the model's distance at confidence 0.03, are nobody named.
 
 The check, before anything is activated, in FOLDS folds. Each fold holds out a third of the
 people with at least MIN_FACES confirmed faces whole (people its adapter never sees: strangers
@@ -36,7 +36,7 @@ import io
 import json
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
@@ -46,7 +46,7 @@ import numpy as np
 
 from facebatch.errors import LibraryDamaged, LibraryMissing
 from facebatch.files import atomic_write_bytes, atomic_write_json
-from facebatch.people.calibration import NAME_DISTANCE
+from facebatch.models.scale import DistanceScale
 from facebatch.people.embeddings import embeddings_matrix
 from facebatch.schema import UNCLUSTERED
 from facebatch.store import Library
@@ -61,7 +61,6 @@ METADATA_FILE = "adapter.json"
 PLAIN_SPACE = "facenet"  # the stored embeddings, no adapter
 FORMAT = 1
 
-BACKGROUND_DISTANCE = 1.0  # confidence 0.03: an unnamed face this far from every named person is nobody named
 MIN_FACES = 4  # a person needs this many confirmed faces to have some held back
 MIN_PEOPLE = 2  # people with MIN_FACES faces needed to train
 HOLD_BACK_SHARE = 0.25  # of each person's faces
@@ -117,9 +116,28 @@ def read_metadata(library: Library) -> dict[str, Any] | None:
 
 
 def embedding_space(library: Library) -> str:
-    """The space people are found in: PLAIN_SPACE, or `adapter:ID` while an adapter is active."""
+    """The space people are found in: the model's name (PLAIN_SPACE for FaceNet alone), and the
+    adapter while one is active (`adapter:ID` on FaceNet, `MODEL+adapter:ID` on another)."""
+    model = library.model()
+    plain = model.embedding if model else PLAIN_SPACE
+    meta = _active_metadata(library)
+    if meta is None:
+        return plain
+    return f"adapter:{meta['id']}" if plain == PLAIN_SPACE else f"{plain}+adapter:{meta['id']}"
+
+
+def _active_metadata(library: Library) -> dict[str, Any] | None:
+    """The adapter's metadata while it is on and was trained on the library's present embeddings
+    (a model change leaves it behind: it maps vectors of another space, maybe of another size)."""
+    from facebatch.models.embedding import same_weights
+
     meta = read_metadata(library)
-    return f"adapter:{meta['id']}" if meta and meta.get("active") else PLAIN_SPACE
+    if not meta or not meta.get("active"):
+        return None
+    model = library.model()
+    if model is not None and meta.get("model") and not same_weights(str(meta["model"]), model.tag):
+        return None
+    return meta
 
 
 _loaded: dict[Path, tuple[tuple[int, int], StoredAdapter]] = {}
@@ -127,8 +145,8 @@ _loaded: dict[Path, tuple[tuple[int, int], StoredAdapter]] = {}
 
 def active_adapter(library: Library) -> StoredAdapter | None:
     """The active adapter, checked against its sha256 (loaded once per process while unchanged)."""
-    meta = read_metadata(library)
-    if not meta or not meta.get("active"):
+    meta = _active_metadata(library)
+    if meta is None:
         return None
     path = library.adapter_dir / WEIGHTS_FILE
     try:
@@ -198,6 +216,7 @@ class Examples:
     sides: np.ndarray
     nots: dict[int, set[str]]  # unnamed face row -> names it is not (its labels and its photo's faces)
     label_action: int  # the history's last action: the labels this was read at
+    scale: DistanceScale  # of the library's model: what "named" and "background" mean
 
     @cached_property
     def background(self) -> np.ndarray:
@@ -217,11 +236,11 @@ def library_examples(library: Library) -> Examples:
     name = np.array([view.confirmed_name(f, cluster_of.get(f, UNCLUSTERED)) or "" for f in face_ids], dtype=object)
     said_not = {i: set(view.labels.nots[f]) for i, f in enumerate(face_ids) if view.labels.nots.get(f)}
     return build_examples(face_ids, embeddings_matrix(faces), name, photo_codes(faces), box_sides(faces), said_not,
-                          view.labels.actions)
+                          view.scale, view.labels.actions)
 
 
 def build_examples(face_ids: list[str], x: np.ndarray, name: np.ndarray, photo: np.ndarray, sides: np.ndarray,
-                   said_not: dict[int, set[str]], label_action: int = 0) -> Examples:
+                   said_not: dict[int, set[str]], scale: DistanceScale, label_action: int = 0) -> Examples:
     """Examples from confirmed names ("" for none) and "not" labels by row; an unnamed face in a
     photo with a confirmed face is not that person either."""
     nots = {i: set(names) for i, names in said_not.items() if not name[i]}
@@ -230,7 +249,7 @@ def build_examples(face_ids: list[str], x: np.ndarray, name: np.ndarray, photo: 
         named_in_photo.setdefault(int(photo[i]), set()).add(name[i])
     for i in np.flatnonzero((name == "") & np.isin(photo, list(named_in_photo))).tolist():
         nots.setdefault(i, set()).update(named_in_photo[int(photo[i])])
-    return Examples(face_ids, np.asarray(x, np.float32), name, photo, sides, nots, label_action)
+    return Examples(face_ids, np.asarray(x, np.float32), name, photo, sides, nots, label_action, scale)
 
 
 # --------------------------------------------------------------------------- the check
@@ -342,12 +361,12 @@ def _rows(parts: list[np.ndarray]) -> np.ndarray:
 
 
 def background_rows(ex: Examples) -> np.ndarray:
-    """Unnamed faces farther than BACKGROUND_DISTANCE from every named person (plain space),
+    """Unnamed faces farther than the background distance from every named person (plain space),
     without a "not" label, a sample of MAX_BACKGROUND at most."""
     centres, _ = centres_of(ex.x, ex.name, np.flatnonzero(ex.name != ""))
     unnamed = np.flatnonzero(ex.name == "")
     unnamed = unnamed[~np.isin(unnamed, list(ex.nots))]
-    return _sample(unnamed[nearest(ex.x[unnamed], centres)[1] > BACKGROUND_DISTANCE], MAX_BACKGROUND)
+    return _sample(unnamed[nearest(ex.x[unnamed], centres)[1] > ex.scale.background_distance], MAX_BACKGROUND)
 
 
 def _sample(rows: np.ndarray, most: int) -> np.ndarray:
@@ -400,10 +419,10 @@ def measure(ex: Examples, split: Split, y: np.ndarray, grouping: GroupingSetting
 
     centres, people = centres_of(y, ex.name, split.train)
     j, d = nearest(y[split.held_back], centres)
-    suggested = d <= NAME_DISTANCE
+    suggested = d <= ex.scale.name_distance
     right = suggested & (np.array(people, dtype=object)[np.maximum(j, 0)] == ex.name[split.held_back])
     strangers = np.concatenate([split.held_out, split.background_check])
-    false = int((nearest(y[strangers], centres)[1] <= NAME_DISTANCE).sum())
+    false = int((nearest(y[strangers], centres)[1] <= ex.scale.name_distance).sum())
     scored = np.concatenate([split.held_back, split.held_out])
     others = np.concatenate([split.train, split.background_check])
     room = max(0, MAX_CHECK_FACES - len(scored))
@@ -455,6 +474,8 @@ def grouping_settings(library: Library) -> GroupingSettings:
 
     saved = library.read_cluster_state().get("settings", {})
     names = {f.name for f in fields(GroupingSettings)}
+    if "used" not in saved:  # recorded before distances came from the model: they were FaceNet's defaults
+        names -= {"member_distance", "merge_distance"}
     return GroupingSettings(**{k: v for k, v in saved.items() if k in names})
 
 
@@ -501,12 +522,12 @@ def train_adapter(library: Library, settings: TrainingSettings | None = None, ev
     from facebatch.people.training import TrainingSettings
 
     require_library(library)
-    settings = settings or TrainingSettings()
+    settings = replace(settings or TrainingSettings(), scale=library.scale())
     started = time.monotonic()
     with nullcontext() if evaluate_only else library.lock():
         ex = library_examples(library)
         _require_enough(library, ex)
-        check = check_recipe(ex, settings, grouping_settings(library))
+        check = check_recipe(ex, settings, grouping_settings(library).on_scale(ex.scale))
         named = ex.name != ""
         report = TrainReport(
             people=len(set(ex.name[named].tolist())), faces=int(named.sum()), not_faces=len(ex.nots),

@@ -173,7 +173,8 @@ def cluster_library(library: Library, settings: GroupingSettings) -> ClusterSumm
         run = state.run + 1
         next_id = max(state.next_id, int(max(old.column("cluster_id").to_pylist(), default=0)) + 1)
         labels = replay(library.read_labels())
-        grouping = group_faces(x, sides, photo, settings, user_constraints(labels, face_ids.tolist()))
+        used = settings.on_scale(library.scale())
+        grouping = group_faces(x, sides, photo, used, user_constraints(labels, face_ids.tolist()))
 
         old_id_of = dict(zip(old.column("face_id").to_pylist(), old.column("cluster_id").to_pylist()))
         old_first = dict(zip(old.column("face_id").to_pylist(), old.column("first_run").to_pylist()))
@@ -185,7 +186,9 @@ def cluster_library(library: Library, settings: GroupingSettings) -> ClusterSumm
         new_state = ClusterState(
             run=run,
             next_id=next_id,
-            settings={**asdict(settings), "embedding_space": embedding_space(library)},
+            # As given (None: the model's), and the distances they came to on the model's scale.
+            settings={**asdict(settings), "embedding_space": embedding_space(library),
+                      "used": {k: getattr(used, k) for k in ("member_distance", "merge_distance", "member_growth")}},
             clustered_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             steps=grouping.steps,
         )

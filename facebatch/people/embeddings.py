@@ -1,6 +1,6 @@
 """The embeddings the people stages work with.
 
-The stored FaceNet embeddings, or, while `facebatch train` has an adapter active
+The stored embeddings of the library's model (models.embedding), or, while `facebatch train` has an adapter active
 (people.adapter), the adapter's output for them: clustering, suggestions, export, the report and
 `identify` all call these two functions, so they all see the same space. `embedding_space`
 names it (clusters.json records it).
@@ -11,15 +11,15 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from facebatch.schema import EMBEDDING_DIM
 from facebatch.store import Library
 
 
 def embeddings_matrix(faces: pa.Table) -> np.ndarray:
-    """The `embedding` column as an (n, 512) float32 array (no per-row Python objects)."""
+    """The `embedding` column as an (n, d) float32 array (no per-row Python objects); every row is
+    of one model (Library.read_faces leaves out another model's), so of one size."""
     column = faces.column("embedding").combine_chunks()
     if len(column) == 0:
-        return np.zeros((0, EMBEDDING_DIM), np.float32)
+        return np.zeros((0, 0), np.float32)
     return np.asarray(column.flatten().to_numpy(zero_copy_only=False), np.float32).reshape(len(column), -1)
 
 

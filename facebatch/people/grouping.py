@@ -31,13 +31,13 @@ import heapq
 import math
 import os
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from facebatch.errors import UsageError
-from facebatch.schema import EMBEDDING_DIM
+from facebatch.models.scale import DistanceScale
 
 UNCLUSTERED = -1
 SELECTION_METHODS = ("eom", "leaf")
@@ -45,8 +45,6 @@ SELECTION_METHODS = ("eom", "leaf")
 DEFAULT_MIN_CLUSTER_SIZE = 3
 DEFAULT_MIN_SAMPLES = 2
 DEFAULT_METHOD = "eom"
-DEFAULT_MEMBER_DISTANCE = 0.9
-DEFAULT_MERGE_DISTANCE = 0.75
 DEFAULT_PCA_DIMS = 64
 DEFAULT_PCA_SAMPLE = 20_000
 PCA_MIN_FACES = 2_000  # below this HDBSCAN is fast in full dimension: no reduction needed
@@ -58,13 +56,13 @@ KNN_MIN_FACES = 10_000
 KNN_NEIGHBOURS = 10
 ANN_MIN_FACES = 200_000  # from here on neighbours come from faiss, when installed
 DEFAULT_MIN_FACE_SIZE = 40
-# The centre of a big group is better known than a small one's: someone else's distance to it
-# grows with the group (per-comparison false accepts at 1e-4 on the development mix: 0.90 for 10
-# faces, 0.935 for 20, 0.94 for 40) while a true member's shrinks. So the member distance grows
-# by 0.01 per doubling beyond 10 faces (1.0 at 10,000), a third of what the strangers allow: on the
-# mix's `tune` half, all photos of each person + strangers went from F 0.988 to 0.990 with the
-# same 0.3% of strangers in a friend's cluster (benchmarks/people_mix.py; 0.02 let in 0.7%).
-MEMBER_DISTANCE_GROWTH = 0.01
+# The member and merge distances, and how the member distance grows with a group, are the model's
+# (models.scale: each model's measured on the development mix). FaceNet's: 0.9 and 0.75, growing
+# 0.01 per doubling of a group beyond 10 faces: the centre of a big group is better known than a
+# small one's, so someone else's distance to it grows with the group (per-comparison false accepts
+# at 1e-4: 0.90 for 10 faces, 0.935 for 20, 0.94 for 40) while a true member's shrinks; a third of
+# what the strangers allow took all photos of each person + strangers from F 0.988 to 0.990 with
+# the same 0.3% of strangers in a friend's cluster (benchmarks/people_mix.py; 0.02 let in 0.7%).
 # Groups compared with each face left out, and with each group when joining: the nearest by
 # centre. More never changed a result on the development mix.
 CANDIDATES = 8
@@ -76,12 +74,13 @@ class GroupingSettings:
     min_cluster_size: int = DEFAULT_MIN_CLUSTER_SIZE
     min_samples: int = DEFAULT_MIN_SAMPLES
     method: str = DEFAULT_METHOD
-    member_distance: float = DEFAULT_MEMBER_DISTANCE
-    merge_distance: float = DEFAULT_MERGE_DISTANCE
+    member_distance: float | None = None  # None: the model's (`on_scale`)
+    merge_distance: float | None = None
     pca_dims: int = DEFAULT_PCA_DIMS
     pca_sample: int = DEFAULT_PCA_SAMPLE
     min_face_size: float = DEFAULT_MIN_FACE_SIZE
     seed: int = 0
+    member_growth: float | None = None
 
     def __post_init__(self) -> None:
         if self.min_cluster_size < 2:
@@ -91,14 +90,24 @@ class GroupingSettings:
         if self.method not in SELECTION_METHODS:
             raise UsageError(f"--method must be eom or leaf, got {self.method!r}")
         for option, value in (("--member-distance", self.member_distance), ("--merge-distance", self.merge_distance)):
-            if not 0.0 < value <= 2.0:
+            if value is not None and not 0.0 < value <= 2.0:
                 raise UsageError(f"{option} must be in (0, 2], got {value}")
-        if self.pca_dims < 0 or self.pca_dims > EMBEDDING_DIM:
-            raise UsageError(f"--pca-dims must be between 0 and {EMBEDDING_DIM}, got {self.pca_dims}")
+        if self.pca_dims < 0:
+            raise UsageError(f"--pca-dims must be at least 0, got {self.pca_dims}")
         if self.min_face_size < 0:
             raise UsageError(f"--min-face-size must be at least 0 pixels, got {self.min_face_size}")
         if self.pca_sample < 100:
             raise UsageError(f"--pca-sample must be at least 100, got {self.pca_sample}")
+
+
+    def on_scale(self, scale: DistanceScale) -> GroupingSettings:
+        """These settings with what was not given taken from the model's scale."""
+        return replace(
+            self,
+            member_distance=scale.member_distance if self.member_distance is None else self.member_distance,
+            merge_distance=scale.merge_distance if self.merge_distance is None else self.merge_distance,
+            member_growth=scale.member_growth if self.member_growth is None else self.member_growth,
+        )
 
 
 @dataclass(frozen=True)
@@ -345,8 +354,10 @@ class _Groups:
     Per-group face sets and photo / user-group counters make every check O(group), not O(library).
     """
 
-    def __init__(self, x: np.ndarray, labels: np.ndarray, photo: np.ndarray, constraints: Constraints) -> None:
+    def __init__(self, x: np.ndarray, labels: np.ndarray, photo: np.ndarray, constraints: Constraints,
+                 member_growth: float = 0.0) -> None:
         self.x = x
+        self.member_growth = member_growth  # the member distance's growth per doubling (GroupingSettings)
         self.photo = photo
         self.constraints = constraints
         self.user = constraints.group
@@ -512,7 +523,7 @@ def _take_out_misfits(groups: _Groups, limit: float, min_size: int) -> int:
         order = np.lexsort((-distance, groups.label[faces]))
         first = np.r_[True, groups.label[faces][order][1:] != groups.label[faces][order][:-1]]
         worst = faces[order[first]]
-        out = worst[distance[order[first]] > _limit(limit, groups.size[groups.label[worst]] - 1)]
+        out = worst[distance[order[first]] > _limit(limit, groups.size[groups.label[worst]] - 1, groups.member_growth)]
         if not len(out):
             break
         active = np.unique(groups.label[out])
@@ -522,10 +533,10 @@ def _take_out_misfits(groups: _Groups, limit: float, min_size: int) -> int:
     return taken
 
 
-def _limit(limit: float, size: np.ndarray) -> np.ndarray:
-    """The member distance for a group of `size` faces: MEMBER_DISTANCE_GROWTH more per doubling
-    beyond 10 faces (a big group's centre is better known)."""
-    return limit + MEMBER_DISTANCE_GROWTH * np.log2(np.maximum(np.asarray(size, np.float64), 10.0) / 10.0)
+def _limit(limit: float, size: np.ndarray, growth: float) -> np.ndarray:
+    """The member distance for a group of `size` faces: `growth` more per doubling beyond 10 faces
+    (a big group's centre is better known)."""
+    return limit + growth * np.log2(np.maximum(np.asarray(size, np.float64), 10.0) / 10.0)
 
 
 def _pinned(groups: _Groups, faces: np.ndarray) -> np.ndarray:
@@ -695,7 +706,7 @@ def _adopt_loose_faces(groups: _Groups, candidates: np.ndarray, cols: np.ndarray
         return 0
     pairs = np.unique(np.stack([rows, neighbour_groups[rows, slots]], axis=1), axis=0)
     distance = groups.distance_to(loose[pairs[:, 0]], pairs[:, 1])
-    fits = distance <= _limit(limit, groups.size[pairs[:, 1]])
+    fits = distance <= _limit(limit, groups.size[pairs[:, 1]], groups.member_growth)
     adopted = 0
     fitting = pairs[fits]
     for row, g in fitting[np.argsort(distance[fits], kind="stable")].tolist():
@@ -716,7 +727,10 @@ def group_faces(
     settings: GroupingSettings,
     constraints: Constraints | None = None,
 ) -> Grouping:
-    """Faces (unit vectors) into people. `photo`: an integer code per face (same photo, same code)."""
+    """Faces (unit vectors) into people. `photo`: an integer code per face (same photo, same code).
+    `settings` are on the model's scale (GroupingSettings.on_scale)."""
+    if settings.member_distance is None or settings.merge_distance is None or settings.member_growth is None:
+        raise ValueError("grouping settings without distances: put them on the model's scale first (on_scale)")
     n = len(x)
     constraints = Constraints.none(n) if constraints is None else constraints
     x = np.asarray(x, np.float32)  # float32: a million faces in 2 GB; sums are kept in float64
@@ -732,7 +746,7 @@ def group_faces(
         labels[eligible] = hdbscan_proposals(sub, settings, (near, sims))
         del sub
     steps["proposed"] = int(len(np.unique(labels[labels >= 0])))
-    groups = _Groups(x, labels, photo, constraints)
+    groups = _Groups(x, labels, photo, constraints, settings.member_growth)
     steps["separated"] = _separate(groups)
     steps["misfits"] = _take_out_misfits(groups, settings.member_distance, settings.min_cluster_size)
     steps["user_joins"] = _join_user_groups(groups, settings.member_distance)

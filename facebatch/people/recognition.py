@@ -1,8 +1,8 @@
 """Recognition (1:K): who is each face of new photos, among the people named in the library?
 
 Every face is embedded exactly as `scan` does and compared with the centre of each named
-person's confirmed faces: the distance, confidence and cut of people.calibration, the same as the
-export's suggestions. The models are built once for all the photos.
+person's confirmed faces: the distance, and the confidence and cut of the library model's scale
+(models.scale), the same as the export's suggestions. The models are built once for all the photos.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ import numpy as np
 
 from facebatch.config import ModelSettings
 from facebatch.errors import InputError, NotFound, UsageError
-from facebatch.models.embedding import same_model, split_model_tag
 from facebatch.models.detection import Face
-from facebatch.people.calibration import NAME_CONFIDENCE, confidence
+from facebatch.models.embedding import same_model, split_model_tag
+from facebatch.models.faces import FacePipeline
+from facebatch.models.scale import NAME_CONFIDENCE
 from facebatch.people.embeddings import new_face_embeddings
 from facebatch.people.suggestions import People, named_gallery
 from facebatch.people.verification import embed_crops, photo_faces
-from facebatch.scan.pipeline import FacePipeline
 from facebatch.store import Library
 
 
@@ -28,10 +28,7 @@ from facebatch.store import Library
 class Candidate:
     person: str
     distance: float  # to the centre of that person's confirmed faces
-
-    @property
-    def confidence(self) -> float:
-        return float(confidence(self.distance))
+    confidence: float  # on the library model's scale
 
 
 @dataclass(frozen=True)
@@ -82,20 +79,23 @@ class IdentifiedPhoto:
         return {"photo": self.path, "faces": [f.to_json() for f in self.faces], "error": self.error}
 
 
-def library_models(library: Library, runtime: str | None, precision: str | None, device: str = "cpu") -> ModelSettings:
-    """The runtime and precision asked for; what is not asked for, as the library's embeddings were made."""
-    info = library.read_info() or {}
-    if info.get("model") and runtime is None and precision is None and device == "cpu":
-        runtime, precision = split_model_tag(str(info["model"]))[1].split("-", 1)
-    return ModelSettings.choose(runtime, precision, device)
+def library_models(library: Library, runtime: str | None, precision: str | None, device: str = "cpu",
+                   embedding: str | None = None) -> ModelSettings:
+    """The model, runtime and precision asked for; what is not asked for, as the library's
+    embeddings were made."""
+    recorded = library.model()
+    if recorded and runtime is None and precision is None and device == "cpu":
+        runtime, precision = split_model_tag(recorded.tag)[1].split("-", 1)
+    return ModelSettings.choose(runtime, precision, device, embedding or (recorded.embedding if recorded else None)
+                                or ModelSettings().embedding)
 
 
 def check_model(library: Library, pipeline: FacePipeline) -> None:
-    info = library.read_info() or {}
-    if info.get("model") and not same_model(str(info["model"]), pipeline.model):
+    recorded = library.model()
+    if recorded and not same_model(recorded.tag, pipeline.model):
         raise UsageError(
-            f"library {library.root} holds embeddings from {info['model']}, not {pipeline.model}: "
-            "use the same --weights, --runtime and --precision as its scans"
+            f"library {library.root} holds embeddings from {recorded.tag}, not {pipeline.model}: "
+            "use the same --model, --weights, --runtime and --precision as its scans"
         )
 
 
@@ -124,10 +124,13 @@ def identify_faces(
     faces, crops, _, _ = photo_faces(pipeline, path)
     if not faces:
         return []
-    distances = people.distances(new_face_embeddings(library, embed_crops(pipeline, np.stack(crops))))
+    scale = library.scale()
+    distances = people.distances(new_face_embeddings(library, embed_crops(pipeline, crops)))
+    confidence = scale.confidence(distances)
     return [
         IdentifiedFace(
-            i, face, [Candidate(people.names[j], float(distances[i, j])) for j in np.argsort(distances[i])[:top_k]],
+            i, face,
+            [Candidate(people.names[j], float(distances[i, j]), float(confidence[i, j])) for j in np.argsort(distances[i])[:top_k]],
             min_confidence,
         )
         for i, face in enumerate(faces)

@@ -3,7 +3,7 @@
 - confirmed: the user named this face, or named its cluster and the face is still in a cluster
   of that person (confidence 1).
 - suggested: the nearest named person, by the distance to the centre of their confirmed faces,
-  with confidence >= the cut (people.calibration). Never a name the face is "not", never while
+  with confidence >= the cut (on the model's scale: models.scale). Never a name the face is "not", never while
   its cluster is ignored, and never two faces of one photo under one name: the better one keeps
   it, the other falls back to its next person or to unknown.
 - unknown: everything else.
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from facebatch.people.calibration import NAME_CONFIDENCE, confidence, distance_at
+from facebatch.models.scale import NAME_CONFIDENCE, DistanceScale
 from facebatch.people.clustering import require_library
 from facebatch.people.embeddings import face_embeddings
 from facebatch.people.view import View, build_view
@@ -129,7 +129,7 @@ def face_tags(
     ]
     if people.names and open_rows:
         candidates = _candidates(x, open_rows, people, face_ids, view, min_confidence)
-        _assign(candidates, photo_ids, person, status, conf, distance, min_confidence)
+        _assign(candidates, photo_ids, person, status, conf, distance, min_confidence, view.scale)
     return FaceTags(face_ids, photo_ids, cluster_ids, person, status, conf, distance)
 
 
@@ -141,7 +141,7 @@ def _candidates(
     Only pairs within the cut become Python objects: most faces of a big library are strangers
     or unnamed people, far from everyone named.
     """
-    cut = distance_at(min_confidence) if 0.0 < min_confidence < 1.0 else (2.0 if min_confidence <= 0 else -1.0)
+    cut = view.scale.cut_distance(min_confidence)
     out = []
     k = min(CANDIDATES, len(people.names))
     nots = view.labels.nots
@@ -165,11 +165,12 @@ def _assign(
     conf: np.ndarray,
     distance: np.ndarray,
     min_confidence: float,
+    scale: DistanceScale,
 ) -> None:
     """Best (face, person) pairs first; a photo holds each name once (confirmed faces first)."""
     used = {(photo_ids[i], name) for i, name in enumerate(person) if name}
     for d, i, name in sorted(candidates):
-        c = float(confidence(d))
+        c = float(scale.confidence(d))
         if c < min_confidence:
             break
         if status[i] != STATUS_UNKNOWN or (photo_ids[i], name) in used:

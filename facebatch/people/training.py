@@ -14,12 +14,12 @@ Losses (benchmarks/train_adapter.py compares them; BENCHMARKS.md has the table):
   negative-only faces; every anchor-positive pair takes one negative mined online in the batch,
   `semi-hard` (the nearest negative farther from the anchor than the positive, else the farthest
   negative) or `hard` (the nearest negative), and pays max(0, d(a, p) - d(a, n) + margin) on the
-  Euclidean distance of unit vectors, the scale of people.calibration.
+  Euclidean distance of unit vectors, the scale of the library's model (models.scale).
 - `am-softmax` (additive-margin softmax, Wang et al. 2018): the named people are classes, cosine
   logits s * (cos - m) for the true class, class weights starting at the people's plain centres.
   It learns from names only: "not" labels and negative-only faces have no class.
 
-Both add a calibration term: the cross-entropy of people.calibration's fixed confidence for the
+Both add a calibration term: the cross-entropy of the model's fixed confidence (models.scale) for the
 batch's own answers (a face against its person's centre: right; against the nearest centre of a
 person it is known not to be: wrong). A triplet loss alone only orders distances: on the
 development mix it tightened every distance, named or not, and the fixed cut then named strangers.
@@ -39,7 +39,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from facebatch.people.calibration import MIDPOINT, SLOPE
+from facebatch.models.catalog import FACENET_SCALE
+from facebatch.models.scale import DistanceScale
 
 LOSSES = ("triplet", "am-softmax")
 MINING = ("semi-hard", "hard")
@@ -58,7 +59,10 @@ class TrainingSettings:
     learning_rate: float = 1e-3
     weight_decay: float = 10.0  # AdamW's, on the residual weights: a pull towards the identity map
     calibrate: float = 1.0  # weight of the calibration term
-    gate_distance: float = 0.9  # 0: move every face; else only faces near a named person (see ResidualAdapter)
+    # 0: move every face; else only faces near a named person (see ResidualAdapter). None: the
+    # scale's member distance.
+    gate_distance: float | None = None
+    scale: DistanceScale = FACENET_SCALE  # the library model's: its confidence is what the calibration term aims at
     am_scale: float = 30.0
     am_margin: float = 0.35
     seed: int = 0
@@ -223,8 +227,9 @@ def am_softmax_loss(y: torch.Tensor, person: torch.Tensor, weights: torch.Tensor
     return F.cross_entropy(scale * (cosine - margin * target), person[named])
 
 
-def calibration_loss(y: torch.Tensor, person: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of people.calibration's confidence for the batch's answers: each named face
+def calibration_loss(y: torch.Tensor, person: torch.Tensor, negative: torch.Tensor,
+                     scale: DistanceScale = FACENET_SCALE) -> torch.Tensor:
+    """Cross-entropy of the model's confidence for the batch's answers: each named face
     against the centre of its person's other faces in the batch (right), each face against the
     nearest centre of a person it is known not to be (wrong)."""
     people = torch.unique(person[person >= 0])
@@ -240,9 +245,9 @@ def calibration_loss(y: torch.Tensor, person: torch.Tensor, negative: torch.Tens
     d_wrong = torch.where(not_person, d_all, torch.full_like(d_all, 9.0)).min(dim=1).values[not_person.any(dim=1)]
     loss = y.sum() * 0.0
     if len(d_own):
-        loss = loss + F.binary_cross_entropy_with_logits(-SLOPE * (d_own - MIDPOINT), torch.ones_like(d_own))
+        loss = loss + F.binary_cross_entropy_with_logits(-scale.slope * (d_own - scale.midpoint), torch.ones_like(d_own))
     if len(d_wrong):
-        loss = loss + F.binary_cross_entropy_with_logits(-SLOPE * (d_wrong - MIDPOINT), torch.zeros_like(d_wrong))
+        loss = loss + F.binary_cross_entropy_with_logits(-scale.slope * (d_wrong - scale.midpoint), torch.zeros_like(d_wrong))
     return loss
 
 
@@ -280,7 +285,8 @@ def fit(data: TrainingSet, settings: TrainingSettings) -> Fitted:
 def _fit(data: TrainingSet, settings: TrainingSettings) -> Fitted:
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
-    model = ResidualAdapter(data.x.shape[1], settings.hidden, person_centres(data), settings.gate_distance)
+    gate = settings.scale.member_distance if settings.gate_distance is None else settings.gate_distance
+    model = ResidualAdapter(data.x.shape[1], settings.hidden, person_centres(data), gate)
     groups = [{"params": list(model.parameters()), "weight_decay": settings.weight_decay}]
     class_weights = None
     if settings.loss == "am-softmax":
@@ -301,7 +307,7 @@ def _fit(data: TrainingSet, settings: TrainingSettings) -> Fitted:
             positive = torch.as_tensor(positive_mask(data.person[rows]))
             loss = triplet_loss(y, positive, negative, settings.margin, settings.mining)
         if settings.calibrate > 0:
-            loss = loss + settings.calibrate * calibration_loss(y, person, negative)
+            loss = loss + settings.calibrate * calibration_loss(y, person, negative, settings.scale)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()

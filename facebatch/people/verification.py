@@ -1,8 +1,8 @@
 """Face verification: is the face in photo A the person in photo B? And how well do we answer that.
 
 `verify` compares the most prominent face of two photos; `evaluate_pairs` runs the LFW protocol on
-a CSV of labelled pairs. Both embed exactly as `scan` does (`FacePipeline.find_faces` and its
-embedder), so distances here are comparable with the library's embeddings.
+a CSV of labelled pairs. Both embed exactly as `scan` does (models.faces: `find_faces` and the
+model's embedder), so distances here are comparable with a library's embeddings of that model.
 """
 
 from __future__ import annotations
@@ -17,26 +17,26 @@ from pathlib import Path
 import numpy as np
 
 from facebatch.config import DetectionSettings, ModelSettings, require_device
-from facebatch.models.detection import Face
-from facebatch.errors import InputError, PhotoError, UsageError
-from facebatch.people.evaluation import DEFAULT_FAR, DEFAULT_FOLDS, VerificationReport, nearest_centre, verification_report
+from facebatch.errors import InputError, PhotoError, UncalibratedModel, UsageError
 from facebatch.imageload import read_photo_bytes
-from facebatch.scan.pipeline import FacePipeline, pipeline_for, prepare_builder
+from facebatch.models.catalog import measured_scale
+from facebatch.models.detection import Face
+from facebatch.models.faces import Crops, FacePipeline, pipeline_for, prepare_builder
+from facebatch.models.scale import NAME_CONFIDENCE, DistanceScale
 from facebatch.models.weights import DEFAULT_WEIGHTS, resolve_weights
-from facebatch.people.calibration import NAME_CONFIDENCE, confidence
+from facebatch.people.evaluation import DEFAULT_FAR, DEFAULT_FOLDS, VerificationReport, nearest_centre, verification_report
 from facebatch.wording import counted
 
 # `verify` answers a 1:1 question, "are these two faces one person?", where either answer is as
-# likely beforehand: its threshold is the distance that answers most LFW pairs right, 1.108 on
-# lfw-dev (6,000 pairs, 10 folds x 300 same + 300 different): 98.6% accuracy, 98% of same-person
-# pairs and 1.3% of different-person pairs accepted (benchmarks/calibration.py).
+# likely beforehand: its threshold is the model's (models.scale), the distance that answers most
+# LFW-style pairs right (FaceNet: 1.108 on lfw-dev, 98.6%, 98% of same-person pairs and 1.3% of
+# different-person pairs accepted).
 # `identify` and the export's suggestions answer another question, "which of my named people is
 # this, if any?", in a library where most faces are strangers: on the same distance scale they
-# need confidence >= 0.8, distance <= 0.838 to the person's centre (people.calibration). A pair at
-# 0.9 is likely one person when asked about alone, and its confidence as a suggestion (0.38) says
-# why a library would not name it: `verify` prints both, so the two answers never contradict.
-# Other weights (vggface2, a .pt file) have their own scale: measure with `eval pairs` and pass --threshold.
-DEFAULT_THRESHOLD = 1.108
+# need confidence >= 0.8 to the person's centre (FaceNet: distance <= 0.838). A pair at 0.9 is
+# likely one person when asked about alone, and its confidence as a suggestion (0.38) says why a
+# library would not name it: `verify` prints both, so the two answers never contradict.
+# Other weights (vggface2, a .pt file) have no measured scale: measure with `eval pairs` and pass --threshold.
 
 # Exit codes of `facebatch verify`: scripts branch on them.
 EXIT_SAME = 0
@@ -54,12 +54,17 @@ def build_pipeline(
     models: ModelSettings | None = None,
 ) -> FacePipeline:
     """The scan's detector and embedder with default detection settings, in this process; `models`
-    None: the default runtime and precision for `device`."""
+    None: the default model, runtime and precision for `device`."""
     require_device(device)
     weights_file = resolve_weights(weights)
     builder = prepare_builder(DetectionSettings(), weights_file, models or ModelSettings.choose(None, None, device),
                               batch_size, device, threads or os.cpu_count() or 1)
     return pipeline_for(builder)  # cached: a second command in the same process reuses the models
+
+
+def pipeline_scale(pipeline: FacePipeline) -> DistanceScale | None:
+    """The measured scale of the pipeline's model and weights; None for unmeasured weights."""
+    return measured_scale(pipeline.model)
 
 
 def distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -78,12 +83,12 @@ def central_face(faces: Sequence[Face], width: int, height: int) -> int:
     return nearest_centre([f.box for f in faces], width, height)
 
 
-def embed_crops(pipeline: FacePipeline, crops: np.ndarray, flip: bool = False) -> np.ndarray:
-    """(N, 512) L2-normalised embeddings of (N, 160, 160, 3) crops; `flip` adds the mirror image's
-    embedding to each before normalising again (test-time augmentation)."""
-    embeddings = pipeline.embedder.embed(crops)
+def embed_crops(pipeline: FacePipeline, crops: Sequence[Crops], flip: bool = False) -> np.ndarray:
+    """Unit vectors of the faces' crops; `flip` adds each mirror image's embedding to each before
+    normalising again (test-time augmentation)."""
+    embeddings = pipeline.embed(crops)
     if flip and len(crops):
-        embeddings = embeddings + pipeline.embedder.embed(np.ascontiguousarray(crops[:, :, ::-1]))
+        embeddings = embeddings + pipeline.embed([tuple(np.ascontiguousarray(c[:, ::-1]) for c in face) for face in crops])
         embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
     return embeddings.astype(np.float32, copy=False)
 
@@ -115,21 +120,24 @@ class VerifyResult:
     b: ChosenFace
     distance: float
     threshold: float
+    scale: DistanceScale | None  # of the model that embedded them; None: unmeasured weights
 
     @property
     def same(self) -> bool:
         return self.distance <= self.threshold
 
     @property
-    def confidence(self) -> float:
-        return float(confidence(self.distance))
+    def confidence(self) -> float | None:
+        return None if self.scale is None else float(self.scale.confidence(self.distance))
 
     def line(self) -> str:
         verdict = "same person" if self.same else "different people"
         sign = "<=" if self.same else ">"
+        line = f"{verdict}: distance {self.distance:.4f} {sign} threshold {self.threshold:.4f}"
+        if self.confidence is None:
+            return line + "; these weights have no measured confidence"
         named = "would" if self.confidence >= NAME_CONFIDENCE else "would not"
-        return (f"{verdict}: distance {self.distance:.4f} {sign} threshold {self.threshold:.4f}; as a suggestion in "
-                f"a library this distance has confidence {self.confidence:.2f} (it {named} name a face)")
+        return line + f"; as a suggestion in a library this distance has confidence {self.confidence:.2f} (it {named} name a face)"
 
     def notes(self) -> list[str]:
         return [n for n in (self.a.note("A"), self.b.note("B")) if n]
@@ -144,11 +152,12 @@ class VerifyResult:
                 "score": round(chosen.face.score, 4),
             }
 
+        confidence = None if self.confidence is None else round(self.confidence, 4)
         return {"same": self.same, "distance": self.distance, "threshold": self.threshold,
-                "confidence": round(self.confidence, 4), "a": face(self.a), "b": face(self.b)}
+                "confidence": confidence, "a": face(self.a), "b": face(self.b)}
 
 
-def photo_faces(pipeline: FacePipeline, path: str) -> tuple[list[Face], list[np.ndarray], int, int]:
+def photo_faces(pipeline: FacePipeline, path: str) -> tuple[list[Face], list[Crops], int, int]:
     try:
         photo, faces, crops = pipeline.find_faces(read_photo_bytes(path))
     except PhotoError as exc:
@@ -162,9 +171,16 @@ def verify(
     path_a: str,
     path_b: str,
     faces: tuple[int | None, int | None] = (None, None),
-    threshold: float = DEFAULT_THRESHOLD,
+    threshold: float | None = None,
 ) -> VerifyResult:
-    """Compare one face of each photo: the largest, or the given index in best-first order."""
+    """Compare one face of each photo: the largest, or the given index in best-first order; at the
+    model's threshold unless one is given."""
+    scale = pipeline_scale(pipeline)
+    if threshold is None:
+        if scale is None:
+            raise UncalibratedModel("these weights have no measured threshold: measure one with `facebatch eval pairs` "
+                                    "and pass --threshold")
+        threshold = scale.verify_threshold
     chosen, crops = [], []
     for path, wanted in zip((path_a, path_b), faces):
         found, found_crops, _, _ = photo_faces(pipeline, path)
@@ -177,8 +193,8 @@ def verify(
             )
         chosen.append(ChosenFace(path, index, len(found), found[index], given=wanted is not None))
         crops.append(found_crops[index])
-    embeddings = embed_crops(pipeline, np.stack(crops))
-    return VerifyResult(chosen[0], chosen[1], distance(embeddings[0], embeddings[1]), threshold)
+    embeddings = embed_crops(pipeline, crops)
+    return VerifyResult(chosen[0], chosen[1], distance(embeddings[0], embeddings[1]), threshold, scale)
 
 
 # --------------------------------------------------------------------------- eval pairs
@@ -313,7 +329,7 @@ def embed_central_faces(
             chunk.append(path)
             crops.append(photo_crops[central_face(faces, photo.width, photo.height)])
         if crops:
-            embeddings.update(zip(chunk, embed_crops(pipeline, np.stack(crops), flip)))
+            embeddings.update(zip(chunk, embed_crops(pipeline, crops, flip)))
         if progress:
             done = min(start + EMBED_CHUNK, len(paths))
             progress(done, len(paths), len(embeddings), len(failed))

@@ -11,9 +11,8 @@ import numpy as np
 import pyarrow as pa
 
 from facebatch.errors import NotFound
-from facebatch.people.calibration import confidence
 from facebatch.people.clustering import ClusterState, require_clusters
-from facebatch.people.grouping import DEFAULT_MEMBER_DISTANCE
+from facebatch.models.scale import DistanceScale
 from facebatch.people.labels import KIND_IGNORE, LabelState, group_clusters, replay
 from facebatch.schema import UNCLUSTERED
 from facebatch.store import Library
@@ -25,10 +24,7 @@ class Similar:
 
     cluster_id: int
     distance: float  # between the two clusters' centres
-
-    @property
-    def confidence(self) -> float:
-        return float(confidence(self.distance))
+    confidence: float  # that they are one person, on the library model's scale
 
 
 @dataclass
@@ -69,6 +65,7 @@ class View:
     history: pa.Table  # the labels history
     labels: LabelState
     clusters: dict[int, ClusterInfo]
+    scale: DistanceScale  # of the library's model
 
     def members(self, cluster_id: int) -> list[str]:
         return self.face_ids[self.cluster_ids == cluster_id].tolist()
@@ -126,29 +123,27 @@ def build_view(library: Library, table: pa.Table | None = None, history: pa.Tabl
     for members in group_clusters(labels.tokens[KIND_IGNORE], face_ids, cluster_ids, first_run).values():
         for c in members:
             infos[c].ignored = True
-    _attach_similar(infos, library.read_cluster_pairs())
-    return View(face_ids, cluster_ids, modes, distance, first_run, ClusterState.read(library), history, labels, infos)
+    scale = library.scale()
+    _attach_similar(infos, library.read_cluster_pairs(), scale)
+    return View(face_ids, cluster_ids, modes, distance, first_run, ClusterState.read(library), history, labels, infos,
+                scale)
 
 
-# A merge is suggested when two clusters' centres are within the distance at which a face would
-# join a cluster. On the development mix the clustering joins closer ones itself (0.75), and of
-# each cluster's nearest other cluster of someone else 13% lie within 0.9, half within 1.0.
-SUGGEST_MERGE_DISTANCE = DEFAULT_MEMBER_DISTANCE
-
-
-def _attach_similar(infos: dict[int, ClusterInfo], pairs: pa.Table) -> None:
+def _attach_similar(infos: dict[int, ClusterInfo], pairs: pa.Table, scale: DistanceScale) -> None:
     """Nearest clusters from the last clustering; an unnamed cluster's suggestion is the nearest
-    named or larger one within SUGGEST_MERGE_DISTANCE (merges since then may have removed a
-    number: those are skipped)."""
+    named or larger one within the model's member distance, the distance at which a face would
+    join a cluster (the clustering joins closer ones itself, at the merge distance; on the
+    development mix, of each FaceNet cluster's nearest other cluster of someone else 13% lay within
+    its 0.9, half within 1.0). Merges since then may have removed a number: those are skipped."""
     for a, b, distance in zip(*(pairs[c].to_pylist() for c in ("cluster_id", "other_id", "distance"))):
         if a in infos and b in infos:
-            infos[a].similar.append(Similar(b, float(distance)))
+            infos[a].similar.append(Similar(b, float(distance), float(scale.confidence(distance))))
     for info in infos.values():
         info.similar.sort(key=lambda s: s.distance)
         if info.person or info.ignored:
             continue
         for other in info.similar:
-            if other.distance > SUGGEST_MERGE_DISTANCE:
+            if other.distance > scale.member_distance:
                 break
             target = infos[other.cluster_id]
             if not target.ignored and (target.person or target.size > info.size):

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from facebatch.people.calibration import confidence
 from facebatch.people.suggestions import STATUS_CONFIRMED, LiveFaces, face_tags
 from facebatch.people.view import View, build_view
 from facebatch.review.thumbnails import FaceBox
@@ -33,6 +32,7 @@ class Face:
     status: str  # confirmed, suggested, unknown
     confidence: float
     fit: float  # distance to the centre of its cluster's other faces (nan: alone or unclustered)
+    fit_confidence: float | None  # that it is its cluster's person, on the model's scale (None: no fit)
 
     @property
     def face_id(self) -> str:
@@ -41,10 +41,6 @@ class Face:
     @property
     def path(self) -> str:
         return self.source.path
-
-    @property
-    def fit_confidence(self) -> float | None:
-        return None if math.isnan(self.fit) else float(confidence(self.fit))
 
     @property
     def note(self) -> str:
@@ -152,8 +148,10 @@ def collect(library: Library, view: View | None = None, scanned: Scanned | None 
     people: dict[str, list[Face]] = {}
     by_id: dict[str, Face] = {}
     for i, face_id in enumerate(tags.face_ids):
+        distance = float(fit.get(face_id, math.nan))
         face = Face(boxes[face_id], tags.photo_ids[i], int(tags.cluster_ids[i]), tags.person[i], tags.status[i],
-                    float(tags.confidence[i]), float(fit.get(face_id, math.nan)))
+                    float(tags.confidence[i]), distance,
+                    None if math.isnan(distance) else float(view.scale.confidence(distance)))
         by_id[face_id] = face
         cluster = clusters.get(face.cluster_id)
         (cluster.faces if cluster else unclustered).append(face)

@@ -15,7 +15,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -25,13 +25,14 @@ import pyarrow.compute as pc
 
 from facebatch.config import require_device, DEFAULT_SHARD_SIZE, ScanConfig
 from facebatch.scan.discovery import Discovery, PhotoFile, discover, photo_extensions
-from facebatch.models.embedding import model_tag, same_model, split_model_tag
+from facebatch.models.catalog import DEFAULT_MODEL, model_named
+from facebatch.models.embedding import model_of_tag, model_tag, same_model, split_model_tag
+from facebatch.models.faces import PipelineBuilder, prepare_builder
 from facebatch.errors import DamagedPart, FacebatchError, PhotoError
-from facebatch.scan.pipeline import (KnownPhoto, PipelineBuilder, ReembedResult, ShardResult, photo_row,
-                                     prepare_builder, reembed_shard, run_shard)
-from facebatch.schema import FACES_SCHEMA, LIVE_STATUSES, PHOTOS_SCHEMA, STATUS_ERROR, STATUS_GONE
-from facebatch.store import Library
-from facebatch.models.weights import resolve_weights
+from facebatch.scan.pipeline import KnownPhoto, ReembedResult, ShardResult, photo_row, reembed_shard, run_shard
+from facebatch.schema import FACES_SCHEMA, LIVE_STATUSES, embedding_column, PHOTOS_SCHEMA, STATUS_ERROR, STATUS_GONE
+from facebatch.store import Library, LibraryModel
+from facebatch.models.weights import DEFAULT_WEIGHTS, resolve_weights
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ class ScanSummary:
     gone: int = 0
     still_failing: int = 0
     faces: int = 0
+    reembedded: int = 0  # faces embedded again after a model change (no detection)
     errors: Counter = field(default_factory=Counter)
     stage_seconds: Counter = field(default_factory=Counter)
     elapsed: float = 0.0
@@ -80,9 +82,10 @@ class ScanSummary:
         done = self.processed + self.reused
         rate = f" ({done / self.elapsed:.2f} photos/s)" if done and self.elapsed > 0 else ""
         # The faces of the photos scanned now: on a re-scan with nothing new, "0 new faces", not "0 faces".
+        again = f", {self.reembedded} embedded again" if self.reembedded else ""
         return (
             f"{self.found} photos: {self.processed} scanned, {self.reused} moved, {self.unchanged} unchanged, "
-            f"{self.gone} gone; {self.faces} new faces; {errors}; {self.elapsed:.1f}s{rate}"
+            f"{self.gone} gone; {self.faces} new faces{again}; {errors}; {self.elapsed:.1f}s{rate}"
         )
 
 
@@ -103,14 +106,17 @@ def scan(config: ScanConfig, progress: ProgressCallback | None = None) -> ScanSu
     discovery = _discover(config, library)
     if config.scheduler is None:  # a cluster's workers have their own devices
         require_device(config.device)
-    weights = resolve_weights(config.weights)
-    model = model_tag(weights, config.models.variant)
     summary = ScanSummary(library=str(library.root), warnings=list(discovery.warnings))
     if not discovery.photos:
         looked_for = " ".join(sorted(photo_extensions()))
         summary.warnings.append(f"no photos under {', '.join(config.roots)} (looked for {looked_for}, in any case)")
     with library.lock():
-        if (previous := library.create(model)) is not None:
+        chosen = choose_model(config, library.model())
+        weights = resolve_weights(chosen.weights)
+        models = replace(config.models, embedding=chosen.embedding)
+        model = model_tag(model_named(chosen.embedding), weights, models.variant)
+        config = replace(config, models=models)
+        if (previous := library.create(replace(chosen, tag=model))) is not None:
             summary.warnings.append(_reembed_notice(library, previous, model))
         library.add_roots([os.path.abspath(r) for r in config.roots if os.path.isdir(r)])
         library.remove_unfinished_parts()
@@ -129,6 +135,24 @@ def scan(config: ScanConfig, progress: ProgressCallback | None = None) -> ScanSu
         _reembed(config, library, builder, model, summary, progress)
     summary.elapsed = time.monotonic() - started
     return summary
+
+
+def choose_model(config: ScanConfig, recorded: LibraryModel | None) -> LibraryModel:
+    """The model this scan embeds with (its tag is filled in once the weights are resolved).
+
+    What the user gives wins; otherwise the library keeps the model it has, except that a library
+    on the default (never chosen, default weights) moves with the default: a better default
+    reaches old libraries, by a re-embed that keeps every face id and name. Other weights are
+    FaceNet's: they stay FaceNet alone unless a model is named.
+    """
+    weights = config.weights or (recorded.weights if recorded else DEFAULT_WEIGHTS)
+    if config.model:
+        return LibraryModel("", config.model, weights, chosen=True)
+    if recorded is not None and (recorded.chosen or weights != DEFAULT_WEIGHTS):
+        return LibraryModel("", recorded.embedding, weights, chosen=True)
+    if recorded is None and weights != DEFAULT_WEIGHTS:
+        return LibraryModel("", "facenet", weights, chosen=True)
+    return LibraryModel("", DEFAULT_MODEL, weights)
 
 
 def _plan_setting_aside_damage(
@@ -198,7 +222,7 @@ def plan_scan(photos: pa.Table, found: Sequence[PhotoFile], config: ScanConfig) 
 
 
 def _faces_by_photo(library: Library) -> dict[str, list[tuple[str, list[float]]]]:
-    faces = library.read_faces(["face_id", "photo_id", "box"])
+    faces = library.read_faces(["face_id", "photo_id", "box"], pending=True)
     by_photo: dict[str, list[tuple[str, list[float]]]] = {}
     for face_id, photo_id, box in zip(*(faces[c].to_pylist() for c in ("face_id", "photo_id", "box"))):
         by_photo.setdefault(photo_id, []).append((face_id, box))
@@ -384,8 +408,15 @@ REEMBED_COLUMNS = ["face_id", "photo_id", "path", "face_index", "box", "score", 
 
 
 def _reembed_notice(library: Library, previous: str, model: str) -> str:
-    return (f"library {library.root}: its faces are embedded again with {split_model_tag(model)[1]} (were "
-            f"{split_model_tag(previous)[1]}); face ids and names are kept")
+    old, new = model_of_tag(previous).name, model_of_tag(model).name
+    if old == new and split_model_tag(previous)[0] == split_model_tag(model)[0]:
+        change = f"with {split_model_tag(model)[1]} (were {split_model_tag(previous)[1]})"
+    elif old == new:
+        change = f"with other weights ({split_model_tag(model)[0].split('/')[0]})"
+    else:
+        change = f"by the {new} model (were {old}; `--model {old}` keeps it)"
+    return (f"library {library.root}: its faces are embedded again {change}, from their stored boxes without "
+            "detecting again; face ids and names are kept")
 
 
 def plan_reembed(faces: pa.Table, model: str, shard_size: int | None) -> list[list[KnownPhoto]]:
@@ -396,8 +427,9 @@ def plan_reembed(faces: pa.Table, model: str, shard_size: int | None) -> list[li
     for i, photo_id in enumerate(faces["photo_id"].to_pylist()):
         if photo_id in stale:
             by_photo.setdefault(photo_id, []).append(i)
-    face_ids, paths, boxes = (faces[c].to_pylist() for c in ("face_id", "path", "box"))
-    photos = [KnownPhoto(paths[rows[0]], photo_id, tuple(face_ids[i] for i in rows), tuple(tuple(boxes[i]) for i in rows))
+    face_ids, paths, boxes, points = (faces[c].to_pylist() for c in ("face_id", "path", "box", "landmarks"))
+    photos = [KnownPhoto(paths[rows[0]], photo_id, tuple(face_ids[i] for i in rows), tuple(tuple(boxes[i]) for i in rows),
+                         tuple(tuple(points[i]) for i in rows))
               for photo_id, rows in by_photo.items()]
     size = shard_size or DEFAULT_SHARD_SIZE
     return [photos[i : i + size] for i in range(0, len(photos), size)]
@@ -413,9 +445,9 @@ def _reembed(
 ) -> None:
     """Embed again every face of another runtime/precision (a switch, or one a kill left half done)."""
     # Every scan asks; the answer is nearly always no: the model column alone says so.
-    if all(same_model(m, model) for m in pc.unique(library.read_faces(["model"])["model"]).to_pylist()):
+    if all(same_model(m, model) for m in pc.unique(library.read_faces(["model"], pending=True)["model"]).to_pylist()):
         return
-    faces = library.read_faces(REEMBED_COLUMNS)
+    faces = library.read_faces(REEMBED_COLUMNS, pending=True)
     shards = plan_reembed(faces, model, config.shard_size)
     if not shards:
         return
@@ -430,6 +462,7 @@ def _reembed(
                 result = ReembedResult([], np.zeros((0, 0), np.float32),
                                        {p.path: f"{type(exc).__name__}: {exc}" for p in shard}, {})
             _write_reembedded(library, faces, rows, result, model)
+            summary.reembedded += len(result.face_ids)
             done += len(shard)
             skipped += len(result.skipped)
             summary.stage_seconds.update(result.stage_seconds)
@@ -450,7 +483,7 @@ def _write_reembedded(library: Library, faces: pa.Table, rows: dict[str, int], r
     embeddings = result.embeddings.astype(np.float32)
     columns = {name: table[name] for name in table.column_names if name != "model"}
     columns["model"] = pa.array([model] * table.num_rows, pa.string())
-    columns["embedding"] = pa.FixedSizeListArray.from_arrays(pa.array(embeddings.reshape(-1)), embeddings.shape[1])
+    columns["embedding"] = embedding_column(embeddings)
     stats = {"kind": "reembed", "photos": 0, "faces": table.num_rows, "stage_seconds": result.stage_seconds,
              "model": model, "finished_at": datetime.now(timezone.utc).isoformat()}
     library.write_shard(PHOTOS_SCHEMA.empty_table(), pa.table({n: columns[n] for n in FACES_SCHEMA.names}), stats, model)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import MODEL, add_photos, person_centres, run
+from conftest import LIBRARY_MODEL, add_photos, person_centres, run
 from facebatch.errors import FacebatchError
 from facebatch.exports.tags import ExportSettings, export_tags
 from facebatch.people.actions import ignore_cluster, label_cluster, label_faces, reject_faces
@@ -23,7 +23,7 @@ from facebatch.store import Library
 @pytest.fixture
 def lib(tmp_path) -> Library:
     library = Library(tmp_path / "lib")
-    library.create(MODEL)
+    library.create(LIBRARY_MODEL)
     centres = dict(zip(["ann", "bob", "dan"], person_centres(3, seed=3)))
     add_photos(library, {"ann": 4, "bob": 3, "dan": 3}, centres, "a")
     cluster_library(library, GroupingSettings())
@@ -182,7 +182,7 @@ def test_cli_export_before_cluster_and_without_library(tmp_path):
     result = run("--library", tmp_path / "nolib", "export", tmp_path / "t.json")
     assert result.exit_code == 2 and result.output.startswith(f"Error: no library at {tmp_path / 'nolib'}: ")
     library = Library(tmp_path / "lib")
-    library.create(MODEL)
+    library.create(LIBRARY_MODEL)
     result = run("--library", library.root, "export", tmp_path / "t.json")
     assert (result.exit_code, result.output) == (2, "Error: no clusters yet: run `facebatch cluster` first\n")
     assert not Path(tmp_path / "t.json").exists()

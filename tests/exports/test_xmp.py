@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw, ImageOps
 
-from conftest import MODEL, SAMPLE_DATA, add_photos, dataset, person_centres, run, scan_quietly
+from conftest import LIBRARY_MODEL, SAMPLE_DATA, add_photos, dataset, person_centres, run, scan_quietly
 from facebatch.exports.xmp import (
     SIDECAR_FULL,
     SIDECAR_STEM,
@@ -314,7 +314,7 @@ def test_sidecar_names_follow_what_is_there(tmp_path):
 @pytest.fixture
 def synthetic(tmp_path) -> Library:
     library = Library(tmp_path / "lib")
-    library.create(MODEL)
+    library.create(LIBRARY_MODEL)
     add_photos(library, {"ann": 2}, dict(zip(["ann"], person_centres(1))), "a")
     return library
 

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from conftest import MODEL, add_photos, dataset, person_centres, run, scan_quietly
+from conftest import LIBRARY_MODEL, add_photos, dataset, person_centres, run, scan_quietly
 from facebatch.errors import FacebatchError
 from facebatch.people.actions import (
     history,
@@ -36,7 +36,7 @@ def centres():
 @pytest.fixture
 def lib(tmp_path, centres) -> Library:
     library = Library(tmp_path / "lib")
-    library.create(MODEL)
+    library.create(LIBRARY_MODEL)
     add_photos(library, {"ann": 6, "bob": 5, "cat": 4, "dan": 4, "gus1": 3, "gus2": 3, "eve": 3}, centres, "a")
     cluster_library(library, GroupingSettings())
     return library
@@ -159,6 +159,7 @@ def test_two_faces_of_one_photo_are_never_suggested_one_name(lib, centres, tmp_p
     tags = face_tags(lib)
     # Before: two photos, both suggested Eve.
     assert [tags.person[tags.face_ids.index(f)] for f in twins] == ["Eve", "Eve"]
+    from facebatch.models.catalog import FACENET_SCALE
     from facebatch.people import suggestions
 
     same = [photo if f in twins else p for f, p in zip(tags.face_ids, tags.photo_ids)]
@@ -169,7 +170,8 @@ def test_two_faces_of_one_photo_are_never_suggested_one_name(lib, centres, tmp_p
         if tags.status[i] == "confirmed":
             person[i], status[i] = tags.person[i], "confirmed"
     candidates = [(float(d), tags.face_ids.index(f), "Eve") for f, d in zip(twins, (0.3, 0.4))]
-    suggestions._assign(candidates, same, person, status, monkey.confidence, monkey.distance, 0.8)
+    suggestions._assign(candidates, same, person, status, monkey.confidence, monkey.distance, 0.8,
+                        FACENET_SCALE)
     assert [person[tags.face_ids.index(f)] for f in twins] == ["Eve", None]  # the closer one keeps it
 
 

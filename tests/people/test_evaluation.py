@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import MODEL, run
+from conftest import LIBRARY_MODEL, MODEL, run
 from facebatch.people.evaluation import (
     PRF,
     accuracy_at,
@@ -241,7 +241,7 @@ def labelled_library(tmp_path):
                               "box": box, "score": 0.99, "landmarks": [0.0] * 10,
                               "embedding": np.zeros(512, np.float32), "model": MODEL})
     library = Library(tmp_path / "lib")
-    library.create(MODEL)
+    library.create(LIBRARY_MODEL)
     library.write_shard(pa.Table.from_pylist(photo_rows, PHOTOS_SCHEMA), pa.Table.from_pylist(face_rows, FACES_SCHEMA),
                         {}, MODEL)
     truth = tmp_path / "truth.csv"

@@ -1,4 +1,4 @@
-"""people.grouping: HDBSCAN proposals judged on the absolute scale, with the user's constraints."""
+"""people.grouping: HDBSCAN proposals judged on the model's distance scale, with the user's constraints."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import pytest
 
 from conftest import person_centres
 from facebatch.errors import UsageError
+from facebatch.models.catalog import FACENET_SCALE
 from facebatch.people.evaluation import pairwise_prf
 from facebatch.people.grouping import (
     Constraints,
@@ -33,7 +34,7 @@ def group(x: np.ndarray, photo: np.ndarray | None = None, constraints: Constrain
           **settings: object) -> np.ndarray:
     n = len(x)
     photo = np.arange(n) if photo is None else photo
-    return group_faces(x, np.full(n, 100.0), photo, GroupingSettings(**settings), constraints).labels
+    return group_faces(x, np.full(n, 100.0), photo, GroupingSettings(**settings).on_scale(FACENET_SCALE), constraints).labels
 
 
 def test_settings_are_validated():
@@ -41,8 +42,8 @@ def test_settings_are_validated():
         GroupingSettings(min_cluster_size=1)
     with pytest.raises(UsageError, match="--method must be eom or leaf, got 'x'"):
         GroupingSettings(method="x")
-    with pytest.raises(UsageError, match="--pca-dims must be between 0 and 512, got 600"):
-        GroupingSettings(pca_dims=600)
+    with pytest.raises(UsageError, match="--pca-dims must be at least 0, got -1"):
+        GroupingSettings(pca_dims=-1)
     with pytest.raises(UsageError, match=r"--member-distance must be in \(0, 2\], got 0.0"):
         GroupingSettings(member_distance=0.0)
 
@@ -127,7 +128,7 @@ def test_merged_far_apart_groups_are_one_cluster_with_two_centres():
     """A child at 2 and at 12: the user merged them; they stay one cluster, two modes."""
     x, _ = faces_of([6, 6], seed=11)
     merged = Constraints(np.zeros(12, np.int64), np.zeros(12, bool), np.ones(12, bool))
-    result = group_faces(x, np.full(12, 100.0), np.arange(12), GroupingSettings(), merged)
+    result = group_faces(x, np.full(12, 100.0), np.arange(12), GroupingSettings().on_scale(FACENET_SCALE), merged)
     assert len(set(result.labels.tolist())) == 1 and result.labels[0] >= 0
     assert len(set(result.modes.tolist())) == 2
     named_only = Constraints(np.zeros(12, np.int64), np.zeros(12, bool), np.zeros(12, bool))
@@ -157,7 +158,7 @@ def test_the_knn_graph_path_finds_the_same_clusters(monkeypatch):
 def test_small_faces_are_left_out():
     x, _ = faces_of([4, 4])
     sides = np.array([80, 80, 80, 20, 80, 80, 80, 80], np.float32)
-    labels = group_faces(x, sides, np.arange(8), GroupingSettings(pca_dims=0)).labels
+    labels = group_faces(x, sides, np.arange(8), GroupingSettings(pca_dims=0).on_scale(FACENET_SCALE)).labels
     assert labels[3] == -1 and labels[0] == labels[1] == labels[2] >= 0
 
 

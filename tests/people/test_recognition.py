@@ -71,7 +71,7 @@ def test_identify_errors_are_one_line(named_library, tmp_path):
     no_face = run_in(named_library.root, "identify", str(coffee))
     assert (no_face.exit_code, no_face.output) == (0, f"{coffee}: no face found\n")
     empty = Library(tmp_path / "empty")
-    empty.create(named_library.read_info()["model"])
+    empty.create(named_library.model())
     nobody = run_in(empty.root, "identify", str(SAMPLE_DATA / "people/barack_obama/4.jpg"))
     assert (nobody.exit_code, nobody.output) == (
         1, "Error: nobody is named yet: `facebatch label cluster N NAME` names a cluster\n")

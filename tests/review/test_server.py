@@ -14,7 +14,7 @@ import pytest
 import uvicorn
 from starlette.testclient import TestClient
 
-from conftest import MODEL, PROJECT, add_people, people_library, run
+from conftest import LIBRARY_MODEL, PROJECT, add_people, people_library, run
 from facebatch.people.clustering import read_assignments
 from facebatch.people.labels import replay
 from facebatch.review.server import Review, allowed_hosts, create_app, prepare
@@ -182,7 +182,7 @@ def test_a_review_during_a_scan_waits_then_says_why(library):
 
 def test_cli_review_refuses_a_library_without_clusters(tmp_path):
     lib = Library(tmp_path / "lib")
-    lib.create(MODEL)
+    lib.create(LIBRARY_MODEL)
     add_people(lib, tmp_path / "photos", {"ann": 3}, "a")
     result = run("--library", lib.root, "review")
     assert (result.exit_code, result.output) == (2, "Error: no clusters yet: run `facebatch cluster` first\n")

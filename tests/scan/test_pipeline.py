@@ -1,5 +1,6 @@
-"""A library moved to another runtime or precision: every face embedded again from its stored box,
-face ids and names kept, shard by shard (a killed re-embed resumes); and the planning of it."""
+"""A library moved to another model, runtime or precision: every face embedded again from its stored
+box and landmarks, face ids and names kept, shard by shard (a killed re-embed resumes); and the
+planning of it."""
 
 from __future__ import annotations
 
@@ -7,11 +8,10 @@ import json
 
 import numpy as np
 import pyarrow as pa
-import pytest
 
 from conftest import SAMPLE_DATA, run
-from facebatch.errors import UsageError
-from facebatch.models.embedding import split_model_tag
+from facebatch.models.catalog import DEFAULT_MODEL, model_named
+from facebatch.models.embedding import model_of_tag, split_model_tag
 from facebatch.scan import driver
 from facebatch.scan.driver import plan_reembed
 from facebatch.store import Library
@@ -29,7 +29,8 @@ def test_switching_precision_re_embeds_every_face_keeping_ids_boxes_and_names(sa
 
     result = run("--library", sample_library.root, "scan", SAMPLE_DATA, "--runtime", "torch")
     assert result.exit_code == 0, result.output
-    assert "its faces are embedded again with torch-fp32 (were onnx-int8); face ids and names are kept" in result.output
+    assert ("its faces are embedded again with torch-fp32 (were onnx-int8), from their stored boxes without detecting "
+            "again; face ids and names are kept") in result.output
     assert "0 scanned" in result.output  # no detection: the same boxes
     after = faces_by_id(sample_library)
     assert after.keys() == before.keys()
@@ -70,9 +71,48 @@ def test_a_killed_re_embed_resumes(sample_library, monkeypatch):
     assert {split_model_tag(f["model"])[1] for f in after.values()} == {"onnx-fp32"}
 
 
-def test_other_weights_are_still_refused(sample_library):
-    with pytest.raises(UsageError, match="embeddings of two models can't be compared"):
-        sample_library.create("vggface2@0123456789ab/box-margin44-182-centre160/onnx-int8")
+def as_made_before_models_had_names(library: Library) -> None:
+    """library.json as facebatch wrote it before the model seam: the tag alone."""
+    info = json.loads(library.info_path.read_text())
+    library.info_path.write_text(json.dumps({k: v for k, v in info.items() if k not in ("embedding", "weights", "chosen")}))
+
+
+def test_a_facenet_library_moves_to_the_default_model_keeping_every_face_and_name(sample_library):
+    assert run("--library", sample_library.root, "scan", SAMPLE_DATA, "--model", "facenet", "-q").exit_code == 0
+    as_made_before_models_had_names(sample_library)
+    before = faces_by_id(sample_library)
+    assert {model_of_tag(f["model"]).name for f in before.values()} == {"facenet"}
+    assert run("--library", sample_library.root, "cluster").exit_code == 0
+    named = next(iter(before))
+    assert run("--library", sample_library.root, "label", "face", named, "Alice").exit_code == 0
+    cluster = max(c for c in sample_library.read_clusters()["cluster_id"].to_pylist())
+    assert run("--library", sample_library.root, "label", "cluster", str(cluster), "Bob").exit_code == 0
+
+    result = run("--library", sample_library.root, "scan", SAMPLE_DATA)
+    assert result.exit_code == 0, result.output
+    assert f"embedded again by the {DEFAULT_MODEL} model (were facenet; `--model facenet` keeps it)" in result.output
+    assert f"0 scanned, 0 moved, 11 unchanged, 0 gone; 0 new faces, {len(before)} embedded again" in result.output
+    after = faces_by_id(sample_library)
+    assert after.keys() == before.keys()
+    assert {model_of_tag(f["model"]).name for f in after.values()} == {DEFAULT_MODEL}
+    assert {len(f["embedding"]) for f in after.values()} == {model_named(DEFAULT_MODEL).dim}
+    assert all(after[f]["box"] == before[f]["box"] for f in before)
+    assert sample_library.model().embedding == DEFAULT_MODEL and not sample_library.model().chosen
+
+    assert run("--library", sample_library.root, "cluster").exit_code == 0
+    tags = run("--library", sample_library.root, "export", "-", "--format", "jsonl")
+    assert tags.exit_code == 0, tags.output
+    given = {face["face_id"]: face for line in tags.output.splitlines() if line.startswith("{")
+             for face in json.loads(line)["faces"]}
+    assert given[named]["person"] == "Alice" and given[named]["status"] == "confirmed"
+    assert any(f["person"] == "Bob" and f["status"] == "confirmed" for f in given.values())
+
+
+def test_a_model_the_user_chose_stays_until_they_choose_another(sample_library):
+    assert run("--library", sample_library.root, "scan", SAMPLE_DATA, "--model", "facenet", "-q").exit_code == 0
+    again = run("--library", sample_library.root, "scan", SAMPLE_DATA)
+    assert again.exit_code == 0 and "embedded again" not in again.output
+    assert sample_library.model().embedding == "facenet" and sample_library.model().chosen
 
 
 def test_plan_takes_every_face_of_each_photo_with_another_model():
@@ -84,6 +124,7 @@ def test_plan_takes_every_face_of_each_photo_with_another_model():
         "box": [[0.0, 0, 10, 10], [20.0, 0, 30, 10], [1.0, 1, 9, 9], [2.0, 2, 8, 8]],
         "model": ["w@1/p", model, model, "w@1/p/onnx-fp32"],  # a tag without variant is torch-fp32
     })
+    faces = faces.append_column("landmarks", pa.array([[0.0] * 10] * 4))
     shards = plan_reembed(faces, model, shard_size=1)
     photos = [photo for shard in shards for photo in shard]
     assert [len(s) for s in shards] == [1, 1]

@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from facebatch.models.catalog import DEFAULT_MODEL, model_named
 from facebatch.scan.driver import worker_arguments
 from facebatch.store import Library
 from conftest import SAMPLE_DATA, dataset, hard_manifest, run
@@ -71,8 +72,10 @@ def test_boxes_are_inside_the_photo_and_embeddings_unit_norm(sample_library):
         x1, y1, x2, y2 = face["box"]
         assert 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height
         assert face["score"] >= 0.95
-        assert face["model"].startswith("casia-webface@")
-    norms = np.linalg.norm(np.stack(faces["embedding"].to_numpy(zero_copy_only=False)), axis=1)
+        assert face["model"] == sample_library.model().tag and face["model"].startswith(f"{DEFAULT_MODEL}[")
+    embeddings = np.stack(faces["embedding"].to_numpy(zero_copy_only=False))
+    assert embeddings.shape[1] == model_named(DEFAULT_MODEL).dim
+    norms = np.linalg.norm(embeddings, axis=1)
     np.testing.assert_allclose(norms, 1.0, atol=1e-5)
 
 
