@@ -344,6 +344,9 @@ def main() -> None:
     parser.add_argument("--before", type=Path, help="another facebatch source tree, scanned with as `facebatch before`")
     parser.add_argument("--tree", action="append", default=[], metavar="LABEL=DIR",
                         help="another source tree, scanned with as `facebatch LABEL` (repeatable)")
+    parser.add_argument("--model", action="append", default=[], metavar="NAME",
+                        help="also `facebatch scan --model NAME`, as `facebatch NAME` (repeatable)")
+    parser.add_argument("--no-torch", action="store_true", help="leave out `facebatch --runtime torch`")
     parser.add_argument("--child", nargs=2, metavar=("METHOD", "FOLDER"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -355,7 +358,11 @@ def main() -> None:
         sys.exit(f"{DATASETS} is absent: this benchmark needs the internal test photos")
 
     cli = [sys.executable, "-c", "import sys; sys.argv[0] = 'facebatch'; from facebatch.cli import main; main()"]
-    facebatch_runs = {"facebatch": (PROJECT, []), "facebatch torch": (PROJECT, ["--runtime", "torch"])}
+    facebatch_runs = {"facebatch": (PROJECT, [])}
+    if not args.no_torch:
+        facebatch_runs["facebatch torch"] = (PROJECT, ["--runtime", "torch"])
+    for model in args.model:
+        facebatch_runs[f"facebatch {model}"] = (PROJECT, ["--model", model])
     if args.before:
         facebatch_runs["facebatch before"] = (args.before.resolve(), [])
     for tree in args.tree:
@@ -424,8 +431,20 @@ def main() -> None:
     print(f"model forward share (detect + embed) of worker time: "
           f"{(stage_totals['detect'] + stage_totals['embed']) / total:.0%}")
     before = (f" --before {args.before}" if args.before else "") + "".join(f" --tree {t}" for t in args.tree)
-    print(f"\nmachine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f} at the end; reproduce: .venv/bin/python "
+    before += "".join(f" --model {m}" for m in args.model) + (" --no-torch" if args.no_torch else "")
+    print(f"\nmachine: {os.cpu_count()} cores, CPU flags {cpu_flags()}, load {os.getloadavg()[0]:.1f} at the end; "
+          "reproduce: .venv/bin/python "
           f"benchmarks/scan_throughput.py --photos {args.photos} --small {args.small} --rounds {args.rounds}{before}")
+
+
+def cpu_flags() -> str:
+    """The vector extensions that decide int8 and fp32 speed here (AVX2, AVX-512, VNNI, bf16)."""
+    try:
+        flags = set(next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split(":")[1].split())
+    except (OSError, StopIteration):
+        return "unknown"
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
+    return " ".join(f for f in wanted if f in flags) or "no AVX2"
 
 
 def _six_12mp(folder: Path) -> Path:

@@ -138,23 +138,21 @@ class Library:
     def scale(self) -> DistanceScale:
         """The distance scale of the library's model: every people command judges distances on it.
 
-        The catalogue's scale holds for the nets' own weights; other FaceNet weights need one
-        measured on this library (`facebatch calibrate`), recorded in library.json.
+        The catalogue's scale holds for the nets' own weights; other FaceNet weights have none, and
+        the people commands refuse them.
         """
-        from facebatch.models.catalog import measured_scale
+        from facebatch.models.catalog import DEFAULT_MODEL
+        from facebatch.models.embedding import measured_scale
 
-        info = self.read_info() or {}
         model = self.model()
         if model is None:  # nothing scanned yet: the people commands say so themselves
             return measured_scale(None)
-        if recorded := info.get("scale"):
-            return DistanceScale.from_json(recorded)
         scale = measured_scale(model.tag)
         if scale is None:
             raise UncalibratedModel(
                 f"library {self.root} holds {model.embedding} embeddings with weights {model.weights}, whose distances "
-                f"facebatch has not measured: `facebatch calibrate` measures them on this library's own faces, "
-                f"or `facebatch scan FOLDER --weights casia-webface` embeds them again with measured weights (names kept)")
+                "facebatch has not measured: the people commands need a measured model; `facebatch scan FOLDER "
+                f"--model {DEFAULT_MODEL}` embeds the faces again with one, keeping every face id and name")
         return scale
 
     def add_roots(self, roots: list[str]) -> None:

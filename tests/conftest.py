@@ -56,7 +56,8 @@ def person_centres(n: int, seed: int = 1) -> np.ndarray:
     return c / np.linalg.norm(c, axis=1, keepdims=True)
 
 
-def add_photos(lib: Library, people: dict[str, int], centres: dict[str, np.ndarray], tag: str, seed: int = 0) -> list[str]:
+def add_photos(lib: Library, people: dict[str, int], centres: dict[str, np.ndarray], tag: str, seed: int = 0,
+               model: str = MODEL) -> list[str]:
     """One photo per face: `people` maps a name to how many new photos of them. Returns face ids
     in order. Face ids and paths are derived from the name, tag and index, so they are stable."""
     # crc32, not hash(): str hashes change with every process (PYTHONHASHSEED), and a rare draw
@@ -76,10 +77,10 @@ def add_photos(lib: Library, people: dict[str, int], centres: dict[str, np.ndarr
             face_ids.append(face_id)
             for key, value in (("face_id", face_id), ("photo_id", photo_id), ("path", path), ("face_index", 0),
                                ("box", [20.0, 10.0, 60.0, 50.0]), ("score", 0.99), ("landmarks", [5.0] * 10),
-                               ("embedding", (v / np.linalg.norm(v)).astype(np.float32)), ("model", MODEL)):
+                               ("embedding", (v / np.linalg.norm(v)).astype(np.float32)), ("model", model)):
                 face_rows[key].append(value)
     lib.write_shard(pa.Table.from_pylist(photo_rows, PHOTOS_SCHEMA), pa.table(face_rows).cast(FACES_SCHEMA),
-                    {"kind": "test"}, MODEL)
+                    {"kind": "test"}, model)
     return face_ids
 
 

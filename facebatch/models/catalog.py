@@ -67,18 +67,6 @@ MODELS: dict[str, EmbeddingModel] = {m.name: m for m in (FACENET, FACENET_CENTRE
 DEFAULT_MODEL = "sface"
 
 
-def measured_scale(tag: str | None) -> DistanceScale | None:
-    """The catalogue's scale for embeddings of this tag (None: the default model's): only when
-    FaceNet, if the model runs it, has the weights the scale was measured with."""
-    from facebatch.models.embedding import model_of_tag
-    from facebatch.models.weights import CASIA_WEBFACE_SHA256
-
-    model = model_named(DEFAULT_MODEL) if tag is None else model_of_tag(tag)
-    if tag is not None and "facenet" in model.nets and f"casia-webface@{CASIA_WEBFACE_SHA256[:12]}" not in tag:
-        return None
-    return model.scale
-
-
 def model_named(name: str) -> EmbeddingModel:
     try:
         return MODELS[name]

@@ -25,7 +25,8 @@ import numpy as np
 
 from facebatch.imageload import DecodedPhoto
 from facebatch.models import facenet, sface
-from facebatch.models.catalog import NET_DIMS, EmbeddingModel, model_named
+from facebatch.models.catalog import DEFAULT_MODEL, EmbeddingModel, model_named
+from facebatch.models.scale import DistanceScale
 from facebatch.models.means import population_mean
 
 if TYPE_CHECKING:
@@ -87,6 +88,17 @@ def model_of_tag(tag: str) -> EmbeddingModel:
     return model_named(name) if bracket else model_named("facenet")
 
 
+def measured_scale(tag: str | None) -> DistanceScale | None:
+    """The catalogue's scale for embeddings of this tag (None: the default model's): only when
+    FaceNet, if the model runs it, has the weights the scale was measured with."""
+    from facebatch.models.weights import CASIA_WEBFACE_SHA256
+
+    model = model_named(DEFAULT_MODEL) if tag is None else model_of_tag(tag)
+    if tag is not None and "facenet" in model.nets and f"casia-webface@{CASIA_WEBFACE_SHA256[:12]}" not in tag:
+        return None
+    return model.scale
+
+
 def same_weights(a: str, b: str) -> bool:
     """Same model and weights, whatever the runtime and precision."""
     return split_model_tag(a)[0] == split_model_tag(b)[0]
@@ -115,11 +127,6 @@ def crops_for(model: EmbeddingModel, photo: DecodedPhoto, face: FaceGeometry) ->
     """One face's input to each net of the model, in the model's net order."""
     crops = {"facenet": lambda: facenet.face_crop(photo, face.box), "sface": lambda: sface.aligned_face(photo, face.landmarks)}
     return tuple(crops[net]() for net in model.nets)
-
-
-def no_crops(model: EmbeddingModel) -> tuple[np.ndarray, ...]:
-    sizes = {"facenet": facenet.INPUT_SIZE, "sface": sface.INPUT_SIZE}
-    return tuple(np.zeros((0, sizes[net], sizes[net], 3), np.uint8) for net in model.nets)
 
 
 def combine(parts: Sequence[np.ndarray], means: Sequence[np.ndarray | None]) -> np.ndarray:
@@ -165,5 +172,3 @@ class ModelEmbedder:
         return self.embed([np.stack([face[i] for face in per_face]) for i in range(len(self.model.nets))])
 
 
-__all__ = ["FaceGeometry", "ModelEmbedder", "NET_DIMS", "combine", "crops_for", "model_of_tag", "model_tag",
-           "needed_scale", "no_crops", "same_model", "same_weights", "split_model_tag"]

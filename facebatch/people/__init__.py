@@ -12,7 +12,8 @@
     suggestions.py    per-face tags: confirmed, suggested (calibrated confidence) or unknown
     embeddings.py     the embeddings the people stages work with: stored, or through the adapter
     adapter.py        `facebatch train`: the adapter learned from the user's names, its check on
-                      held-back names, storage (checksummed, weights only), on and off
+                      held-back names, on and off
+    stored_adapter.py the stored adapter (checksummed, weights only) and its application: a leaf
     training.py       the adapter model, batches per person, the triplet miner, the losses, the loop
     recognition.py    `identify`: who is each face of new photos, among the named people
     verification.py   `verify` and `eval pairs`: is it the same person, and how well we answer that

@@ -1,7 +1,7 @@
 """The embeddings the people stages work with.
 
 The stored embeddings of the library's model (models.embedding), or, while `facebatch train` has an adapter active
-(people.adapter), the adapter's output for them: clustering, suggestions, export, the report and
+(people.stored_adapter), the adapter's output for them: clustering, suggestions, export, the report and
 `identify` all call these two functions, so they all see the same space. `embedding_space`
 names it (clusters.json records it).
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from facebatch.people import stored_adapter
 from facebatch.store import Library
 
 
@@ -31,16 +32,11 @@ def face_embeddings(library: Library, faces: pa.Table) -> np.ndarray:
 
 def new_face_embeddings(library: Library, embeddings: np.ndarray) -> np.ndarray:
     """The same for faces embedded just now (`identify`), not stored in the library."""
-    # Imported here: people.adapter imports the clustering stages, which import this module.
-    from facebatch.people.adapter import active_adapter
-
-    adapter = active_adapter(library)
+    adapter = stored_adapter.active_adapter(library)
     x = np.asarray(embeddings, np.float32)
     return adapter.apply(x) if adapter is not None else x
 
 
 def embedding_space(library: Library) -> str:
     """`facenet` for the stored embeddings, `adapter:ID` while an adapter is active."""
-    from facebatch.people.adapter import embedding_space as space
-
-    return space(library)
+    return stored_adapter.embedding_space(library)

@@ -19,7 +19,7 @@ import numpy as np
 from facebatch.config import DetectionSettings, ModelSettings, require_device
 from facebatch.errors import InputError, PhotoError, UncalibratedModel, UsageError
 from facebatch.imageload import read_photo_bytes
-from facebatch.models.catalog import measured_scale
+from facebatch.models.embedding import measured_scale
 from facebatch.models.detection import Face
 from facebatch.models.faces import Crops, FacePipeline, pipeline_for, prepare_builder
 from facebatch.models.scale import NAME_CONFIDENCE, DistanceScale

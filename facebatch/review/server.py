@@ -34,7 +34,7 @@ from starlette.routing import Route
 from facebatch.errors import FacebatchError, LibraryBusy, PhotoError, UsageError
 from facebatch.imageload import decode_photo, read_photo_bytes
 from facebatch.people import actions
-from facebatch.people.adapter import METADATA_FILE
+from facebatch.people.stored_adapter import METADATA_FILE
 from facebatch.people.clustering import require_clusters
 from facebatch.review import pages
 from facebatch.review.pages import Scanned, Site, chunks, collect

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from facebatch.errors import UsageError
-from facebatch.models.catalog import MODELS, measured_scale, model_named
-from facebatch.models.embedding import combine, model_of_tag, model_tag, same_model, same_weights, split_model_tag
+from facebatch.models.catalog import MODELS, model_named
+from facebatch.models.embedding import (combine, measured_scale, model_of_tag, model_tag, same_model, same_weights,
+                                        split_model_tag)
 from facebatch.models.means import population_mean, shipped_means
 from facebatch.models.weights import CASIA_WEBFACE_SHA256, Weights
 

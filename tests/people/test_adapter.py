@@ -12,14 +12,13 @@ import torch
 
 from conftest import LIBRARY_MODEL, add_photos, person_centres, run
 from facebatch.errors import LibraryDamaged
-from facebatch.people.adapter import (
+from facebatch.people.adapter import Figures, compare
+from facebatch.people.stored_adapter import (
     METADATA_FILE,
     PLAIN_SPACE,
     WEIGHTS_FILE,
-    Figures,
     active_adapter,
     apply_weights,
-    compare,
     embedding_space,
     store_adapter,
 )

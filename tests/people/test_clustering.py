@@ -15,7 +15,7 @@ from conftest import LIBRARY_MODEL, MODEL, SAMPLE_DATA, add_photos, dataset, per
 from facebatch.people.clustering import ClusterState, cluster_library, match_clusters, read_assignments
 from facebatch.people.grouping import GroupingSettings
 from facebatch.schema import FACES_SCHEMA, PHOTOS_SCHEMA
-from facebatch.store import Library
+from facebatch.store import Library, LibraryModel
 
 NAMES = ["ann", "bob", "cat", "dan", "eve", "fay"]
 
@@ -361,3 +361,16 @@ def test_names_survive_the_change_of_clustering_method(tmp_path, centres):
     assert all(tag[f] == ("Cat", "suggested") for f in faces[12:15])  # Cat's other photos follow her
     assert read_assignments(lib)[faces[0]] == 1  # Ann's cluster keeps its number
     assert lib.read_labels().num_rows == 9  # read as history, never rewritten by clustering
+
+
+def test_weights_whose_distances_were_never_measured_are_refused_for_people_work(tmp_path, centres):
+    lib = Library(tmp_path / "lib")
+    tag = "vggface2@0123456789ab/box-margin44-182-centre160/onnx-int8"
+    lib.create(LibraryModel(tag, "facenet", "vggface2", chosen=True))
+    add_photos(lib, {"ann": 4, "bob": 4}, centres, "a", model=tag)
+    result = run("--library", str(lib.root), "cluster")
+    assert (result.exit_code, result.output) == (1, (
+        f"Error: library {lib.root} holds facenet embeddings with weights vggface2, whose distances facebatch "
+        "has not measured: the people commands need a measured model; `facebatch scan FOLDER --model sface` "
+        "embeds the faces again with one, keeping every face id and name\n"))
+    assert not lib.has_clusters()
