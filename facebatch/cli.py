@@ -428,7 +428,8 @@ def _terminal_width() -> int | None:
 @cli.command(name="clusters", short_help="List clusters and the ones that may be one person.")
 @click.option("--limit", type=int, default=50, show_default=True, help="Show at most this many clusters (0: all).")
 @click.option("--examples", type=int, default=3, show_default=True, help="Example photos per cluster.")
-@click.option("--similar", is_flag=True, help="List pairs of clusters that may be one person, nearest first.")
+@click.option("--similar", is_flag=True, help="List pairs of clusters that may be one person, nearest first "
+              "(never one that `verify` would call two people).")
 @with_library
 def list_clusters(library: Any, limit: int, examples: int, similar: bool) -> None:
     """List clusters, biggest first: number, size, person (or unnamed), example photos, and for an
@@ -480,23 +481,19 @@ def list_clusters(library: Any, limit: int, examples: int, similar: bool) -> Non
 
 
 def _list_similar(view: Any, limit: int, width: int | None) -> None:
-    pairs = sorted({(s.distance, min(c, s.cluster_id), max(c, s.cluster_id))
-                    for c, info in view.clusters.items() for s in info.similar})
-
-    def may_merge(a: Any, b: Any) -> bool:  # two different names are two people: never offered
-        return not (a.ignored or b.ignored or (a.person and b.person and a.person != b.person))
-
-    pairs = [p for p in pairs if may_merge(view.clusters[p[1]], view.clusters[p[2]])]
+    pairs = view.similar_pairs()
     shown = pairs if limit <= 0 else pairs[:limit]
 
     def who(c: int) -> str:
         info = view.clusters[c]
-        return f"{c} ({info.person or 'unnamed'}, {info.size} faces)"
+        return f"{c} ({info.person or 'unnamed'}, {counted(info.size, 'face')})"
 
-    for distance, a, b in shown:
-        click.echo(_fit(f"{distance:.3f}  {who(a)}  {who(b)}  `facebatch merge {a} {b}`", width))
+    for pair in shown:
+        click.echo(_fit(f"{pair.distance:.3f}  confidence {pair.confidence:.2f}  {who(pair.a)}  {who(pair.b)}  "
+                        f"`facebatch merge {pair.a} {pair.b}`", width))
     hidden = len(pairs) - len(shown)
-    click.echo(f"{counted(len(pairs), 'pair')}{f' ({hidden} not shown)' if hidden else ''}")
+    click.echo(f"{counted(len(pairs), 'pair')}{f' ({hidden} not shown)' if hidden else ''} within verify's threshold "
+               f"({view.scale.verify_threshold:.3f})")
 
 
 @cli.group(short_help="Name a cluster or faces, or say a face is not someone.")

@@ -27,6 +27,16 @@ class Similar:
     confidence: float  # that they are one person, on the library model's scale
 
 
+@dataclass(frozen=True)
+class SimilarPair:
+    """Two clusters that may be one person, and how likely on the model's scale."""
+
+    a: int
+    b: int
+    distance: float  # between their centres
+    confidence: float
+
+
 @dataclass
 class ClusterInfo:
     cluster_id: int
@@ -75,6 +85,23 @@ class View:
         if info is None:
             raise NotFound(f"no cluster {cluster_id}: `facebatch clusters` lists them")
         return info
+
+    def similar_pairs(self) -> list[SimilarPair]:
+        """Pairs of clusters that may be one person, nearest first: centres within `verify`'s
+        threshold (beyond it `verify` calls them two people, so no merge is offered), never two
+        clusters named differently (two people by the user's word) nor an ignored one."""
+        pairs = {}
+        for c, info in self.clusters.items():
+            for other in info.similar:
+                a, b = min(c, other.cluster_id), max(c, other.cluster_id)
+                if other.distance <= self.scale.verify_threshold and self._may_merge(a, b):
+                    pairs[a, b] = SimilarPair(a, b, other.distance, other.confidence)
+        return sorted(pairs.values(), key=lambda p: (p.distance, p.a, p.b))
+
+    def _may_merge(self, a: int, b: int) -> bool:
+        first, second = self.clusters[a], self.clusters[b]
+        named_apart = bool(first.person and second.person and first.person != second.person)
+        return not (first.ignored or second.ignored or named_apart)
 
     def cluster_of(self) -> dict[str, int]:
         return dict(zip(self.face_ids.tolist(), self.cluster_ids.tolist()))

@@ -163,19 +163,25 @@ def test_cli_cluster_and_clusters(synthetic):
     assert lines[-1] == "4 clusters, 0 unclustered faces"
 
 
-def test_cli_similar_lists_pairs_nearest_first_but_never_two_named_people(synthetic):
+def test_cli_similar_lists_pairs_within_verifys_threshold_nearest_first_but_never_two_named_people(synthetic):
     from facebatch.people.actions import label_cluster
 
     run("--library", str(synthetic.root), "cluster", "--min-cluster-size", "3")
+    a, b, c, d = sorted(set(read_assignments(synthetic).values()) - {-1})
+    # The nearest pairs as a clustering run recorded them: two within verify's threshold (FaceNet's
+    # 1.108), two beyond it, which verify would call two people.
+    pairs = pa.table({"cluster_id": [a, a, b, c], "other_id": [b, c, d, d], "distance": [1.05, 0.85, 1.2, 1.3]})
+    synthetic.write_clustering(synthetic.read_clusters(), pairs, synthetic.read_cluster_state())
     lines = run("--library", str(synthetic.root), "clusters", "--similar").output.splitlines()
-    distances = [float(line.split()[0]) for line in lines[:-1]]
-    assert distances and distances == sorted(distances)
-    assert lines[-1] == f"{len(distances)} pair" + ("s" if len(distances) != 1 else "")
-    a, b = (int(n) for n in lines[0].split("`facebatch merge ")[1].rstrip("`").split())
+    assert lines == [
+        f"0.850  confidence 0.73  {a} (unnamed, 6 faces)  {c} (unnamed, 4 faces)  `facebatch merge {a} {c}`",
+        f"1.050  confidence 0.01  {a} (unnamed, 6 faces)  {b} (unnamed, 5 faces)  `facebatch merge {a} {b}`",
+        "2 pairs within verify's threshold (1.108)",
+    ]
     label_cluster(synthetic, a, "Ann")
-    label_cluster(synthetic, b, "Bob")
-    after = run("--library", str(synthetic.root), "clusters", "--similar").output
-    assert f"`facebatch merge {a} {b}`" not in after and len(after.splitlines()) == len(lines) - 1
+    label_cluster(synthetic, c, "Cat")
+    after = run("--library", str(synthetic.root), "clusters", "--similar").output.splitlines()
+    assert after == [lines[1].replace("(unnamed, 6 faces)", "(Ann, 6 faces)"), "1 pair within verify's threshold (1.108)"]
 
 
 def test_every_new_command_has_help_with_an_example():
