@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import shlex
 import shutil
 import sys
 from collections.abc import Callable
@@ -526,6 +527,8 @@ def label_cluster_command(library: Any, cluster_id: int, name: str) -> None:
     line = f"cluster {cluster_id} is {result.name}: {result.faces} faces"
     if result.kept_own:
         line += f"; {result.kept_own} keep their own face label"
+    if result.replaced_imported:
+        line += f"; {result.replaced_imported} named otherwise by a sidecar (import-xmp) take {result.name}"
     if result.refused:
         line += f"; {result.refused} left out (labelled not {result.name})"
     click.echo(line)
@@ -760,7 +763,8 @@ def import_xmp_command(library: Any, folders: tuple[str, ...]) -> None:
     for path, face_id, names in result.disputed:
         click.echo(f"not named: face {face_id} in {path} has regions named {', '.join(map(repr, names))}")
     for path, face_id, offered, kept in result.conflicts:
-        click.echo(f"conflict: face {face_id} in {path} is {kept!r} in facebatch, {offered!r} in XMP (kept {kept!r})")
+        click.echo(f"conflict: face {face_id} in {path} is {kept!r} in facebatch, {offered!r} in XMP (kept {kept!r}; "
+                   f"`facebatch label face {face_id} {shlex.quote(offered)}` takes the XMP's)")
     click.echo(f"{result.photos} photos, {result.photos_with_regions} with named face regions: {result.regions} regions, "
                f"{result.matched} on a face, {len(result.unmatched)} on no face; {result.named} faces named, "
                f"{result.unchanged} already named so, {len(result.conflicts)} conflicts"

@@ -4,8 +4,10 @@ each photo's sidecars (PHOTO.EXT.xmp, PHOTO.xmp) and from the XMP inside the pho
 Each named face region is turned into facebatch's frame (after EXIF orientation, see
 xmp_regions) and given to the face of that photo it overlaps most, if that overlap is at least
 MATCH_IOU. A face that two regions name differently is listed and left unnamed. Names are stored
-with people.actions.import_face_names (source "xmp"): a name the user gave in facebatch is never
-overwritten (a different one is reported as a conflict), and a later facebatch label wins.
+with people.actions.import_face_names (source "xmp"): a name the user gave in facebatch, to the face
+or to its cluster, is never overwritten (a different one is reported as a conflict, with the
+`label face` command that takes the sidecar's), and a later facebatch label, a cluster's included,
+wins.
 Regions facebatch wrote itself from suggestions (export-xmp --include-suggested) are guesses, not
 names anyone gave: they are counted, never imported.
 """

@@ -47,6 +47,7 @@ class ActionResult:
     clusters: tuple[int, ...] = ()  # every cluster involved
     size: int = 0  # faces in the resulting cluster
     kept_own: int = 0  # faces that keep their own, different face label
+    replaced_imported: int = 0  # faces whose name from a sidecar (import-xmp) gave way to this one
     refused: int = 0  # faces left out because they are "not" the name
     conflict: str | None = None  # a conflict line, after a merge
     person: str | None = None  # the resulting cluster's person
@@ -96,7 +97,9 @@ def _view(library: Library) -> View:
 
 
 def label_cluster(library: Library, cluster_id: int, name: str, wait: float = 0.0) -> ActionResult:
-    """Name every member face (source `cluster`), except faces that are "not" that name."""
+    """Name every member face (source `cluster`), except faces that are "not" that name. A face
+    the user named in facebatch keeps its name; one named only by a sidecar (import-xmp: weaker than
+    what the user says here) takes this one."""
     name = clean_name(name)
     require_library(library)
     with library.lock(wait):
@@ -107,10 +110,14 @@ def label_cluster(library: Library, cluster_id: int, name: str, wait: float = 0.
         members = view.members(cluster_id)
         refused = [f for f in members if name in view.labels.nots.get(f, ())]
         named = [f for f in members if name not in view.labels.nots.get(f, ())]
-        own = sum(1 for f in named if f in view.labels.face_names and view.labels.face_names[f][0] != name)
-        action = _write(library, view, [Fact(f, KIND_NAME, name, SOURCE_CLUSTER) for f in named])
+        other = {f: view.labels.face_names[f] for f in named if view.labels.face_names.get(f, (name,))[0] != name}
+        imported = [f for f, (_, source) in other.items() if source == SOURCE_XMP]
+        facts = [Fact(f, KIND_NAME, name, SOURCE_CLUSTER) for f in named]
+        facts += [Fact(f, KIND_NAME, other[f][0], SOURCE_XMP, active=False) for f in imported]
+        action = _write(library, view, facts)
     return ActionResult(action, "name-cluster", len(named), name, cluster_id, (cluster_id,), info.size,
-                        kept_own=own, refused=len(refused), person=name)
+                        kept_own=len(other) - len(imported), replaced_imported=len(imported), refused=len(refused),
+                        person=name)
 
 
 def label_faces(library: Library, face_ids: list[str], name: str, wait: float = 0.0) -> ActionResult:
@@ -288,18 +295,20 @@ class ImportResult:
     action: int  # 0: nothing written
     named: int  # faces that got the name
     unchanged: int  # faces that already had it
-    conflicts: tuple[tuple[str, str, str], ...]  # (face_id, name offered, the user's own label kept)
+    conflicts: tuple[tuple[str, str, str], ...]  # (face_id, name offered, the name the face keeps)
 
 
 def import_face_names(
     library: Library, names: list[tuple[str, str]], source: str = SOURCE_XMP, wait: float = 0.0
 ) -> ImportResult:
     """Names for faces from another tool, as one action with `source`. A name the user gave in
-    facebatch is never overwritten: a different one is reported as a conflict instead. A later
+    facebatch, to the face or to its cluster, is never overwritten: a different one is reported as
+    a conflict instead (`label face` takes the other tool's name, when the user wants it). A later
     facebatch label of the face wins over the imported one (same slot, later row)."""
     require_library(library)
     with library.lock(wait):
         view = _view(library)
+        cluster_of = view.cluster_of()
         live = set(library.read_faces(["face_id"])["face_id"].to_pylist())
         facts, unchanged, conflicts = [], 0, []
         for face_id, raw in dict(names).items():
@@ -307,10 +316,13 @@ def import_face_names(
                 raise NotFound(f"no face {face_id} in the library")
             name = clean_name(raw)
             held = view.labels.face_names.get(face_id)
-            if held and held[0] == name:
+            given = view.confirmed_name(face_id, cluster_of.get(face_id, UNCLUSTERED))  # its own, or its cluster's
+            if given == name:
                 unchanged += 1
             elif held and held[1] != source:
                 conflicts.append((face_id, name, held[0]))
+            elif not held and given:
+                conflicts.append((face_id, name, given))
             elif name in view.labels.nots.get(face_id, ()):
                 conflicts.append((face_id, name, f"not {name}"))
             else:

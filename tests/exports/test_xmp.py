@@ -547,6 +547,35 @@ def test_embedded_regions_of_sample_data_name_their_faces(sample_library):
     assert names[biden] == "Joe Biden"
 
 
+def test_a_name_given_through_the_cluster_is_never_overridden_by_a_sidecar_and_label_cluster_reaches_imports(
+        sample_library):
+    photo = str(SAMPLE_DATA / "groups" / "situation_room_2011.jpg")
+    assert run("--library", sample_library.root, "cluster").exit_code == 0
+    biden = _face_under(sample_library, photo, (0.07, 0.372, 0.0433333, 0.094))
+    obama = _face_under(sample_library, photo, (0.313333, 0.354, 0.0386667, 0.072))
+    cluster_of = build_view(sample_library).cluster_of()
+    assert run("--library", sample_library.root, "label", "cluster", str(cluster_of[biden]), "Joe Biden").exit_code == 0
+    history = sample_library.read_labels().num_rows
+
+    result = run("--library", sample_library.root, "import-xmp", SAMPLE_DATA)
+    assert result.exit_code == 0, result.output
+    assert (f"conflict: face {biden} in {photo} is 'Joe Biden' in facebatch, 'Joseph R Biden' in XMP (kept 'Joe Biden'; "
+            f"`facebatch label face {biden} 'Joseph R Biden'` takes the XMP's)") in result.output
+    assert "3 faces named, 0 already named so, 1 conflicts" in result.output
+    view = build_view(sample_library)
+    assert biden not in view.labels.face_names and view.confirmed_name(biden, cluster_of[biden]) == "Joe Biden"
+    assert view.labels.face_names[obama] == ("Barack Obama", "xmp")
+    assert sample_library.read_labels().num_rows == history + 3  # nothing written for Biden's face
+
+    # What the user says in facebatch outranks a sidecar: naming Obama's cluster reaches his imported face.
+    named = run("--library", sample_library.root, "label", "cluster", str(cluster_of[obama]), "Barack H. Obama")
+    assert named.output == (f"cluster {cluster_of[obama]} is Barack H. Obama: 5 faces; 1 named otherwise by a sidecar "
+                            "(import-xmp) take Barack H. Obama\n")
+    assert build_view(sample_library).confirmed_name(obama, cluster_of[obama]) == "Barack H. Obama"
+    assert run("--library", sample_library.root, "undo").exit_code == 0
+    assert build_view(sample_library).labels.face_names[obama] == ("Barack Obama", "xmp")
+
+
 def _face_under(library: Library, photo: str, rectangle: tuple[float, float, float, float]) -> str:
     """The face whose box centre lies inside a rectangle given as fractions of the photo."""
     x, y, w, h = rectangle
