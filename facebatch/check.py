@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -28,7 +28,8 @@ import pyarrow.parquet as pq
 from facebatch.errors import LibraryDamaged, LibraryMissing
 from facebatch.files import atomic_write_bytes, atomic_write_json
 from facebatch.schema import LABELS_SCHEMA
-from facebatch.store import Library
+from facebatch.models.catalog import DEFAULT_MODEL
+from facebatch.store import Library, LibraryModel
 from facebatch.wording import counted
 
 
@@ -107,7 +108,10 @@ def _info(library: Library, repair: bool) -> list[Finding]:
     models = {_part_model(library.part_path("faces", n)) for n in library.finished_parts("faces")} - {None}
     if repair and len(models) == 1:
         _set_aside_file(library, library.info_path)
-        atomic_write_json(library.info_path, {"format": 1, "model": models.pop().decode()})
+        model = LibraryModel.from_info({"model": models.pop().decode()})
+        # Whether the user chose the model is lost with the file: keep it where it is rather than
+        # move it to the default behind the user's back.
+        atomic_write_json(library.info_path, {"format": 1, **replace(model, chosen=model.embedding != DEFAULT_MODEL).to_json()})
         finding.repair, finding.repaired = "written again from the model in the parts' metadata", True
     return [finding]
 
@@ -137,7 +141,7 @@ def _parts(library: Library, repair: bool) -> list[Finding]:
 def _duplicates(library: Library, repair: bool) -> list[Finding]:
     try:
         paths = Counter(library.read_table("photos", ["path"])["path"].to_pylist())
-        faces = Counter(library.read_faces(["face_id"])["face_id"].to_pylist())
+        faces = Counter(library.read_faces(["face_id"], pending=True)["face_id"].to_pylist())
     except LibraryDamaged:
         return []  # reported, part by part, above
     twice = [(library.photos_dir, sum(n > 1 for n in paths.values()), "paths"),

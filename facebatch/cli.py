@@ -43,6 +43,8 @@ from facebatch.errors import (
     OutputError,
     UsageError,
 )
+from facebatch.models.catalog import model_for
+from facebatch.models.weights import DEFAULT_WEIGHTS
 from facebatch.wording import counted
 
 # Exit codes, by what went wrong (README, "Exit codes"). `verify` adds its own: 0 same person,
@@ -169,10 +171,9 @@ def model_options(weights_help: str = "casia-webface, vggface2 or a FILE.pt.", o
     precision_help = (f"fp32 or int8 {ours}." if of_library
                       else "FaceNet in fp32 or int8 (ONNX Runtime) [default: int8 on the CPU].")
     options = [
-        click.option("--model", type=click.Choice(list(MODELS)), default=None if model_of_library else DEFAULT_MODEL,
-                     help=f"Embedding model (README, \"Models\") {model_default}."),
-        click.option("--weights", default=None if model_of_library else "casia-webface",
-                     help=f"FaceNet's weights: {weights_help} {weights_default}"),
+        click.option("--model", type=click.Choice(list(MODELS)), help=f"Embedding model (README, \"Models\") {model_default}; "
+                     "facenet with other --weights."),
+        click.option("--weights", help=f"FaceNet's weights: {weights_help} {weights_default}"),
         click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N."),
         click.option("--runtime", type=click.Choice(RUNTIMES), help=runtime_help),
         click.option("--precision", type=click.Choice(PRECISIONS), help=precision_help),
@@ -886,7 +887,8 @@ def eval_pairs(
         raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
     root_path = Path(root).expanduser()
     pairs = read_pairs(Path(pairs_csv), root_path)
-    pipeline = build_pipeline(weights, device, batch_size, models=ModelSettings.choose(runtime, precision, device, model))
+    pipeline = build_pipeline(weights or DEFAULT_WEIGHTS, device, batch_size,
+                              models=ModelSettings.choose(runtime, precision, device, model_for(model, weights)))
     bar = ProgressBar(enabled=False if quiet else None)
     try:
         result = evaluate_pairs(pipeline, pairs, root_path, flip, n_folds, progress=bar)
@@ -1078,7 +1080,8 @@ def verify(
         if len(face_index) > 2:
             raise UsageError("--face is given at most twice (photo A, photo B)")
         faces = (face_index[0], face_index[-1]) if face_index else (None, None)
-        pipeline = build_pipeline(weights, device, models=ModelSettings.choose(runtime, precision, device, model))
+        pipeline = build_pipeline(weights or DEFAULT_WEIGHTS, device,
+                                  models=ModelSettings.choose(runtime, precision, device, model_for(model, weights)))
         result = run_verify(pipeline, photo_a, photo_b, faces, threshold)
     except FacebatchError as error:
         _fail(str(error), EXIT_ERROR)

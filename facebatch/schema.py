@@ -39,7 +39,7 @@ FACES_SCHEMA = pa.schema(
         # x, y of left eye, right eye, nose, mouth left, mouth right, original pixels
         pa.field("landmarks", pa.list_(pa.float32(), 10), nullable=False),
         # L2-normalised, of the model's dimension (512 FaceNet, 128 SFace, 640 both): models.catalog
-        pa.field("embedding", pa.list_(pa.float32()), nullable=False),
+        pa.field("embedding", pa.large_list(pa.float32()), nullable=False),  # 64-bit offsets: millions of faces
         pa.field("model", pa.string(), nullable=False),  # the model tag: models.embedding
     ]
 )
@@ -49,8 +49,8 @@ FACES_SCHEMA = pa.schema(
 def embedding_column(embeddings: np.ndarray) -> pa.Array:
     """An (n, d) array as the faces table's `embedding` column, without a Python object per row."""
     x = np.ascontiguousarray(embeddings, np.float32)
-    offsets = np.arange(len(x) + 1, dtype=np.int32) * x.shape[1]
-    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(x.reshape(-1)))
+    offsets = np.arange(len(x) + 1, dtype=np.int64) * x.shape[1]
+    return pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(x.reshape(-1)))
 
 
 # --------------------------------------------------------------------------- people (derived by `cluster`)

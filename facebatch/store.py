@@ -87,9 +87,13 @@ class LibraryModel:
         """Libraries from before model names recorded only the tag: FaceNet, weights named in it."""
         from facebatch.models.embedding import model_of_tag
 
+        from facebatch.models.weights import DEFAULT_WEIGHTS
+
         tag = str(info["model"])
-        weights = info.get("weights") or tag.split("@", 1)[0].split("[")[-1]
-        return LibraryModel(tag, info.get("embedding") or model_of_tag(tag).name, weights, bool(info.get("chosen")))
+        model = model_of_tag(tag)
+        # FaceNet's weights are named in its tag; a model without FaceNet has none to remember.
+        weights = info.get("weights") or (tag.split("@", 1)[0].split("[")[-1] if "facenet" in model.nets else DEFAULT_WEIGHTS)
+        return LibraryModel(tag, info.get("embedding") or model.name, weights, bool(info.get("chosen")))
 
 
 @dataclass(frozen=True)
@@ -124,7 +128,7 @@ class Library:
         previous = info.get("model") if info is not None else None
         for folder in (self.photos_dir, self.faces_dir, self.shards_dir):
             folder.mkdir(parents=True, exist_ok=True)
-        if info is None or previous != model.tag or info.get("embedding") != model.embedding:
+        if info is None or any(info.get(k) != v for k, v in model.to_json().items()):
             atomic_write_json(self.info_path, {**(info or {"format": 1}), **model.to_json()})
         if previous is not None and previous != model.tag:
             return str(previous)
@@ -316,16 +320,29 @@ class Library:
     def read_faces(self, columns: list[str] | None = None, pending: bool = False) -> pa.Table:
         """The faces embedded by the library's model; with `pending`, also those a model change left
         waiting for their re-embed (another model's vectors: not comparable, not even of one size)."""
-        if pending or (model := self.model()) is None:
+        if pending or self.model() is None:
             return self.read_table("faces", columns)
         wanted = columns if columns is None or "model" in columns else [*columns, "model"]
         faces = self.read_table("faces", wanted)
+        fresh = self._of_the_model(faces)
+        if not pc.all(fresh).as_py():
+            faces = faces.filter(fresh)
+        return faces if wanted is columns else faces.select(columns)
+
+    def pending_photos(self) -> set[str]:
+        """Photos with faces a model change left waiting for their re-embed (the next scan does it)."""
+        if self.model() is None:
+            return set()
+        faces = self.read_table("faces", ["photo_id", "model"])
+        return set(faces.filter(pc.invert(self._of_the_model(faces)))["photo_id"].to_pylist())
+
+    def _of_the_model(self, faces: pa.Table) -> pa.ChunkedArray:
+        """Which rows' embeddings are the library model's (whatever runtime made them)."""
         from facebatch.models.embedding import same_weights
 
-        fresh = {m: same_weights(m, model.tag) for m in pc.unique(faces["model"]).to_pylist()}
-        if not all(fresh.values()):
-            faces = faces.filter(pc.is_in(faces["model"], pa.array([m for m, ok in fresh.items() if ok], pa.string())))
-        return faces if wanted is columns else faces.select(columns)
+        model = self.model()
+        fresh = [m for m in pc.unique(faces["model"]).to_pylist() if model is None or same_weights(m, model.tag)]
+        return pc.is_in(faces["model"], pa.array(fresh, pa.string()))
 
     # --- people: clusters (derived, rewritten whole) and labels (the user's, append-only) ----
 

@@ -141,6 +141,7 @@ def test_a_model_change_is_recorded_and_leaves_the_old_faces_pending_until_embed
     assert library.model() == new and library.create(new) is None
     assert library.read_faces(["face_id"]).num_rows == 0  # another model's vectors: not comparable
     assert library.read_faces(["face_id"], pending=True).num_rows > 0
+    assert library.pending_photos() == {"p1"}  # export-xmp leaves its sidecar alone until it is embedded again
 
 
 def test_empty_library_reads_as_empty_tables(tmp_path):

@@ -490,6 +490,13 @@ def export_xmp(library: Library, settings: XmpExportSettings) -> XmpExportResult
     faces = named_faces(library, settings)
     result = XmpExportResult(dry_run=settings.dry_run)
     stems = FolderStems()
+    # A photo whose faces wait to be embedded again (a model change) would look nameless: its
+    # sidecar is left as it is, never stripped of the names it holds.
+    pending = library.pending_photos()
     for photo in live_photos(library):
+        if photo.photo_id in pending:
+            result.skipped.append((photo.path, "its faces wait to be embedded again by the library's model "
+                                               "(the next scan does it)"))
+            continue
         _export_photo(photo, faces.get(photo.photo_id, []), stems, settings, result)
     return result

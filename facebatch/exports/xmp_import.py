@@ -132,7 +132,7 @@ def best_face(region: Box, faces: list[tuple[str, Box]]) -> str | None:
 def _faces_by_photo(library: Library, photos: list[LivePhoto]) -> dict[str, list[tuple[str, Box]]]:
     """photo_id -> (face_id, box as fractions of the shown photo)."""
     size = {p.photo_id: (p.width, p.height) for p in photos}
-    faces = library.read_faces(["face_id", "photo_id", "box"]).to_pylist()
+    faces = library.read_faces(["face_id", "photo_id", "box"], pending=True).to_pylist()  # boxes, not embeddings
     by_photo: dict[str, list[tuple[str, Box]]] = defaultdict(list)
     for face in faces:
         if face["photo_id"] in size:

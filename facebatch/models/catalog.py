@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from facebatch.errors import UsageError
 from facebatch.models.scale import DistanceScale
+from facebatch.models.weights import DEFAULT_WEIGHTS
 
 NET_DIMS = {"facenet": 512, "sface": 128}
 
@@ -65,6 +66,17 @@ MODELS: dict[str, EmbeddingModel] = {m.name: m for m in (FACENET, FACENET_CENTRE
 # stranger targets (at most 0.5% of strangers inside a friend's cluster, at most 0.5% named) on both
 # halves of the development mix; FaceNet and centred FaceNet miss both (BENCHMARKS.md, "Embedding models").
 DEFAULT_MODEL = "sface"
+
+
+def model_for(model: str | None, weights: str | None) -> str:
+    """The model to embed with, from --model and --weights as given (None: not given): other FaceNet
+    weights mean FaceNet, and a model without FaceNet takes no weights."""
+    if model is None:
+        return "facenet" if weights not in (None, DEFAULT_WEIGHTS) else DEFAULT_MODEL
+    if weights not in (None, DEFAULT_WEIGHTS) and "facenet" not in model_named(model).nets:
+        raise UsageError(f"--weights {weights} are FaceNet's and the {model} model does not run FaceNet: "
+                         "add --model facenet, or drop --weights")
+    return model
 
 
 def model_named(name: str) -> EmbeddingModel:

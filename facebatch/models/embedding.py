@@ -51,23 +51,36 @@ class FaceGeometry:
 # --------------------------------------------------------------------------- tags
 
 
-def net_tags(model: EmbeddingModel, weights: Weights) -> list[str]:
+# SFace runs in ONNX Runtime in fp32 whatever --runtime and --precision say (they are FaceNet's and
+# MTCNN's): a model without FaceNet always has this variant, so those options never re-embed it.
+SFACE_VARIANT = "onnx-fp32"
+
+
+def net_tags(model: EmbeddingModel, weights: Weights | None) -> list[str]:
     """Each net's identity: FaceNet's weights and crop, SFace's file checksum."""
-    tags = {"facenet": f"{weights.tag}/{facenet.PREPROCESSING}", "sface": f"sface@{sface.SFACE_SHA256[:12]}"}
-    return [tags[net] for net in model.nets]
+    def tag(net: str) -> str:
+        if net == "facenet":
+            assert weights is not None, "FaceNet needs its weights"
+            return f"{weights.tag}/{facenet.PREPROCESSING}"
+        return f"sface@{sface.SFACE_SHA256[:12]}"
+
+    return [tag(net) for net in model.nets]
 
 
-def model_tag(model: EmbeddingModel, weights: Weights, variant: str = LEGACY_VARIANT) -> str:
+def model_tag(model: EmbeddingModel, weights: Weights | None, variant: str = LEGACY_VARIANT) -> str:
     """What an embedding depends on. FaceNet alone keeps the tag it had before models had names
-    (`casia-webface@9549dbb482ce/box-margin44-182-centre160/onnx-int8`), so no library moves."""
+    (`casia-webface@9549dbb482ce/box-margin44-182-centre160/onnx-int8`), so no library moves.
+    `weights`: FaceNet's, None for a model that does not run it."""
     nets = net_tags(model, weights)
+    if "facenet" not in model.nets:
+        variant = SFACE_VARIANT
     if model.name == "facenet":
         return f"{nets[0]}/{variant}"
     means = f";mean@{means_key(model, weights)}" if model.centred else ""
     return f"{model.name}[{'+'.join(nets)}{means}]/{variant}"
 
 
-def means_key(model: EmbeddingModel, weights: Weights) -> str:
+def means_key(model: EmbeddingModel, weights: Weights | None) -> str:
     from facebatch.models.means import means_checksum
 
     return means_checksum(model, weights)[:12]
@@ -146,7 +159,7 @@ def combine(parts: Sequence[np.ndarray], means: Sequence[np.ndarray | None]) -> 
 class ModelEmbedder:
     """A model's nets, built once per worker, run on batches of crops: unit vectors of model.dim."""
 
-    def __init__(self, model: EmbeddingModel, weights: Weights, nets: Sequence[NetEmbedder], tag: str) -> None:
+    def __init__(self, model: EmbeddingModel, weights: Weights | None, nets: Sequence[NetEmbedder], tag: str) -> None:
         self.model = model
         self.model_tag = tag
         self.nets = list(nets)

@@ -34,7 +34,7 @@ class PipelineBuilder:
     """Everything a worker needs to build the pipeline; hashable, so built pipelines are cached."""
 
     detection: DetectionSettings
-    weights: Weights
+    weights: Weights | None  # FaceNet's; None when the model does not run FaceNet
     batch_size: int = 32
     device: str = "cpu"
     torch_threads: int | None = None  # threads of the models (torch or ONNX Runtime); None: the Dask worker's
@@ -79,26 +79,31 @@ class PipelineBuilder:
             if self.sface is None:
                 raise FacebatchError("SFace was not prepared: build the pipeline with prepare_builder()")
             return OnnxSFaceEmbedder(self.sface, threads, self.batch_size)
+        if self.weights is None:
+            raise FacebatchError("FaceNet's weights were not resolved: build the pipeline with prepare_builder()")
         if self.models.runtime == "torch":
             return FaceEmbedder(self.weights, self.device, self.batch_size)
-        assert self.onnx is not None
+        if self.onnx is None or self.onnx.facenet is None:
+            raise FacebatchError("FaceNet's ONNX file was not prepared: build the pipeline with prepare_builder()")
         return OnnxFaceEmbedder(self.weights, self.onnx.facenet, self.models.precision, threads, self.batch_size)
 
 
 def prepare_builder(
     detection: DetectionSettings,
-    weights: Weights,
+    weights: Weights | None,
     models: ModelSettings,
     batch_size: int = 32,
     device: str = "cpu",
     threads: int | None = None,
 ) -> PipelineBuilder:
-    """A builder for `models`; the ONNX files it needs are made here, once (that needs torch), so
-    that workers only read them."""
+    """A builder for `models` (FaceNet's `weights`: None for a model without FaceNet); the ONNX files
+    it needs are made here, once (that needs torch), so that workers only read them."""
     from facebatch.models.sface import prepare_sface
 
-    onnx = prepare_onnx_models(weights, models.precision) if models.runtime == "onnx" else None
     model = model_named(models.embedding)
+    if "facenet" not in model.nets:
+        weights = None  # never exported, quantised or loaded: SFace alone needs none of it
+    onnx = prepare_onnx_models(weights, models.precision) if models.runtime == "onnx" else None
     if model.centred:
         model_tag(model, weights)  # a model whose means are missing is refused here, not on every worker
     sface = prepare_sface() if "sface" in model.nets else None

@@ -29,11 +29,14 @@ if TYPE_CHECKING:
 MEANS_FILE = Path(__file__).with_name("population_means.npz")
 
 
-def net_key(net: str, weights: Weights) -> str:
+def net_key(net: str, weights: Weights | None) -> str:
     """The identity a net's mean belongs to: FaceNet's weights, SFace's file."""
     from facebatch.models.sface import SFACE_SHA256
 
-    return f"facenet:{weights.tag}" if net == "facenet" else f"sface@{SFACE_SHA256[:12]}"
+    if net == "facenet":
+        assert weights is not None, "FaceNet needs its weights"
+        return f"facenet:{weights.tag}"
+    return f"sface@{SFACE_SHA256[:12]}"
 
 
 @functools.cache
@@ -42,15 +45,15 @@ def shipped_means() -> dict[str, np.ndarray]:
         return {key: data[key] for key in data.files}
 
 
-def population_mean(net: str, weights: Weights) -> np.ndarray:
+def population_mean(net: str, weights: Weights | None) -> np.ndarray:
     mean = shipped_means().get(net_key(net, weights))
     if mean is None:
-        raise UsageError(f"no population mean for {net} with weights {weights.name}: centred models need "
+        raise UsageError(f"no population mean for {net} with weights {weights.name if weights else '-'}: centred models need "
                          "the default casia-webface weights (use --model facenet with other weights)")
     return mean.astype(np.float32)
 
 
-def means_checksum(model: EmbeddingModel, weights: Weights) -> str:
+def means_checksum(model: EmbeddingModel, weights: Weights | None) -> str:
     digest = hashlib.sha256()
     for net in model.nets:
         digest.update(population_mean(net, weights).tobytes())

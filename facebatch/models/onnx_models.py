@@ -70,7 +70,7 @@ class OnnxModel:
 class OnnxModels:
     """The ONNX files one pipeline needs; picklable, it travels to the workers (never a session)."""
 
-    facenet: OnnxModel
+    facenet: OnnxModel | None  # None when the model does not run FaceNet
     pnet: OnnxModel
     rnet: OnnxModel
     onet: OnnxModel
@@ -80,12 +80,13 @@ def onnx_dir() -> Path:
     return facebatch_home() / "onnx"
 
 
-def prepare_onnx_models(weights: Weights, precision: str) -> OnnxModels:
-    """The FaceNet file of that precision and MTCNN's three, made (with torch) if missing or damaged."""
+def prepare_onnx_models(weights: Weights | None, precision: str) -> OnnxModels:
+    """The FaceNet file of that precision (none without `weights`: a model that does not run FaceNet)
+    and MTCNN's three, made (with torch) if missing or damaged."""
     mtcnn_key = mtcnn_checksum()[:12]
     nets = {name: _cached_or_made(f"mtcnn-{mtcnn_key}-{name}-{MTCNN_RECIPE}.onnx", lambda n=name: export_mtcnn_net(n))
             for name in MTCNN_NETS}
-    facenet = _facenet(weights, precision)
+    facenet = _facenet(weights, precision) if weights is not None else None
     return OnnxModels(facenet, nets["pnet"], nets["rnet"], nets["onet"])
 
 

@@ -2,7 +2,7 @@
 
 Every embedding model puts faces on its own scale: FaceNet's CASIA-WebFace weights call two faces
 one person below about 1.1, SFace's space well below that. So the numbers that turn a distance
-into a decision travel with the model (models.embedding declares one per model), never as module
+into a decision travel with the model (models.catalog declares one per model), never as module
 constants: the member and merge distances of `cluster`, the threshold of `verify`, and the
 confidence mapping behind suggestions, `identify`, the review's fit and the adapter's checks.
 

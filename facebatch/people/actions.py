@@ -84,7 +84,7 @@ def _write(library: Library, view: View, facts: list[Fact]) -> int:
 
 
 def _live(library: Library, face_ids: list[str]) -> list[str]:
-    known = set(library.read_faces(["face_id"])["face_id"].to_pylist())
+    known = set(library.read_faces(["face_id"], pending=True)["face_id"].to_pylist())  # labels need no embedding
     missing = [f for f in face_ids if f not in known]
     if missing:
         raise NotFound(f"no face {missing[0]} in the library: `facebatch export` lists face ids")
@@ -309,7 +309,7 @@ def import_face_names(
     with library.lock(wait):
         view = _view(library)
         cluster_of = view.cluster_of()
-        live = set(library.read_faces(["face_id"])["face_id"].to_pylist())
+        live = set(library.read_faces(["face_id"], pending=True)["face_id"].to_pylist())
         facts, unchanged, conflicts = [], 0, []
         for face_id, raw in dict(names).items():
             if face_id not in live:

@@ -43,7 +43,8 @@ from facebatch.errors import LibraryMissing
 from facebatch.files import atomic_write_json
 from facebatch.models.scale import DistanceScale
 from facebatch.people.embeddings import embeddings_matrix
-from facebatch.people.stored_adapter import METADATA_FILE, PLAIN_SPACE, embedding_space, read_metadata, store_adapter
+from facebatch.people.stored_adapter import (METADATA_FILE, PLAIN_SPACE, embedding_space, model_of_space, read_metadata,
+                                             store_adapter)
 from facebatch.schema import UNCLUSTERED
 from facebatch.store import Library
 
@@ -153,6 +154,9 @@ class Figures:
 CHECKS = (
     ("suggestion precision", lambda f: f.precision, True),
     ("suggestion recall", lambda f: f.recall, True),
+    # Counted, not only as a share: more suggestions at a better precision can still name more
+    # faces wrongly, and a wrong name costs more than a missing one.
+    ("wrong names", lambda f: f.suggested - f.right, False),
     ("clustering F", lambda f: f.cluster_f, True),
     ("clustering F of unseen people", lambda f: f.cluster_f_unseen, True),
     ("false suggestions", lambda f: f.false_suggestions, False),
@@ -335,8 +339,11 @@ def grouping_settings(library: Library) -> GroupingSettings:
 
     saved = library.read_cluster_state().get("settings", {})
     names = {f.name for f in fields(GroupingSettings)}
-    if "used" not in saved:  # recorded before distances came from the model: they were FaceNet's defaults
-        names -= {"member_distance", "merge_distance"}
+    made_in = model_of_space(saved.get("embedding_space", PLAIN_SPACE))
+    if "used" not in saved or made_in != model_of_space(embedding_space(library)):
+        # Distances recorded before they came from the model (FaceNet's defaults), or given on another
+        # model's scale, mean nothing on this one.
+        names -= {"member_distance", "merge_distance", "member_growth"}
     return GroupingSettings(**{k: v for k, v in saved.items() if k in names})
 
 

@@ -38,5 +38,6 @@ def new_face_embeddings(library: Library, embeddings: np.ndarray) -> np.ndarray:
 
 
 def embedding_space(library: Library) -> str:
-    """`facenet` for the stored embeddings, `adapter:ID` while an adapter is active."""
+    """The model's name for its stored embeddings (`facenet`, `sface`...), with the adapter while one
+    is active (people.stored_adapter.embedding_space)."""
     return stored_adapter.embedding_space(library)

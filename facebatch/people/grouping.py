@@ -66,7 +66,7 @@ DEFAULT_MIN_FACE_SIZE = 40
 # Groups compared with each face left out, and with each group when joining: the nearest by
 # centre. More never changed a result on the development mix.
 CANDIDATES = 8
-BLOCK = 32_768  # faces whose distances are computed at once (memory: BLOCK x 512 doubles)
+BLOCK = 32_768  # faces whose distances are computed at once (memory: BLOCK x the dimension, in doubles)
 
 
 @dataclass(frozen=True)
@@ -457,7 +457,7 @@ class _Groups:
     def own_distance(self, faces: np.ndarray) -> np.ndarray:
         """Distance of each face to the centre of the other faces of its group (nan when alone)."""
         out = np.empty(len(faces))
-        for start in range(0, len(faces), BLOCK):  # by blocks: a million faces x 512 floats is 4 GB
+        for start in range(0, len(faces), BLOCK):  # by blocks: a million FaceNet faces x 512 floats is 4 GB
             block = faces[start:start + BLOCK]
             others = self.sum[self.label[block]] - self.x[block]
             dot = np.einsum("ij,ij->i", self.x[block], others)

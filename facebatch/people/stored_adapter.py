@@ -83,6 +83,11 @@ def embedding_space(library: Library) -> str:
     return f"adapter:{meta['id']}" if plain == PLAIN_SPACE else f"{plain}+adapter:{meta['id']}"
 
 
+def model_of_space(space: str) -> str:
+    """The model a space (as `embedding_space` names it) is made of."""
+    return PLAIN_SPACE if space.startswith("adapter:") else space.split("+adapter:")[0]
+
+
 def _active_metadata(library: Library) -> dict[str, Any] | None:
     """The adapter's metadata while it is on and was trained on the library's present embeddings
     (a model change leaves it behind: it maps vectors of another space, maybe of another size)."""

@@ -48,7 +48,7 @@ class People:
 
     names: list[str]  # sorted
     owner: np.ndarray  # person index of each mode
-    sums: np.ndarray  # (modes, 512)
+    sums: np.ndarray  # (modes, the model's dimension)
     counts: np.ndarray  # confirmed faces per mode
 
     @property
@@ -73,7 +73,7 @@ def gallery(names: list[str | None], modes: list[int], x: np.ndarray) -> People:
     index = {n: i for i, n in enumerate(people)}
     keys = sorted({(index[n], m) for n, m in zip(names, modes) if n})
     slot = {k: i for i, k in enumerate(keys)}
-    sums = np.zeros((len(keys), x.shape[1] if x.ndim == 2 else 512), np.float64)
+    sums = np.zeros((len(keys), x.shape[1] if x.ndim == 2 else 0), np.float64)
     counts = np.zeros(len(keys), np.int64)
     rows = [i for i, n in enumerate(names) if n]
     if rows:

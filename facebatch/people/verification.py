@@ -19,6 +19,7 @@ import numpy as np
 from facebatch.config import DetectionSettings, ModelSettings, require_device
 from facebatch.errors import InputError, PhotoError, UncalibratedModel, UsageError
 from facebatch.imageload import read_photo_bytes
+from facebatch.models.catalog import model_named
 from facebatch.models.embedding import measured_scale
 from facebatch.models.detection import Face
 from facebatch.models.faces import Crops, FacePipeline, pipeline_for, prepare_builder
@@ -56,9 +57,9 @@ def build_pipeline(
     """The scan's detector and embedder with default detection settings, in this process; `models`
     None: the default model, runtime and precision for `device`."""
     require_device(device)
-    weights_file = resolve_weights(weights)
-    builder = prepare_builder(DetectionSettings(), weights_file, models or ModelSettings.choose(None, None, device),
-                              batch_size, device, threads or os.cpu_count() or 1)
+    models = models or ModelSettings.choose(None, None, device)
+    weights_file = resolve_weights(weights) if "facenet" in model_named(models.embedding).nets else None
+    builder = prepare_builder(DetectionSettings(), weights_file, models, batch_size, device, threads or os.cpu_count() or 1)
     return pipeline_for(builder)  # cached: a second command in the same process reuses the models
 
 

@@ -13,6 +13,8 @@ import pyarrow as pa
 from facebatch.errors import NotFound
 from facebatch.people.clustering import ClusterState, require_clusters
 from facebatch.models.scale import DistanceScale
+from facebatch.people.embeddings import embedding_space
+from facebatch.people.stored_adapter import PLAIN_SPACE
 from facebatch.people.labels import KIND_IGNORE, LabelState, group_clusters, replay
 from facebatch.schema import UNCLUSTERED
 from facebatch.store import Library
@@ -131,6 +133,13 @@ def build_view(library: Library, table: pa.Table | None = None, history: pa.Tabl
     modes = clusters["mode"].to_numpy()
     first_run = clusters["first_run"].to_numpy()
     distance = np.asarray(clusters["distance"].to_numpy(zero_copy_only=False), np.float64)
+    state = ClusterState.read(library)
+    # Clusters made in another space (before a model change or an adapter switch) keep their
+    # members until the next `cluster`, but their distances are another scale's: not shown as fits
+    # or similarities on this one.
+    current = state.settings.get("embedding_space", PLAIN_SPACE) == embedding_space(library)
+    if not current:
+        distance = np.full(len(distance), np.nan)
     sizes = Counter(cluster_ids[cluster_ids != UNCLUSTERED].tolist())
     infos = {c: ClusterInfo(c, n) for c, n in sorted(sizes.items())}
     for face_id, c in zip(face_ids.tolist(), cluster_ids.tolist()):
@@ -151,9 +160,9 @@ def build_view(library: Library, table: pa.Table | None = None, history: pa.Tabl
         for c in members:
             infos[c].ignored = True
     scale = library.scale()
-    _attach_similar(infos, library.read_cluster_pairs(), scale)
-    return View(face_ids, cluster_ids, modes, distance, first_run, ClusterState.read(library), history, labels, infos,
-                scale)
+    pairs = library.read_cluster_pairs()
+    _attach_similar(infos, pairs if current else pairs.schema.empty_table(), scale)
+    return View(face_ids, cluster_ids, modes, distance, first_run, state, history, labels, infos, scale)
 
 
 def _attach_similar(infos: dict[int, ClusterInfo], pairs: pa.Table, scale: DistanceScale) -> None:

@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 
 from facebatch.config import require_device, DEFAULT_SHARD_SIZE, ScanConfig
 from facebatch.scan.discovery import Discovery, PhotoFile, discover, photo_extensions
-from facebatch.models.catalog import DEFAULT_MODEL, model_named
+from facebatch.models.catalog import DEFAULT_MODEL, model_for, model_named
 from facebatch.models.embedding import model_of_tag, model_tag, same_model, split_model_tag
 from facebatch.models.faces import PipelineBuilder, prepare_builder
 from facebatch.errors import DamagedPart, FacebatchError, PhotoError
@@ -112,10 +112,17 @@ def scan(config: ScanConfig, progress: ProgressCallback | None = None) -> ScanSu
         summary.warnings.append(f"no photos under {', '.join(config.roots)} (looked for {looked_for}, in any case)")
     with library.lock():
         chosen = choose_model(config, library.model())
-        weights = resolve_weights(chosen.weights)
+        runs_facenet = "facenet" in model_named(chosen.embedding).nets
+        weights = resolve_weights(chosen.weights) if runs_facenet else None
         models = replace(config.models, embedding=chosen.embedding)
         model = model_tag(model_named(chosen.embedding), weights, models.variant)
         config = replace(config, models=models)
+        # Made at most once, and only when some photo needs the models (scan or re-embed).
+        builder = functools.cache(
+            lambda: prepare_builder(config.detection, weights, config.models, config.batch_size, config.device))
+        recorded = library.model()
+        if recorded is not None and recorded.tag != model:
+            builder()  # a model that can't be built (a missing file, no means) fails before the library moves
         if (previous := library.create(replace(chosen, tag=model))) is not None:
             summary.warnings.append(_reembed_notice(library, previous, model))
         library.add_roots([os.path.abspath(r) for r in config.roots if os.path.isdir(r)])
@@ -125,9 +132,6 @@ def scan(config: ScanConfig, progress: ProgressCallback | None = None) -> ScanSu
         if plan.gone:
             _write_gone(library, plan.gone, model)
             summary.gone = len(plan.gone)
-        # Made at most once, and only when some photo needs the models (scan or re-embed).
-        builder = functools.cache(
-            lambda: prepare_builder(config.detection, weights, config.models, config.batch_size, config.device))
         if plan.todo:
             _run_shards(config, library, builder(), model, plan, summary, progress)
         if plan.gone or plan.todo:  # otherwise the tables are as the first reconcile left them
@@ -145,14 +149,23 @@ def choose_model(config: ScanConfig, recorded: LibraryModel | None) -> LibraryMo
     reaches old libraries, by a re-embed that keeps every face id and name. Other weights are
     FaceNet's: they stay FaceNet alone unless a model is named.
     """
-    weights = config.weights or (recorded.weights if recorded else DEFAULT_WEIGHTS)
     if config.model:
-        return LibraryModel("", config.model, weights, chosen=True)
-    if recorded is not None and (recorded.chosen or weights != DEFAULT_WEIGHTS):
-        return LibraryModel("", recorded.embedding, weights, chosen=True)
-    if recorded is None and weights != DEFAULT_WEIGHTS:
-        return LibraryModel("", "facenet", weights, chosen=True)
-    return LibraryModel("", DEFAULT_MODEL, weights)
+        name, chosen = model_for(config.model, config.weights), True
+    elif config.weights not in (None, DEFAULT_WEIGHTS):
+        name, chosen = model_for(None, config.weights), True  # other FaceNet weights: FaceNet
+    elif recorded is not None and (recorded.chosen or recorded.weights != DEFAULT_WEIGHTS):
+        name, chosen = recorded.embedding, True
+    else:
+        name, chosen = DEFAULT_MODEL, False
+    if "facenet" not in model_named(name).nets:
+        return LibraryModel("", name, DEFAULT_WEIGHTS, chosen)  # no FaceNet, no weights to remember
+    weights = config.weights or (recorded.weights if recorded else DEFAULT_WEIGHTS)
+    return LibraryModel("", name, _recorded_path(weights), chosen)
+
+
+def _recorded_path(weights: str) -> str:
+    """A weights file is remembered by its absolute path: the next scan may run from anywhere."""
+    return os.path.abspath(os.path.expanduser(weights)) if weights.endswith((".pt", ".pth")) else weights
 
 
 def _plan_setting_aside_damage(
@@ -399,10 +412,11 @@ def worker_arguments(cores: int, threads_per_model: int = 1) -> list[str]:
             "--resources", f"{MODEL_RESOURCE}=1"]
 
 
-# --------------------------------------------------------------------------- re-embed (another runtime/precision)
-# A library switched to another runtime or precision of the same weights keeps its faces: each is
-# embedded again from its stored box (same crop, no detection), shard by shard on the workers, and
-# written as a part like any scan's, so a killed re-embed resumes where it stopped.
+# --------------------------------------------------------------------------- re-embed (another model)
+# A library switched to another model, weights, runtime or precision keeps its faces: each is
+# embedded again from its stored box and landmarks (no detection), shard by shard on the workers,
+# and written as a part like any scan's, so a killed re-embed resumes where it stopped. Until then
+# its faces are pending: Library.read_faces leaves them out of the people commands.
 
 REEMBED_COLUMNS = ["face_id", "photo_id", "path", "face_index", "box", "score", "landmarks", "model"]
 
@@ -443,7 +457,7 @@ def _reembed(
     summary: ScanSummary,
     progress: ProgressCallback | None,
 ) -> None:
-    """Embed again every face of another runtime/precision (a switch, or one a kill left half done)."""
+    """Embed again every face of another model, runtime or precision (a switch, or one a kill left half done)."""
     # Every scan asks; the answer is nearly always no: the model column alone says so.
     if all(same_model(m, model) for m in pc.unique(library.read_faces(["model"], pending=True)["model"]).to_pylist()):
         return

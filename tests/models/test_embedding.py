@@ -63,6 +63,13 @@ def test_joined_vectors_are_unit_and_each_part_is_centred_then_weighs_the_same()
     np.testing.assert_allclose(combine([a], [None]), a)
 
 
+def test_the_catalogue_knows_each_nets_size_as_the_net_declares_it():
+    from facebatch.models import facenet, sface
+    from facebatch.models.catalog import NET_DIMS
+
+    assert NET_DIMS == {"facenet": facenet.DIM, "sface": sface.DIM}
+
+
 def test_every_model_declares_its_dimension_and_what_it_is():
     assert {m.name: m.dim for m in MODELS.values()} == {"facenet": 512, "facenet-centred": 512, "sface": 128,
                                                         "facenet+sface": 640}

@@ -169,8 +169,11 @@ def test_an_adapter_that_loses_on_any_figure_is_refused():
     assert compare(plain, figures(false=2)) == (["false suggestions"], [])
     assert compare(plain, figures(f=0.95, unseen=0.7)) == (["clustering F of unseen people"], ["clustering F"])
     losses, gains = compare(plain, figures(precision_right=10, suggested=12, f=0.95))  # recall 10/12 up, precision down
-    assert losses == ["suggestion precision"] and "suggestion recall" in gains
+    assert losses == ["suggestion precision", "wrong names"] and "suggestion recall" in gains
     assert compare(plain, figures()) == ([], [])  # no gain: nothing to activate
+    # Precision and recall both up, and yet one more face named wrongly: refused.
+    assert compare(figures(precision_right=5, suggested=8), figures(precision_right=12, suggested=16)) == (
+        ["wrong names"], ["suggestion precision", "suggestion recall"])
     assert compare(plain, figures(precision_right=10, suggested=11, f=0.95, unseen=0.9, false=0)) == (
         [], ["suggestion precision", "suggestion recall", "clustering F", "clustering F of unseen people",
              "false suggestions"])

@@ -5,16 +5,21 @@ planning of it."""
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pytest
 
 from conftest import SAMPLE_DATA, run
-from facebatch.models.catalog import DEFAULT_MODEL, model_named
+from facebatch.config import ScanConfig
+from facebatch.errors import UsageError
+from facebatch.models.catalog import DEFAULT_MODEL, model_for, model_named
 from facebatch.models.embedding import model_of_tag, split_model_tag
 from facebatch.scan import driver
 from facebatch.scan.driver import plan_reembed
-from facebatch.store import Library
+from facebatch.store import Library, LibraryModel
 
 
 def faces_by_id(library: Library) -> dict[str, dict]:
@@ -132,3 +137,30 @@ def test_plan_takes_every_face_of_each_photo_with_another_model():
                                                                   ("p3", ("d",), "/x/3.jpg")]
     assert photos[0].boxes == ((0.0, 0, 10, 10), (20.0, 0, 30, 10))
     assert plan_reembed(faces.slice(2, 1), model, None) == []
+
+
+def config(**given) -> ScanConfig:
+    return ScanConfig(roots=("photos",), library=Path("lib"), **given)
+
+
+@pytest.mark.parametrize(("given", "recorded", "expected"), [
+    ({}, None, (DEFAULT_MODEL, "casia-webface", False)),  # a new library: the default
+    ({"model": "facenet"}, None, ("facenet", "casia-webface", True)),
+    ({"weights": "vggface2"}, None, ("facenet", "vggface2", True)),  # other FaceNet weights: FaceNet
+    ({}, LibraryModel("t", "facenet", "casia-webface"), (DEFAULT_MODEL, "casia-webface", False)),  # moves with the default
+    ({}, LibraryModel("t", "facenet", "casia-webface", chosen=True), ("facenet", "casia-webface", True)),  # stays
+    ({}, LibraryModel("t", "facenet", "vggface2"), ("facenet", "vggface2", True)),  # its weights were the user's
+    ({"model": "sface"}, LibraryModel("t", "facenet", "vggface2"), ("sface", "casia-webface", True)),  # no FaceNet
+    ({"weights": "my.pt"}, None, ("facenet", os.path.abspath("my.pt"), True)),  # a file, wherever the next scan runs
+])
+def test_which_model_a_scan_embeds_with(given, recorded, expected):
+    chosen = driver.choose_model(config(**given), recorded)
+    assert (chosen.embedding, chosen.weights, chosen.chosen) == expected
+
+
+def test_weights_for_a_model_without_facenet_are_refused_in_one_line():
+    with pytest.raises(UsageError, match="--weights vggface2 are FaceNet's and the sface model does not run FaceNet: "
+                                         "add --model facenet, or drop --weights"):
+        driver.choose_model(config(model="sface", weights="vggface2"), None)
+    assert model_for(None, None) == DEFAULT_MODEL and model_for(None, "vggface2") == "facenet"
+    assert model_for("facenet+sface", "vggface2") == "facenet+sface"
