@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import pillow_heif
 from PIL import Image
 
 from facebatch.errors import PhotoError
@@ -34,15 +35,8 @@ Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 # Load every plugin now so that concurrent first calls don't race to fill Pillow's registries.
 Image.init()
 
-try:
-    import pillow_heif
-except ImportError:  # optional extra: facebatch[heif]
-    HEIF_SUPPORTED = False
-else:
-    pillow_heif.register_heif_opener()
-    HEIF_SUPPORTED = True
-
-HEIF_INSTALL_HINT = "pip install 'facebatch[heif]'"
+# HEIC/HEIF (phones write them) through pillow-heif's wheels, in the default install.
+pillow_heif.register_heif_opener()
 
 # ISO-BMFF brands of HEIF still images (Apple .heic and friends).
 _HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1"})
@@ -169,12 +163,7 @@ def _open(data: bytes) -> Image.Image:
     except Image.UnidentifiedImageError:
         pass
     if _is_heif(data):
-        if HEIF_SUPPORTED:
-            raise PhotoError("decode_failed", "HEIF image could not be read (damaged file?)")
-        raise PhotoError(
-            "unsupported_format",
-            f"HEIF/HEIC photo: reading it needs the optional HEIF support ({HEIF_INSTALL_HINT})",
-        )
+        raise PhotoError("decode_failed", "HEIF image could not be read (damaged file?)")
     if _looks_cut_short(data):
         raise PhotoError("truncated", "image is cut short (its header is incomplete)")
     if data.startswith(_IMAGE_SIGNATURES) or _is_riff_webp(data):

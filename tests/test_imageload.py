@@ -479,12 +479,15 @@ def heic_like_bytes() -> bytes:
     return struct.pack(">I", len(ftyp) + 4) + ftyp + b"\0" * 200
 
 
-def test_heic_without_pillow_heif_is_unsupported_with_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:
-    if imageload.HEIF_SUPPORTED:
-        pytest.skip("pillow-heif is installed, so HEIF files are decoded")
+def test_heic_photos_decode_in_the_default_install_and_a_damaged_one_is_one_error() -> None:
+    image = Image.new("RGB", (96, 64), (200, 40, 10))
+    heic = encode(image, "HEIF", quality=90)
+    assert heic[4:12] == b"ftypheic"
+    photo = decode_photo(heic)
+    assert (photo.width, photo.height) == (96, 64)
+    assert np.abs(np.asarray(photo.image, np.int16).mean(axis=(0, 1)) - (200, 40, 10)).max() < 8
     error = photo_error(heic_like_bytes())
-    assert error.kind == "unsupported_format"
-    assert "pip install 'facebatch[heif]'" in error.message
+    assert error.kind == "decode_failed" and "HEIF" in error.message
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # Pillow warns about the corrupt TIFF tags

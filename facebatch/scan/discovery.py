@@ -32,14 +32,10 @@ from pathlib import Path
 from typing import TypeVar
 
 from facebatch.errors import InputError
-from facebatch.imageload import HEIF_INSTALL_HINT, HEIF_SUPPORTED
 
 PHOTO_EXTENSIONS: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+    {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".heif"}
 )
-# Listed only when pillow-heif is importable (optional extra facebatch[heif]); otherwise they are
-# counted and reported in one warning instead of becoming one error row each.
-HEIF_EXTENSIONS: frozenset[str] = frozenset({".heic", ".heif"})
 
 _T = TypeVar("_T")
 
@@ -58,8 +54,8 @@ class Discovery:
 
 
 def photo_extensions() -> frozenset[str]:
-    """Lower-case extensions (with the dot) that discover() lists with the current install."""
-    return PHOTO_EXTENSIONS | HEIF_EXTENSIONS if HEIF_SUPPORTED else PHOTO_EXTENSIONS
+    """Lower-case extensions (with the dot) that discover() lists."""
+    return PHOTO_EXTENSIONS
 
 
 def discover(
@@ -210,7 +206,6 @@ class _Walker:
     linked_folders: list[_Folder] = field(default_factory=list)
     photos: dict[str, PhotoFile] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
-    skipped_heif_count: int = 0
 
     def add_file_root(self, path: str, file_stat: os.stat_result) -> None:
         name = os.path.basename(path)
@@ -230,14 +225,8 @@ class _Walker:
                 self._walk_folder(self.linked_folders.pop())
 
     def result(self) -> Discovery:
-        warnings = list(self.warnings)
-        if self.skipped_heif_count:
-            warnings.append(
-                f"skipped {self.skipped_heif_count} HEIF photo(s) (.heic/.heif): "
-                f"reading them needs {HEIF_INSTALL_HINT}"
-            )
         photos = [self.photos[path] for path in sorted(self.photos)]
-        return Discovery(photos=photos, warnings=warnings)
+        return Discovery(photos=photos, warnings=list(self.warnings))
 
     def _walk_folder(self, folder: _Folder) -> None:
         try:
@@ -283,8 +272,6 @@ class _Walker:
     def _consider_file(self, entry: os.DirEntry[str], relative_path: str, folder: _Folder) -> None:
         extension = os.path.splitext(entry.name)[1].lower()
         if extension not in self.extensions:
-            if extension in HEIF_EXTENSIONS:
-                self.skipped_heif_count += 1
             return
         if not self._selected(relative_path, entry.name, folder.included):
             return

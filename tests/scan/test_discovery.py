@@ -10,7 +10,7 @@ import pytest
 
 from conftest import dataset, hard_manifest
 from facebatch.scan import discovery
-from facebatch.scan.discovery import HEIF_EXTENSIONS, PHOTO_EXTENSIONS, Discovery, PhotoFile, discover
+from facebatch.scan.discovery import PHOTO_EXTENSIONS, Discovery, PhotoFile, discover
 from facebatch.errors import FacebatchError
 
 
@@ -47,8 +47,7 @@ def relative_paths(result: Discovery, root: Path) -> list[str]:
 
 
 def test_extension_sets() -> None:
-    assert PHOTO_EXTENSIONS == {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
-    assert HEIF_EXTENSIONS == {".heic", ".heif"}
+    assert PHOTO_EXTENSIONS == {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".heif"}
 
 
 def test_finds_photos_recursively_sorted_with_any_extension_case(tmp_path: Path) -> None:
@@ -346,19 +345,7 @@ def test_include_and_exclude_globs(
 # --- HEIF ------------------------------------------------------------------------------------
 
 
-def test_heif_files_are_counted_in_one_warning_without_heif_support(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(discovery, "HEIF_SUPPORTED", False)
-    make_files(tmp_path, "a.jpg", "b.HEIC", "sub/c.heif")
-    result = discover([tmp_path])
-    assert relative_paths(result, tmp_path) == ["a.jpg"]
-    assert len(result.warnings) == 1
-    assert "skipped 2 HEIF photo(s)" in result.warnings[0] and "facebatch[heif]" in result.warnings[0]
-
-
-def test_heif_files_are_listed_with_heif_support(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(discovery, "HEIF_SUPPORTED", True)
+def test_heif_files_are_listed_by_the_default_install(tmp_path: Path) -> None:
     make_files(tmp_path, "a.jpg", "b.HEIC", "sub/c.heif")
     result = discover([tmp_path])
     assert relative_paths(result, tmp_path) == ["a.jpg", "b.HEIC", "sub/c.heif"]

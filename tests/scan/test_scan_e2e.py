@@ -246,3 +246,27 @@ def test_an_existing_dask_cluster_gives_the_same_rows(tmp_path, sample_library):
     key = lambda r: (r["path"], r["photo_id"], r["n_faces"], r["status"])  # noqa: E731
     assert sorted(map(key, library.read_photos().to_pylist())) == sorted(
         map(key, sample_library.read_photos().to_pylist()))
+
+
+def test_a_heic_photo_is_scanned_like_its_jpeg(tmp_path):
+    """Phones write HEIC: the default install reads it, finds the same face, embeds it alike."""
+    from PIL import Image
+
+    folder = tmp_path / "phone"
+    folder.mkdir()
+    source = SAMPLE_DATA / "people" / "barack_obama" / "1.jpg"
+    with Image.open(source) as image:
+        image.save(folder / "IMG_0001.HEIC", format="HEIF", quality=92)
+    (folder / "IMG_0001.jpg").write_bytes(source.read_bytes())
+    library = Library(tmp_path / "lib")
+    result = run("--library", library.root, "scan", folder)
+    assert result.exit_code == 0, result.output
+    assert "2 photos: 2 scanned" in result.output and "0 errors" in result.output
+    photos = {Path(r["path"]).name: r for r in library.read_photos().to_pylist()}
+    assert photos["IMG_0001.HEIC"]["status"] == "ok" and photos["IMG_0001.HEIC"]["n_faces"] == 1
+    assert (photos["IMG_0001.HEIC"]["width"], photos["IMG_0001.HEIC"]["height"]) == (
+        photos["IMG_0001.jpg"]["width"], photos["IMG_0001.jpg"]["height"])
+    faces = {Path(f["path"]).name: f for f in library.read_faces().to_pylist()}
+    heic, jpeg = faces["IMG_0001.HEIC"], faces["IMG_0001.jpg"]
+    assert np.abs(np.array(heic["box"]) - np.array(jpeg["box"])).max() < 4
+    assert float(np.linalg.norm(np.array(heic["embedding"]) - np.array(jpeg["embedding"]))) < 0.3
