@@ -60,6 +60,7 @@ EXIT_CODES: dict[type[Exception], int] = {
     LibraryBusy: 3,
 }
 EXIT_FAILED = 1  # any other FacebatchError, and click's usage errors (a bad option)
+EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report a SIGINT
 
 
 def exit_code_for(error: Exception) -> int:
@@ -87,8 +88,9 @@ class FacebatchGroup(click.Group):
             _fail(f"{error.format_message()} (`{command} --help`)", EXIT_FAILED)
         except click.ClickException as error:
             _fail(error.format_message(), EXIT_FAILED)
-        except click.exceptions.Abort:
-            _fail("aborted", EXIT_FAILED)
+        except click.exceptions.Abort:  # Ctrl-C: every finished shard and label is on disk already
+            _fail("interrupted; run the same command again to go on (a scan resumes where it stopped)",
+                  EXIT_INTERRUPTED)
         except FacebatchError as error:
             _fail(str(error), exit_code_for(error))
 
@@ -111,17 +113,36 @@ def _echo_json(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=2, ensure_ascii=False))
 
 
+LIBRARY_HELP = "Library folder [default: ./facebatch-library; env FACEBATCH_LIBRARY]."
+GROUP_LIBRARY = "facebatch.library"  # ctx.meta key: `--library` given after a group (`label --library X cluster`)
+
+
 def with_library(command: Callable[..., Any]) -> Callable[..., Any]:
     """`--library DIR` after the command too (`facebatch clusters --library X`); it wins over the
-    one before the command and over FACEBATCH_LIBRARY. The command gets the Library."""
+    one after a group, which wins over the one before the command and over FACEBATCH_LIBRARY. The
+    command gets the Library."""
 
-    @click.option("--library", "library_option", type=click.Path(file_okay=False), default=None,
-                  help="Library folder [default: ./facebatch-library; env FACEBATCH_LIBRARY].")
+    @click.option("--library", "library_option", type=click.Path(file_okay=False), default=None, help=LIBRARY_HELP)
     @click.pass_context
     @functools.wraps(command)
     def wrapper(ctx: click.Context, *args: Any, library_option: str | None, **kwargs: Any) -> Any:
-        root = library_path(library_option) if library_option else ctx.find_root().obj
+        root = library_path(library_option) if library_option else ctx.meta.get(GROUP_LIBRARY, ctx.find_root().obj)
         return command(_library(root), *args, **kwargs)
+
+    return wrapper
+
+
+def library_group(group: Callable[..., Any]) -> Callable[..., Any]:
+    """`--library DIR` after a group's name too (`facebatch label --library X cluster 3 Alice`), as
+    README promises it before or after every command."""
+
+    @click.option("--library", "library_option", type=click.Path(file_okay=False), default=None, help=LIBRARY_HELP)
+    @click.pass_context
+    @functools.wraps(group)
+    def wrapper(ctx: click.Context, *args: Any, library_option: str | None, **kwargs: Any) -> Any:
+        if library_option:
+            ctx.meta[GROUP_LIBRARY] = library_path(library_option)
+        return group(*args, **kwargs)
 
     return wrapper
 
@@ -303,7 +324,7 @@ def run(library: Any, folders: tuple[str, ...], strict: bool, quiet: bool, tags_
     summary = _run_scan(_scan_config(library, folders, options), quiet, to_stderr)
     if not library.read_faces(["face_id"]).num_rows:
         raise InputError(f"no faces found in {', '.join(folders)}: nothing to cluster")
-    _cluster(library, GroupingSettings(), quiet, to_stderr)
+    unnamed = _cluster(library, GroupingSettings(), quiet, to_stderr)
     exported = _export(library, output, fmt, False, NAME_CONFIDENCE)
     click.echo(f"tags: {exported.line(output)}", err=to_stderr)
     if not no_report:
@@ -315,8 +336,9 @@ def run(library: Any, folders: tuple[str, ...], strict: bool, quiet: bool, tags_
         finally:
             bar.close()
         click.echo(f"site: {index}", err=to_stderr)
-    click.echo("next: name people with `facebatch label cluster N NAME` (numbers in `facebatch clusters` or the site), "
-               "then run again", err=to_stderr)
+    if unnamed and not quiet:
+        click.echo(f"next: name people with `facebatch label cluster N NAME` ({counted(unnamed, 'cluster')} unnamed: "
+                   "numbers in `facebatch clusters` or the site), then run again", err=to_stderr)
     if strict and summary.failed:
         sys.exit(1)
 
@@ -377,7 +399,8 @@ def cluster_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
-def _cluster(library: Any, settings: Any, quiet: bool = False, to_stderr: bool = False) -> None:
+def _cluster(library: Any, settings: Any, quiet: bool = False, to_stderr: bool = False) -> int:
+    """Cluster and say how it went; returns how many clusters (ignored ones aside) have no name."""
     from facebatch.people.clustering import cluster_library
     from facebatch.people.view import build_view
 
@@ -389,6 +412,7 @@ def _cluster(library: Any, settings: Any, quiet: bool = False, to_stderr: bool =
     for info in view.clusters.values():
         if info.conflict:
             click.echo("conflict: " + info.conflict_line(), err=to_stderr)
+    return sum(1 for c in view.clusters.values() if not c.person and not c.ignored)
 
 
 @cli.command(short_help="Group the faces into people.")
@@ -499,6 +523,7 @@ def _list_similar(view: Any, limit: int, width: int | None) -> None:
 
 
 @cli.group(short_help="Name a cluster or faces, or say a face is not someone.")
+@library_group
 def label() -> None:
     """Name a cluster or faces; say that a face is not someone.
 
@@ -596,6 +621,7 @@ def split(library: Any, face_ids: tuple[str, ...]) -> None:
 
 
 @cli.group(short_help="Mark a cluster of strangers: never named.")
+@library_group
 def ignore() -> None:
     """Mark strangers: an ignored cluster is never suggested or exported as a person.
 
@@ -846,6 +872,7 @@ def _echo_reclustered(summary: Any) -> None:
 
 
 @cli.group("eval", short_help="Measure verification and clustering quality.")
+@library_group
 def eval_group() -> None:
     """Measure quality: verification accuracy on labelled pairs, clustering against true identities.
 
@@ -996,6 +1023,7 @@ def review(library: Any, host: str, port: int, open_browser: bool) -> None:
 
 
 @cli.group(short_help="Contact sheets of a cluster or a person.")
+@library_group
 def show() -> None:
     """Contact sheets: a grid of face crops, to see who a cluster or person is.
 

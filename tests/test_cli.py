@@ -125,3 +125,20 @@ def test_an_empty_folder_says_what_was_looked_for(tmp_path):
     assert result.exit_code == 0
     assert (f"warning: no photos under {tmp_path / 'empty'} (looked for .bmp .gif .jpeg .jpg .png .tif .tiff .webp, "
             "in any case)") in result.output
+
+
+def test_ctrl_c_says_that_running_again_resumes_and_exits_130(monkeypatch, capsys, tmp_path):
+    from facebatch import cli as cli_module
+    from facebatch.scan import driver
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(driver, "scan", interrupted)
+    monkeypatch.setattr("sys.argv", ["facebatch", "--library", str(tmp_path / "lib"), "scan", str(tmp_path)])
+    with pytest.raises(SystemExit) as exit_:
+        cli_module.main()
+    assert exit_.value.code == 130
+    # click starts a new line first: on a terminal the ^C is left on the current one.
+    assert capsys.readouterr().err == (
+        "\nError: interrupted; run the same command again to go on (a scan resumes where it stopped)\n")

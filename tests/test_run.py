@@ -5,16 +5,18 @@ from __future__ import annotations
 import json
 
 from conftest import PROJECT, SAMPLE_DATA, run
+from facebatch.store import Library
 
 
 def test_run_scans_clusters_exports_and_writes_the_site(tmp_path):
     library = tmp_path / "lib"
     result = run("--library", library, "run", SAMPLE_DATA, "--quiet")
     assert result.exit_code == 0, result.output
-    lines = result.output.splitlines()
-    assert lines[0] == f"tags: 11 photos, 21 faces (0 with a person) -> {library / 'tags.json'}"
-    assert lines[1] == f"site: {library / 'report' / 'index.html'}"
-    assert lines[2].startswith("next: name people with `facebatch label cluster N NAME`")
+    assert result.output.splitlines() == [f"tags: 11 photos, 21 faces (0 with a person) -> {library / 'tags.json'}",
+                                          f"site: {library / 'report' / 'index.html'}"]  # -q: where, nothing more
+    told = run("--library", library, "run", SAMPLE_DATA, "--no-report")
+    assert told.output.splitlines()[-1] == ("next: name people with `facebatch label cluster N NAME` (2 clusters "
+                                            "unnamed: numbers in `facebatch clusters` or the site), then run again")
     tags = json.loads((library / "tags.json").read_text())
     assert len(tags["photos"]) == 11 and (library / "report" / "index.html").is_file()
     again = run("--library", library, "run", SAMPLE_DATA, "--quiet", "--no-report", "--tags", tmp_path / "t.jsonl")
@@ -23,6 +25,11 @@ def test_run_scans_clusters_exports_and_writes_the_site(tmp_path):
     assert piped.exit_code == 0, piped.output
     assert [json.loads(line)["path"] for line in piped.stdout.splitlines()] == [p["path"] for p in tags["photos"]]
     assert "tags: 11 photos, 21 faces (0 with a person) -> standard output" in piped.stderr
+    for cluster in Library(library).read_clusters()["cluster_id"].to_pylist():
+        if cluster >= 0:
+            run("--library", library, "label", "cluster", cluster, f"Person {cluster}")
+    named = run("--library", library, "run", SAMPLE_DATA, "--no-report")
+    assert named.exit_code == 0 and "next:" not in named.output  # every cluster named: nothing to do next
 
 
 def test_run_says_a_bad_tags_path_before_any_work(tmp_path):

@@ -380,3 +380,15 @@ def test_weights_whose_distances_were_never_measured_are_refused_for_people_work
         "has not measured: the people commands need a measured model; `facebatch scan FOLDER --model sface` "
         "embeds the faces again with one, keeping every face id and name\n"))
     assert not lib.has_clusters()
+
+
+def test_library_can_follow_a_group_as_well_as_a_command(synthetic, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no ./facebatch-library here: the option must be what finds it
+    run("--library", str(synthetic.root), "cluster")
+    cluster = max(read_assignments(synthetic).values())
+    result = run("label", "--library", str(synthetic.root), "cluster", str(cluster), "Ann")
+    assert result.exit_code == 0 and result.output.startswith(f"cluster {cluster} is Ann: "), result.output
+    other = min(c for c in read_assignments(synthetic).values() if c >= 0)
+    assert run("ignore", "--library", str(synthetic.root), "cluster", str(other)).exit_code == 0
+    assert run("show", "--library", str(synthetic.root), "cluster", "--help").exit_code == 0
+    assert not (tmp_path / "facebatch-library").exists()
