@@ -260,6 +260,8 @@ def _run_scan(config: ScanConfig, quiet: bool, to_stderr: bool = False) -> Any:
     from facebatch.scan.driver import scan as run_scan
 
     logging.getLogger("distributed").setLevel(logging.ERROR)
+    if quiet:
+        MODELS_LOG.setLevel(logging.WARNING)
     bar = ProgressBar(enabled=False if quiet else None)
     try:
         summary = run_scan(config, progress=bar)
@@ -1009,8 +1011,9 @@ def review(library: Any, host: str, port: int, open_browser: bool) -> None:
     """
     import webbrowser
 
-    from facebatch.review.server import prepare, serve
+    from facebatch.review.server import listen, prepare, serve
 
+    sock = listen(host, port)  # a port in use is said before the library is read
     state = prepare(library)
     if host not in ("127.0.0.1", "localhost", "::1"):
         click.echo(f"warning: listening on {host}: anyone who can reach it and open a page can change the names "
@@ -1019,7 +1022,7 @@ def review(library: Any, host: str, port: int, open_browser: bool) -> None:
     click.echo(f"reviewing {library.root} at {address} (Ctrl-C stops)")
     if open_browser:
         webbrowser.open(address)
-    serve(state, host, port)
+    serve(state, sock, host)
 
 
 @cli.group(short_help="Contact sheets of a cluster or a person.")
@@ -1034,43 +1037,53 @@ def show() -> None:
     """
 
 
-def _contact_sheet(library: Any, pick: Callable[[Any], list], title: str, out: str) -> None:
+def _contact_sheet(library: Any, pick: Callable[[Any], list], title: str, out: str | None, stem: str) -> None:
+    """Write the sheet to `out`, or to LIBRARY/sheets/STEM.jpg when no -o is given."""
+    import re
+
     from facebatch.review.pages import collect
     from facebatch.review.sheets import write_contact_sheet
 
+    if out is None:
+        folder = library.root / "sheets"
+        folder.mkdir(parents=True, exist_ok=True)
+        out = str(folder / (re.sub(r"[^\w.-]+", "-", stem).strip("-.") + ".jpg"))
     click.echo(write_contact_sheet(library, pick(collect(library)), title, out))
 
 
 @show.command(name="cluster")
 @click.argument("cluster_id", type=int)
-@click.option("-o", "--output", required=True, help="Image file (.jpg or .png), or - with --format.")
+@click.option("-o", "--output", help="Image file (.jpg or .png) [default: LIBRARY/sheets/cluster-N.jpg].")
 @with_library
-def show_cluster(library: Any, cluster_id: int, output: str) -> None:
+def show_cluster(library: Any, cluster_id: int, output: str | None) -> None:
     """Write a contact sheet of cluster CLUSTER_ID's faces and print its path.
 
     \b
     Example:
-        facebatch show cluster 12 -o c12.jpg
+        facebatch show cluster 12
+        facebatch show cluster 12 -o c12.png
     """
     from facebatch.review.sheets import faces_of_cluster
 
-    _contact_sheet(library, lambda site: faces_of_cluster(site, cluster_id), f"Cluster {cluster_id}", output)
+    _contact_sheet(library, lambda site: faces_of_cluster(site, cluster_id), f"Cluster {cluster_id}", output,
+                   f"cluster-{cluster_id}")
 
 
 @show.command(name="person")
 @click.argument("name")
-@click.option("-o", "--output", required=True, help="Image file (.jpg or .png).")
+@click.option("-o", "--output", help="Image file (.jpg or .png) [default: LIBRARY/sheets/person-NAME.jpg].")
 @with_library
-def show_person(library: Any, name: str, output: str) -> None:
+def show_person(library: Any, name: str, output: str | None) -> None:
     """Write a contact sheet of NAME's faces (confirmed and suggested) and print its path.
 
     \b
     Example:
+        facebatch show person "Grace Hopper"
         facebatch show person "Grace Hopper" -o grace.png
     """
     from facebatch.review.sheets import faces_of_person
 
-    _contact_sheet(library, lambda site: faces_of_person(site, name), name, output)
+    _contact_sheet(library, lambda site: faces_of_person(site, name), name, output, f"person-{name}")
 
 
 # --------------------------------------------------------------------------- one photo against the library
@@ -1178,7 +1191,17 @@ def identify(
         sys.exit(EXIT_CODES[InputError])
 
 
+# What the models' first preparation says (models.onnx_models, models.weights): a new user's first
+# command would otherwise sit silent for a minute.
+MODELS_LOG = logging.getLogger("facebatch.models")
+
+
 def main() -> None:
+    if not MODELS_LOG.handlers:
+        notices = logging.StreamHandler(sys.stderr)
+        notices.setFormatter(logging.Formatter("%(message)s"))
+        MODELS_LOG.addHandler(notices)
+        MODELS_LOG.setLevel(logging.INFO)
     cli(prog_name="facebatch")
 
 

@@ -106,13 +106,12 @@ def photo_records(library: Library, settings: ExportSettings) -> list[dict[str, 
     for face_id, photo_id, c, person, status, conf in zip(
         tags.face_ids, tags.photo_ids, tags.cluster_ids.tolist(), tags.person, tags.status, tags.confidence.tolist()
     ):
-        if person is None:
-            conf = 0.0
         if settings.only_named and person is None:
             continue
         by_photo[photo_id].append(
             {"face_id": face_id, "box": boxes[face_id], "person": person, "status": status,
-             "confidence": round(float(conf), 4), "cluster_id": None if c < 0 else int(c)}
+             # nobody named: no confidence to give (0.0 would read as "surely not", which is not known)
+             "confidence": None if person is None else round(float(conf), 4), "cluster_id": None if c < 0 else int(c)}
         )
     records = []
     for path, photo_id, width, height in live_photo_rows(library):

@@ -125,7 +125,7 @@ def _cached_or_made(name: str, make: Callable[[], bytes]) -> OnnxModel:
         with contextlib.suppress(FacebatchError):
             if hashlib.sha256(_read(path)).hexdigest() == recorded:
                 return OnnxModel(path, recorded)
-    logger.info("making %s (once)", path)
+    logger.info("preparing %s, first run only (it can take a minute)", path.name)
     data = make()
     digest = hashlib.sha256(data).hexdigest()
     atomic_write_bytes(path, data)

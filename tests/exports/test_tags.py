@@ -57,6 +57,7 @@ def test_json_has_every_photo_with_its_tagged_faces(lib, tmp_path):
     assert (ann["person"], ann["status"], ann["confidence"]) == ("Ann", "confirmed", 1.0)
     assert isinstance(ann["cluster_id"], int)
     assert (faces["f-ann-a-3"]["person"], faces["f-ann-a-3"]["status"]) == (None, "unknown")  # "not Ann"
+    assert faces["f-ann-a-3"]["confidence"] is None  # nobody named: no confidence, not 0.0
     bob = faces["f-bob-a-1"]
     assert (bob["person"], bob["status"]) == ("Bob", "suggested") and 0.8 <= bob["confidence"] <= 1
     assert all(faces[f"f-dan-a-{k}"]["person"] is None for k in range(3))  # ignored cluster

@@ -102,10 +102,15 @@ def small_home(tmp_path, monkeypatch) -> Path:
     return tmp_path / "home"
 
 
-def test_nets_are_made_once_and_made_again_when_damaged(small_home):
+def test_nets_are_made_once_and_made_again_when_damaged(small_home, caplog):
     key = O.mtcnn_checksum()[:12]
-    made = {name: O._cached_or_made(f"mtcnn-{key}-{name}-{O.MTCNN_RECIPE}.onnx", lambda n=name: O.export_mtcnn_net(n))
-            for name in O.MTCNN_NETS}
+    with caplog.at_level("INFO", logger="facebatch.models"):
+        made = {name: O._cached_or_made(f"mtcnn-{key}-{name}-{O.MTCNN_RECIPE}.onnx", lambda n=name: O.export_mtcnn_net(n))
+                for name in O.MTCNN_NETS}
+    # What the CLI prints while a new user's first command prepares the models (not silence).
+    assert [r.getMessage() for r in caplog.records] == [
+        f"preparing mtcnn-{key}-{name}-{O.MTCNN_RECIPE}.onnx, first run only (it can take a minute)"
+        for name in O.MTCNN_NETS]
     manifest = json.loads((small_home / "onnx" / "manifest.json").read_text())
     assert {m.path.name for m in made.values()} == set(manifest)
     pnet = made["pnet"]

@@ -131,6 +131,9 @@ def test_report_and_contact_sheet_commands(library, tmp_path):
     assert result.exit_code == 0 and result.output == f"{sheet}\n"
     with Image.open(sheet) as image:
         assert image.format == "PNG" and image.width == 8 * sheets.SHEET_CELL
+    default = run("--library", library.root, "show", "cluster", ann)  # no -o: a file in the library
+    assert default.exit_code == 0 and default.output == f"{library.root / 'sheets' / f'cluster-{ann}.jpg'}\n"
+    assert (library.root / "sheets" / f"cluster-{ann}.jpg").is_file()
     for args, message in [
         (["show", "cluster", "99", "-o", "x.jpg"], "Error: no cluster 99: `facebatch clusters` lists them\n"),
         (["show", "person", "Zed", "-o", "x.jpg"],

@@ -203,3 +203,19 @@ def test_pages_of_a_cluster_past_the_end_show_the_last(library, monkeypatch):
     assert len(first) == len(second) == 4 and len(last) == 1  # ann's 9 faces, 4 a page
     assert not first & second and not second & last
     assert shown("?page=99") == last and shown("?page=nope") == first
+
+
+def test_cli_review_on_a_port_in_use_is_one_line_and_exit_2(library):
+    import socket
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        result = run("--library", library.root, "review", "--port", port)
+    finally:
+        taken.close()
+    assert (result.exit_code, result.output) == (
+        2, f"Error: port {port} on 127.0.0.1 is in use (another `facebatch review`, or another program?); "
+           "--port N picks another\n")
