@@ -492,7 +492,7 @@ def list_clusters(library: Any, limit: int, examples: int, similar: bool) -> Non
         what = "ignored" if info.ignored else (info.person or "unnamed")
         if info.conflict:
             what += " (conflict)"
-        head = f"{info.cluster_id:>6}  {info.size:>5} faces  {what}"
+        head = f"{info.cluster_id:>6}  {counted(info.size, 'face'):>11}  {what}"
         click.echo(_fit(head + "  " + "  ".join(best[:examples]), width))
         if info.suggestion:
             other = view.clusters[info.suggestion.cluster_id]
@@ -552,7 +552,7 @@ def label_cluster_command(library: Any, cluster_id: int, name: str) -> None:
     from facebatch.people.actions import label_cluster
 
     result = label_cluster(library, cluster_id, name)
-    line = f"cluster {cluster_id} is {result.name}: {result.faces} faces"
+    line = f"cluster {cluster_id} is {result.name}: {counted(result.faces, 'face')}"
     if result.kept_own:
         line += f"; {result.kept_own} keep their own face label"
     if result.replaced_imported:
@@ -597,7 +597,7 @@ def merge(library: Any, cluster_ids: tuple[int, ...]) -> None:
     from facebatch.people.actions import merge_clusters
 
     result = merge_clusters(library, list(cluster_ids))
-    line = f"clusters {', '.join(map(str, result.clusters))} are now cluster {result.cluster_id}: {result.size} faces"
+    line = f"clusters {', '.join(map(str, result.clusters))} are now cluster {result.cluster_id}: {counted(result.size, 'face')}"
     if result.conflict:
         line += "\nconflict: " + result.conflict
     elif result.person:
@@ -618,7 +618,7 @@ def split(library: Any, face_ids: tuple[str, ...]) -> None:
     from facebatch.people.actions import split_faces
 
     result = split_faces(library, list(face_ids))
-    click.echo(f"{result.faces} faces split off cluster {', '.join(map(str, result.clusters))} "
+    click.echo(f"{counted(result.faces, 'face')} split off cluster {', '.join(map(str, result.clusters))} "
                f"into cluster {result.cluster_id}")
 
 
@@ -653,7 +653,8 @@ def ignore_cluster_command(library: Any, cluster_id: int, undo: bool) -> None:
     elif result.action == 0:
         click.echo(f"cluster {cluster_id} is already ignored")
     else:
-        click.echo(f"cluster {cluster_id} ignored: its {result.faces} faces are never suggested or exported as a person")
+        click.echo(f"cluster {cluster_id} ignored: its {counted(result.faces, 'face')} are never suggested or exported "
+                   "as a person")
 
 
 @cli.command(name="undo", short_help="Undo the last label, merge, split or ignore.")
@@ -689,8 +690,8 @@ def people(library: Any) -> None:
     found = people_summary(face_tags(library))
     for person in found:
         clusters = ", ".join(map(str, person.clusters)) or "-"
-        click.echo(f"{person.name}\t{person.confirmed} confirmed, {person.suggested} suggested faces\t"
-                   f"{person.photos} photos\tclusters {clusters}")
+        click.echo(f"{person.name}\t{person.confirmed} confirmed, {counted(person.suggested, 'suggested face')}\t"
+                   f"{counted(person.photos, 'photo')}\tclusters {clusters}")
     click.echo(counted(len(found), "person", "people"))
 
 

@@ -17,6 +17,7 @@ from facebatch.people.view import View, build_view
 from facebatch.review.thumbnails import FaceBox
 from facebatch.schema import LIVE_STATUSES, UNCLUSTERED
 from facebatch.store import Library
+from facebatch.wording import counted
 
 FACES_PER_PAGE = 200
 CLUSTERS_PER_INDEX_PAGE = 30
@@ -211,4 +212,4 @@ def person_slug(name: str) -> str:
 
 
 def counts(faces: Sequence[Face]) -> str:
-    return f"{len(faces)} faces in {len({f.photo_id for f in faces})} photos"
+    return f"{counted(len(faces), 'face')} in {counted(len({f.photo_id for f in faces}), 'photo')}"

@@ -19,6 +19,7 @@ from urllib.parse import quote
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from facebatch.review.pages import STRIP_FACES, Face, counts, person_slug
+from facebatch.wording import counted
 
 
 @lru_cache(maxsize=1)
@@ -26,6 +27,7 @@ def environment() -> Environment:
     env = Environment(loader=PackageLoader("facebatch.review", "templates"), autoescape=select_autoescape(["html"]),
                       trim_blocks=True, lstrip_blocks=True)
     env.filters["shq"] = _shell_quote
+    env.filters["counted"] = counted  # {{ n | counted("face") }}: "1 face", "2 faces"
     env.globals.update(counts=counts, STRIP_FACES=STRIP_FACES)
     return env
 

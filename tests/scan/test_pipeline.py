@@ -26,7 +26,16 @@ def faces_by_id(library: Library) -> dict[str, dict]:
     return {row["face_id"]: row for row in library.read_faces().to_pylist()}
 
 
-def test_switching_precision_re_embeds_every_face_keeping_ids_boxes_and_names(sample_library):
+@pytest.fixture
+def facenet_library(sample_library) -> Library:
+    """The sample library moved to FaceNet: its runtime and precision are the ones options switch
+    (SFace always runs in ONNX Runtime in fp32)."""
+    assert run("--library", sample_library.root, "scan", SAMPLE_DATA, "--model", "facenet", "-q").exit_code == 0
+    return sample_library
+
+
+def test_switching_precision_re_embeds_every_face_keeping_ids_boxes_and_names(facenet_library):
+    sample_library = facenet_library
     before = faces_by_id(sample_library)
     assert {split_model_tag(f["model"])[1] for f in before.values()} == {"onnx-int8"}
     named = next(iter(before))
@@ -52,7 +61,13 @@ def test_switching_precision_re_embeds_every_face_keeping_ids_boxes_and_names(sa
     assert "embedded again" not in again.output and "11 unchanged" in again.output
 
 
-def test_a_killed_re_embed_resumes(sample_library, monkeypatch):
+def test_sfaces_embeddings_do_not_depend_on_facenets_runtime(sample_library):
+    again = run("--library", sample_library.root, "scan", SAMPLE_DATA, "--runtime", "torch", "--precision", "fp32")
+    assert again.exit_code == 0 and "embedded again" not in again.output and "11 unchanged" in again.output
+
+
+def test_a_killed_re_embed_resumes(facenet_library, monkeypatch):
+    sample_library = facenet_library
     before = faces_by_id(sample_library)
     write = driver._write_reembedded
     written = []
