@@ -13,6 +13,7 @@ import os
 import shlex
 import shutil
 import sys
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -366,6 +367,35 @@ def check(library: Any, repair: bool) -> None:
         click.echo(line)
     if not report.healthy:
         sys.exit(EXIT_CODES[LibraryDamaged])
+
+
+@cli.command(short_help="List the files a scan could not use, with why.")
+@click.option("--kind", "kinds", multiple=True, metavar="KIND", help="Only this kind (repeatable): not_an_image, "
+              "truncated, too_large, ...")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per file and line.")
+@with_library
+def errors(library: Any, kinds: tuple[str, ...], as_json: bool) -> None:
+    """List every file whose latest scan failed: its path, the kind of failure and the message, by
+    path; a file fixed since (and scanned again) or gone is not listed.
+
+    \b
+    Example:
+        facebatch errors
+        facebatch errors --kind truncated --json
+    """
+    import json
+
+    if not library.exists():
+        raise LibraryMissing(library.root)
+    failed = [f for f in library.failed_photos() if not kinds or f.kind in kinds]
+    for photo in failed:
+        click.echo(json.dumps({"path": photo.path, "kind": photo.kind, "error": photo.message}, ensure_ascii=False)
+                   if as_json else f"{photo.path}\t{photo.kind}\t{photo.message}")
+    if not as_json:
+        by_kind = Counter(f.kind for f in failed)
+        click.echo(f"{counted(len(failed), 'photo')} failed" + (": " + ", ".join(
+            f"{kind} {n}" for kind, n in sorted(by_kind.items())) if failed else "") + (
+            "; `facebatch scan --retry-errors` reads them again" if failed else ""))
 
 
 # --------------------------------------------------------------------------- people

@@ -46,6 +46,7 @@ from facebatch.schema import (
     FACES_SCHEMA,
     LABELS_SCHEMA,
     PHOTOS_SCHEMA,
+    STATUS_ERROR,
     STATUS_OK,
 )
 
@@ -66,6 +67,15 @@ def read_table_file(path: Path, schema: pa.Schema | None) -> pa.Table:
         return pq.read_table(path, schema=schema)
     except (OSError, pa.ArrowException) as exc:
         raise LibraryDamaged(f"cannot read {path}: {exc}; `facebatch check` says what is damaged") from exc
+
+
+@dataclass(frozen=True, order=True)
+class FailedPhoto:
+    """A file the last scan of it could not use (photos rows with status `error`)."""
+
+    path: str
+    kind: str  # error_kind: not_an_image, truncated, too_large, ...
+    message: str
 
 
 @dataclass(frozen=True)
@@ -316,6 +326,16 @@ class Library:
 
     def read_photos(self) -> pa.Table:
         return self.read_table("photos")
+
+    def failed_photos(self) -> list[FailedPhoto]:
+        """Every file whose latest scan failed, by path (a file fixed or gone since is not listed)."""
+        photos = self.read_table("photos", ["path", "status", "error_kind", "error"])
+        paths = photos["path"].to_pylist()
+        latest = _last_index_by_key(paths)  # parts in order: the last row of a path wins
+        failed = [int(i) for i in np.flatnonzero(pc.equal(photos["status"], STATUS_ERROR).to_numpy(zero_copy_only=False))
+                  if latest[paths[i]] == i]
+        rows = photos.take(pa.array(failed, pa.int64())).to_pylist()
+        return sorted(FailedPhoto(r["path"], r["error_kind"] or "internal", r["error"] or "") for r in rows)
 
     def read_faces(self, columns: list[str] | None = None, pending: bool = False) -> pa.Table:
         """The faces embedded by the library's model; with `pending`, also those a model change left

@@ -16,7 +16,7 @@ from facebatch.people.suggestions import STATUS_CONFIRMED, LiveFaces, face_tags
 from facebatch.people.view import View, build_view
 from facebatch.review.thumbnails import FaceBox
 from facebatch.schema import LIVE_STATUSES, UNCLUSTERED
-from facebatch.store import Library
+from facebatch.store import FailedPhoto, Library
 from facebatch.wording import counted
 
 FACES_PER_PAGE = 200
@@ -98,6 +98,7 @@ class Site:
     photos: dict[str, Photo]
     names: list[str]  # every name given, for the name boxes' autocomplete
     by_id: dict[str, Face] = field(default_factory=dict)
+    failed: list[FailedPhoto] = field(default_factory=list)  # files the scan could not use
 
     def faces_of(self, photo: Photo) -> list[Face]:
         return [self.by_id[f] for f in photo.face_ids if f in self.by_id]
@@ -171,6 +172,7 @@ def collect(library: Library, view: View | None = None, scanned: Scanned | None 
         scanned.photos,
         sorted(set(people) | set(view.labels.names())),
         by_id,
+        library.failed_photos(),
     )
 
 

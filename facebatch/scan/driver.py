@@ -58,7 +58,8 @@ class ScanSummary:
     found: int = 0
     unchanged: int = 0
     processed: int = 0  # photos that went through the models
-    reused: int = 0  # moved or touched files whose content was known
+    reused: int = 0  # moved, copied or touched files whose content was known
+    copied: int = 0  # ... of them copies: the file they copy is still where it was
     gone: int = 0
     still_failing: int = 0
     faces: int = 0
@@ -79,12 +80,15 @@ class ScanSummary:
             errors += " (" + ", ".join(f"{kind} {n}" for kind, n in sorted(self.errors.items())) + ")"
         if self.still_failing:
             errors += f"; {self.still_failing} failed before (--retry-errors)"
+        if self.failed:
+            errors += " (`facebatch errors` lists them)"
         done = self.processed + self.reused
         rate = f" ({done / self.elapsed:.2f} photos/s)" if done and self.elapsed > 0 else ""
         # The faces of the photos scanned now: on a re-scan with nothing new, "0 new faces", not "0 faces".
         again = f", {self.reembedded} embedded again" if self.reembedded else ""
         return (
-            f"{self.found} photos: {self.processed} scanned, {self.reused} moved, {self.unchanged} unchanged, "
+            f"{self.found} photos: {self.processed} scanned, {self.reused - self.copied} moved, "
+            + (f"{self.copied} copied, " if self.copied else "") + f"{self.unchanged} unchanged, "
             f"{self.gone} gone; {self.faces} new faces{again}; {errors}; {self.elapsed:.1f}s{rate}"
         )
 
@@ -379,6 +383,9 @@ def _write_result(library: Library, result: ShardResult, plan: ScanPlan, summary
     library.write_shard(photos, keep_face_ids(result.faces, plan.old_faces), stats, model)
     summary.processed += result.photos.num_rows
     summary.reused += len(reused_rows)
+    summary.copied += sum(1 for file, photo_id in result.reused
+                          if plan.previous_row(photo_id)["path"] != file.path
+                          and os.path.exists(plan.previous_row(photo_id)["path"]))
     summary.faces += result.faces.num_rows
     summary.errors.update(result.errors)
     summary.stage_seconds.update(result.stage_seconds)

@@ -184,3 +184,19 @@ def test_report_out_must_be_a_folder(library, tmp_path):
     assert (result.exit_code, result.output) == (1, f"Error: {tmp_path / 'file.txt'} is not a folder: --out names the "
                                                     "folder the site is written into\n")
     assert (tmp_path / "file.txt").read_text() == "mine"
+
+
+def test_the_people_page_lists_the_files_the_scan_could_not_read(library, tmp_path):
+    from datetime import datetime, timezone
+
+    import pyarrow as pa
+
+    from facebatch.schema import FACES_SCHEMA, PHOTOS_SCHEMA
+
+    broken = {"photo_id": None, "path": str(tmp_path / "photos" / "broken.jpg"), "size_bytes": 5, "mtime": 1,
+              "width": None, "height": None, "n_faces": 0, "status": "error", "error_kind": "truncated",
+              "error": "image is cut short", "scanned_at": datetime.now(timezone.utc)}
+    library.write_shard(pa.Table.from_pylist([broken], PHOTOS_SCHEMA), FACES_SCHEMA.empty_table(), {}, "t")
+    index = report.write_report(library, tmp_path / "site")
+    html = index.read_text()
+    assert "1 photo could not be read" in html and f"<code>{broken['path']}</code>: truncated, image is cut short" in html

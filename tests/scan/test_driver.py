@@ -99,10 +99,11 @@ def test_summary_line_counts_errors_by_kind():
                           errors=Counter({"truncated": 2, "empty_file": 1}), elapsed=3.5)
     assert summary.line() == (
         "10 photos: 6 scanned, 1 moved, 3 unchanged, 2 gone; 9 new faces; "
-        "3 errors (empty_file 1, truncated 2); 3.5s (2.00 photos/s)"
+        "3 errors (empty_file 1, truncated 2) (`facebatch errors` lists them); 3.5s (2.00 photos/s)"
     )
     summary.still_failing = 4
-    assert "; 3 errors (empty_file 1, truncated 2); 4 failed before (--retry-errors); " in summary.line()
+    assert ("; 3 errors (empty_file 1, truncated 2); 4 failed before (--retry-errors) (`facebatch errors` lists them); "
+            in summary.line())
     assert summary.failed == 7
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import re
 import signal
@@ -125,6 +126,10 @@ def test_moved_touched_new_and_deleted_photos(tmp_path):
     scan(library.root, str(folder), "--workers", "1")
     assert len(library.read_faces()) == len(before)
 
+    (folder / "copy.jpg").write_bytes((folder / "moved.jpg").read_bytes())  # a copy: the original stays
+    copied = run("--library", library.root, "scan", folder, "--workers", "1")
+    assert "3 photos: 0 scanned, 0 moved, 1 copied, 2 unchanged, 0 gone; 0 new faces;" in copied.output
+
 
 def test_forced_rescan_with_other_settings_keeps_face_ids(tmp_path):
     folder = tmp_path / "photos"
@@ -157,6 +162,20 @@ def test_bad_files_get_rows_and_the_scan_goes_on(tmp_path):
     assert all(rows[n]["error"] for n in ("empty.jpg", "text.jpg", "cut.jpg"))
     strict = run("--library", tmp_path / "lib", "scan", folder, "--strict", "--quiet")
     assert strict.exit_code == 1 and strict.output == ""
+    assert "(`facebatch errors` lists them)" in result.output
+    listed = run("--library", tmp_path / "lib", "errors")
+    lines = listed.output.splitlines()
+    assert listed.exit_code == 0 and [line.split("\t")[:2] for line in lines[:-1]] == [
+        [str(folder / "cut.jpg"), "truncated"], [str(folder / "empty.jpg"), "empty_file"],
+        [str(folder / "text.jpg"), "not_an_image"]]
+    assert all(line.split("\t")[2] for line in lines[:-1])  # each with its message
+    assert lines[-1] == ("3 photos failed: empty_file 1, not_an_image 1, truncated 1; `facebatch scan --retry-errors` "
+                         "reads them again")
+    as_json = run("--library", tmp_path / "lib", "errors", "--kind", "truncated", "--json")
+    assert [json.loads(line)["path"] for line in as_json.output.splitlines()] == [str(folder / "cut.jpg")]
+    (folder / "cut.jpg").write_bytes(good)  # fixed: scanned again, no longer listed
+    assert run("--library", tmp_path / "lib", "scan", folder, "-q").exit_code == 0
+    assert run("--library", tmp_path / "lib", "errors").output.splitlines()[-1].startswith("2 photos failed: ")
 
 
 def test_hard_cases_each_get_a_row(tmp_path):
