@@ -1211,8 +1211,9 @@ def identify(
         read += photo.error is None
         if as_json:
             click.echo(json.dumps(photo.to_json(), ensure_ascii=False))
-        elif photo.error:
-            click.echo(f"{photo.path}: {photo.error}")
+        elif photo.error:  # the path once, first: "file not found: X" says it already, at the end
+            reason = photo.error.removeprefix(f"{photo.path}: ").replace(f": {photo.path}", "").replace(f" {photo.path}", "")
+            click.echo(f"{photo.path}: {reason}")
         elif not photo.faces:
             click.echo(f"{photo.path}: no face found")
         else:

@@ -27,7 +27,8 @@ def dataset(name: str) -> Path:
     """A folder of ../shared/datasets, or skip: those photos are internal and not in the repo."""
     folder = DATASETS / name
     if not folder.is_dir():
-        pytest.skip(f"{folder} is absent (internal test photos, see ../shared/datasets/README.md)")
+        pytest.skip(f"{folder} is absent: the project's internal test photos (labelled faces, not redistributable), "
+                    "beside a developer's checkout only; these tests need them, the rest run on sample_data/")
     return folder
 
 

@@ -33,6 +33,7 @@ from facebatch.people.labels import (
 from facebatch.people.view import ClusterInfo, View, build_view
 from facebatch.schema import UNCLUSTERED
 from facebatch.store import Library
+from facebatch.wording import counted
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ class ActionSummary:
                 parts.append(f"not {value}")
             else:
                 parts.append({KIND_MERGE: "merge", KIND_IGNORE: "ignore", KIND_SPLIT: "split"}.get(kind, kind))
-        return f"action {self.action} ({', '.join(parts)}, {self.faces} faces)"
+        return f"action {self.action} ({', '.join(parts)}, {counted(self.faces, 'face')})"
 
 
 def _write(library: Library, view: View, facts: list[Fact]) -> int:
@@ -271,7 +272,9 @@ def describe(table: pa.Table, action: int) -> ActionSummary:
     rows = [(k, v, f, a) for k, v, f, a, n in zip(*(table[c].to_pylist() for c in ("kind", "value", "face_id", "active", "action")))
             if n == action]
     kinds = Counter((k, v if k in (KIND_NAME, KIND_NOT) else "") for k, v, _, active in rows if active)
-    faces = len({f for _, _, f, _ in rows})
+    # A split marks both sides; the faces it is about are the ones split off (side 1).
+    split_off = {f for k, v, f, _ in rows if k == KIND_SPLIT and v.endswith("/1")}
+    faces = len(split_off or {f for _, _, f, _ in rows})
     ordered = [kv for kv, _ in kinds.most_common()] or [(rows[0][0], "")] if rows else []
     return ActionSummary(action, tuple(k for k, _ in ordered), tuple(v for _, v in ordered), faces)
 

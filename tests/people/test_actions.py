@@ -278,8 +278,8 @@ def test_cli_label_merge_split_undo_people(lib):
     ]
     out = run("--library", str(lib.root), "split", "f-bob-a-2", "f-bob-a-3").output
     assert out.startswith(f"2 faces split off cluster {bob} into cluster ")
-    assert run("--library", str(lib.root), "undo").output == "undid action 4 (split, 5 faces)\n"
-    assert run("--library", str(lib.root), "undo").output == "undid action 3 (named Bob, 1 faces)\n"
+    assert run("--library", str(lib.root), "undo").output == "undid action 4 (split, 2 faces)\n"  # the faces split off
+    assert run("--library", str(lib.root), "undo").output == "undid action 3 (named Bob, 1 face)\n"
 
 
 # --------------------------------------------------------------------------- end to end with real photos
