@@ -44,6 +44,7 @@ from facebatch.review.report import common, require_faces
 from facebatch.review.rendering import ServerUrls, render
 from facebatch.review.thumbnails import make_thumbnails
 from facebatch.store import Library
+from facebatch.wording import counted
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
@@ -220,7 +221,7 @@ def create_app(review: Review, hosts: list[str] | None = None) -> Starlette:
     def name_cluster(request: Request, form: Any) -> str:
         result = actions.label_cluster(review.library, request.path_params["cluster_id"], str(form.get("name", "")),
                                        review.wait)
-        return f"cluster {result.cluster_id} is {result.name}: {result.faces} faces"
+        return f"cluster {result.cluster_id} is {result.name}: {counted(result.faces, 'face')}"
 
     def ignore(request: Request, form: Any) -> str:
         result = actions.ignore_cluster(review.library, request.path_params["cluster_id"], wait=review.wait)
@@ -242,18 +243,18 @@ def create_app(review: Review, hosts: list[str] | None = None) -> Starlette:
         what = form.get("action")
         if what == "name":
             result = actions.label_faces(review.library, chosen, str(form.get("name", "")), review.wait)
-            return f"{result.faces} faces are {result.name}"
+            return f"{counted(result.faces, 'face')} {'is' if result.faces == 1 else 'are'} {result.name}"
         if what == "not":
             result = actions.reject_faces(review.library, chosen, str(form.get("person", "")), review.wait)
-            return f"{result.faces} faces are not {result.name}"
+            return f"{counted(result.faces, 'face')} {'is' if result.faces == 1 else 'are'} not {result.name}"
         if what == "split":
             result = actions.split_faces(review.library, chosen, review.wait)
-            return f"{result.faces} faces split off into cluster {result.cluster_id}"
+            return f"{counted(result.faces, 'face')} split off into cluster {result.cluster_id}"
         raise UsageError(f"unknown action {what!r}")
 
     def accept(request: Request, form: Any) -> str:
         result = actions.label_faces(review.library, faces_in(form), str(form.get("name", "")), review.wait)
-        return f"{result.faces} suggestions accepted as {result.name}"
+        return f"{counted(result.faces, 'suggestion')} accepted as {result.name}"
 
     def undo(request: Request, form: Any) -> str:
         result = actions.undo(review.library, review.wait)

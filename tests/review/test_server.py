@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import uvicorn
@@ -48,6 +49,13 @@ def free_port() -> int:
 
 @pytest.fixture
 def server(library) -> Iterator[tuple[str, Review]]:
+    with serving(library) as served:
+        yield served
+
+
+@contextmanager
+def serving(library: Library) -> Iterator[tuple[str, Review]]:
+    """The review server on a free port of this machine, in a thread, for as long as the block runs."""
     review = prepare(library)
     port = free_port()
     config = uvicorn.Config(create_app(review, allowed_hosts("127.0.0.1")), host="127.0.0.1", port=port,
@@ -92,7 +100,7 @@ def test_the_whole_review_in_a_real_browser(server, library, tmp_path):
             page.click("figure[data-face=fanna008] figcaption")
             page.keyboard.press("x")
             page.wait_for_selector("p.flash")
-            assert page.locator("p.flash").inner_text() == "1 faces are not Ann Lee"
+            assert page.locator("p.flash").inner_text() == "1 face is not Ann Lee"
             assert replay(library.read_labels()).nots["fanna008"] == {"Ann Lee"}
             assert exported(library, tmp_path)["fanna008"][0] != "Ann Lee"
 
@@ -219,3 +227,46 @@ def test_cli_review_on_a_port_in_use_is_one_line_and_exit_2(library):
     assert (result.exit_code, result.output) == (
         2, f"Error: port {port} on 127.0.0.1 is in use (another `facebatch review`, or another program?); "
            "--port N picks another\n")
+
+
+def browser_page(playwright, chromium: str):
+    browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+    return browser, browser.new_page(viewport={"width": 1200, "height": 900})
+
+
+def test_a_face_seen_once_is_named_in_the_browser_from_its_page_and_from_its_photo(tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Chromium is not installed (.ci/run installs Debian's chromium)")
+    playwright = pytest.importorskip("playwright.sync_api")
+    library = people_library(tmp_path, {"ann": 9, "bob": 6, "dan": 1, "cat": 1})
+    assert read_assignments(library)["fdana000"] == -1 and read_assignments(library)["fcata000"] == -1  # seen once
+    with serving(library) as (base, _), playwright.sync_playwright() as p:
+        browser, page = browser_page(p, chromium)
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        try:
+            # The unclustered page: select the face, type a name, "This is…".
+            page.goto(base + "/unclustered")
+            page.click("figure[data-face=fdana000] figcaption")
+            page.fill("#faces input[name=name]", "Dan Moe")
+            page.click("#faces button[value=name]")
+            page.wait_for_selector("p.flash")
+            assert page.locator("p.flash").inner_text() == "1 face is Dan Moe"
+            assert replay(library.read_labels()).face_names["fdana000"] == ("Dan Moe", "face")
+            assert exported(library, tmp_path)["fdana000"] == ("Dan Moe", "confirmed")
+
+            # The photo page: its face's box opens that face's card, with the same actions ("not").
+            page.goto(base + "/unclustered")
+            page.click("figure[data-face=fcata000] a.path")  # to the photo
+            page.click("a.box")
+            assert page.evaluate("location.hash") == "#f-fcata000"
+            page.click("figure[data-face=fcata000] figcaption")
+            page.fill("#faces input[name=person]", "Ann")
+            page.click("#faces button[value=not]")
+            page.wait_for_selector("p.flash")
+            assert page.locator("p.flash").inner_text() == "1 face is not Ann"
+            assert replay(library.read_labels()).nots["fcata000"] == {"Ann"}
+            assert errors == []
+        finally:
+            browser.close()
