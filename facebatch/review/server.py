@@ -20,6 +20,7 @@ import errno
 import io
 import secrets
 import socket
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from PIL import Image
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
@@ -65,10 +67,17 @@ class Review:
     _scanned: Scanned | None = None
     _scan_version: tuple = ()
     last_action: str | None = None  # the undo line's action, read with the labels by site()
+    # Pages are answered in worker threads (Starlette runs plain `def` endpoints there): one makes
+    # the page model, the others wait for it rather than make it again.
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def site(self) -> Site:
         """The page model, made again only when a table changed: after a click only the labels
         and clusters are read again; the faces and photos only after a scan."""
+        with self._lock:
+            return self._current_site()
+
+    def _current_site(self) -> Site:
         lib = self.library
         # The adapter's file too: `train` and `train --off` change the space suggestions are made in.
         scan_version = _stamps(lib.shards_dir, lib.faces_dir, lib.photos_dir, lib.adapter_dir / METADATA_FILE)
@@ -118,12 +127,12 @@ def create_app(review: Review, hosts: list[str] | None = None) -> Starlette:
         n = min(number(request), len(parts))
         return parts[n - 1], n, len(parts)
 
-    async def people_page(request: Request) -> Response:
+    def people_page(request: Request) -> Response:
         site = review.site()
         clusters, n, count = paged(request, site.clusters, pages.CLUSTERS_PER_INDEX_PAGE)
         return page(request, "people.html", "People in the library", clusters=clusters, number=n, pages=count)
 
-    async def cluster_page(request: Request) -> Response:
+    def cluster_page(request: Request) -> Response:
         cluster = review.site().cluster(request.path_params["cluster_id"])
         if cluster is None:
             return not_found(f"no cluster {request.path_params['cluster_id']}")
@@ -131,7 +140,7 @@ def create_app(review: Review, hosts: list[str] | None = None) -> Starlette:
         return page(request, "cluster.html", cluster.title, cluster=cluster, faces=faces, number=n,
                     pages=count, page_url=lambda k: url.cluster(cluster.cluster_id, k))
 
-    async def person_page(request: Request) -> Response:
+    def person_page(request: Request) -> Response:
         name = unquote(request.path_params["name"])
         faces = review.site().people.get(name)
         if faces is None:
@@ -141,22 +150,22 @@ def create_app(review: Review, hosts: list[str] | None = None) -> Starlette:
                     confirmed=[f for f in chunk if f.status == "confirmed"],
                     suggested=[f for f in chunk if f.status != "confirmed"], page_url=lambda k: url.person(name, k))
 
-    async def unclustered_page(request: Request) -> Response:
+    def unclustered_page(request: Request) -> Response:
         faces = review.site().unclustered
         chunk, n, count = paged(request, faces, pages.FACES_PER_PAGE)
         return page(request, "faces.html", "Faces in no cluster", heading="Faces in no cluster", all_faces=faces,
                     faces=chunk, number=n, pages=count, page_url=url.unclustered)
 
-    async def ignored_page(request: Request) -> Response:
+    def ignored_page(request: Request) -> Response:
         return page(request, "ignored.html", "Ignored clusters")
 
-    async def photo_page(request: Request) -> Response:
+    def photo_page(request: Request) -> Response:
         photo = review.site().photos.get(request.path_params["photo_id"])
         if photo is None:
             return not_found("no such photo in the library")
         return page(request, "photo.html", photo.path.rsplit("/", 1)[-1], photo=photo)
 
-    async def original(request: Request) -> Response:
+    def original(request: Request) -> Response:
         """The photo, EXIF orientation applied (the boxes are in that frame), as a JPEG."""
         photo = review.site().photos.get(request.path_params["photo_id"])
         if photo is None:
@@ -171,7 +180,7 @@ def create_app(review: Review, hosts: list[str] | None = None) -> Starlette:
         image.save(buffer, "JPEG", quality=88)
         return Response(buffer.getvalue(), media_type="image/jpeg", headers={"Cache-Control": "private, max-age=600"})
 
-    async def thumbnail(request: Request) -> Response:
+    def thumbnail(request: Request) -> Response:
         face = review.site().by_id.get(request.path_params["face_id"])
         if face is None:
             return not_found("no such face in the library")
@@ -208,7 +217,9 @@ def create_app(review: Review, hosts: list[str] | None = None) -> Starlette:
                 return Response("Forbidden: this form is not from this review server (no or wrong token)\n",
                                 status_code=403, media_type="text/plain")
             try:
-                return done(form, handler(request, form))
+                # In a worker thread: an action waiting for the library's lock (a scan, up to
+                # `wait` seconds) never holds up the event loop, so every page still answers.
+                return done(form, await run_in_threadpool(handler, request, form))
             except LibraryBusy as error:
                 return done(form, f"nothing changed: {error}", "error")
             except FacebatchError as error:

@@ -270,3 +270,28 @@ def test_a_face_seen_once_is_named_in_the_browser_from_its_page_and_from_its_pho
             assert errors == []
         finally:
             browser.close()
+
+
+def test_an_action_waiting_for_a_scan_never_holds_up_the_pages(library):
+    review = prepare(library)
+    review.wait = 3.0
+    waiting: dict[str, float] = {}
+    # One client, opened: every request runs on the same event loop, as in the real server.
+    with TestClient(create_app(review, ["testserver"])) as client:
+        def name_while_locked() -> None:
+            started = time.monotonic()
+            client.post(f"/cluster/{cluster_of(library, 'ann')}/name", data={"name": "Ann", "token": review.token,
+                                                                              "back": "/"}, follow_redirects=False)
+            waiting["action"] = time.monotonic() - started
+
+        with library.lock():  # a scan holds the library
+            action = threading.Thread(target=name_while_locked)
+            action.start()
+            time.sleep(0.3)  # the click is now waiting for the lock
+            started = time.monotonic()
+            assert client.get("/").status_code == 200
+            assert time.monotonic() - started < 1.5  # the page did not wait for the click
+            time.sleep(0.2)
+        action.join(10)
+    assert waiting["action"] >= 0.4  # it waited for the lock, then went through
+    assert replay(library.read_labels()).cluster_names["fanna000"] == "Ann"
