@@ -221,6 +221,8 @@ def scan_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--min-face", type=int, default=DEFAULT_MIN_FACE, show_default=True, help="Smallest face kept (pixels)."),
         click.option("--min-score", type=float, default=DEFAULT_MIN_SCORE, show_default=True,
                      help="Lowest detection score kept."),
+        click.option("--find-rotated", is_flag=True, help="Look again at photos with no face turned a quarter each "
+                     "way (sideways scans and photos with no orientation tag)."),
         model_options("casia-webface (offline), vggface2 (downloads) or a state-dict FILE.pt.", model_of_library=True),
         click.option("--include", multiple=True, metavar="GLOB", help="Only photos matching GLOB (repeatable)."),
         click.option("--exclude", multiple=True, metavar="GLOB", help="Skip photos matching GLOB (repeatable)."),
@@ -241,6 +243,7 @@ def _scan_config(library: Any, folders: tuple[str, ...], options: dict[str, Any]
         weights=options["weights"],
         model=options["model"],
         detection=DetectionSettings(max_side=options["detect_size"], min_face=options["min_face"],
+                                    find_rotated=options["find_rotated"],
                                     min_score=options["min_score"]),
         batch_size=options["batch_size"],
         shard_size=options["shard_size"],

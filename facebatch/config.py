@@ -36,6 +36,7 @@ class DetectionSettings:
     max_side: int = DEFAULT_DETECT_MAX_SIDE
     min_face: int = DEFAULT_MIN_FACE
     min_score: float = DEFAULT_MIN_SCORE
+    find_rotated: bool = False  # look again at photos with no face, turned a quarter each way
 
     def __post_init__(self) -> None:
         if self.max_side < 160:

@@ -41,6 +41,9 @@ FACES_SCHEMA = pa.schema(
         # L2-normalised, of the model's dimension (512 FaceNet, 128 SFace, 640 both): models.catalog
         pa.field("embedding", pa.large_list(pa.float32()), nullable=False),  # 64-bit offsets: millions of faces
         pa.field("model", pa.string(), nullable=False),  # the model tag: models.embedding
+        # Degrees clockwise the photo was turned to find the face (--find-rotated): 90 or 270; null
+        # or 0 upright (rows written before it was recorded read as null).
+        pa.field("rotation", pa.int16(), nullable=True),
     ]
 )
 

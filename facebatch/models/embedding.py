@@ -46,6 +46,7 @@ class FaceGeometry:
 
     box: Sequence[float]
     landmarks: Sequence[float]
+    rotation: int = 0  # the turn that shows the face upright (--find-rotated); the landmarks align SFace anyway
 
 
 # --------------------------------------------------------------------------- tags
@@ -138,7 +139,8 @@ def needed_scale(model: EmbeddingModel, faces: Sequence[FaceGeometry], width: in
 
 def crops_for(model: EmbeddingModel, photo: DecodedPhoto, face: FaceGeometry) -> tuple[np.ndarray, ...]:
     """One face's input to each net of the model, in the model's net order."""
-    crops = {"facenet": lambda: facenet.face_crop(photo, face.box), "sface": lambda: sface.aligned_face(photo, face.landmarks)}
+    crops = {"facenet": lambda: facenet.face_crop(photo, face.box, face.rotation),
+             "sface": lambda: sface.aligned_face(photo, face.landmarks)}
     return tuple(crops[net]() for net in model.nets)
 
 

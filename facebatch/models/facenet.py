@@ -54,11 +54,18 @@ def needed_scale(box: Sequence[float], width: int, height: int) -> float:
     return min(1.0, ALIGNED_SIZE / max(1, min(x2 - x1, y2 - y1)))
 
 
-def face_crop(photo: DecodedPhoto, box: Sequence[float]) -> np.ndarray:
-    """The 160x160 RGB uint8 input for one face; `box` in original pixels, the photo at any scale."""
+# A face found in the photo turned clockwise by this many degrees is turned so in its crop too.
+_UPRIGHT = {90: Image.Transpose.ROTATE_270, 270: Image.Transpose.ROTATE_90}
+
+
+def face_crop(photo: DecodedPhoto, box: Sequence[float], rotation: int = 0) -> np.ndarray:
+    """The 160x160 RGB uint8 input for one face; `box` in original pixels, the photo at any scale;
+    `rotation`: the turn that shows the face upright (models.detection, --find-rotated)."""
     x1, y1, x2, y2 = (round(v * photo.scale) for v in crop_region(box, photo.width, photo.height))
-    region = (x1, y1, max(x2, x1 + 1), max(y2, y1 + 1))
-    aligned = photo.image.crop(region).resize((ALIGNED_SIZE, ALIGNED_SIZE), Image.Resampling.BILINEAR)
+    region = photo.image.crop((x1, y1, max(x2, x1 + 1), max(y2, y1 + 1)))
+    if rotation:
+        region = region.transpose(_UPRIGHT[rotation])
+    aligned = region.resize((ALIGNED_SIZE, ALIGNED_SIZE), Image.Resampling.BILINEAR)
     offset = (ALIGNED_SIZE - INPUT_SIZE) // 2
     return np.asarray(aligned, dtype=np.uint8)[offset : offset + INPUT_SIZE, offset : offset + INPUT_SIZE]
 

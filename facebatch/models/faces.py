@@ -152,7 +152,7 @@ class FacePipeline:
         with clock("detect"):
             faces = self.detector.detect(photo)
         with clock("crop"):
-            crops = self.crops_of(data, photo, [FaceGeometry(f.box, f.landmarks) for f in faces])
+            crops = self.crops_of(data, photo, [FaceGeometry(f.box, f.landmarks, f.rotation) for f in faces])
         return photo, faces, crops
 
     def crops_of(self, data: bytes, photo: DecodedPhoto, faces: Sequence[FaceGeometry]) -> list[Crops]:

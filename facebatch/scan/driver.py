@@ -32,6 +32,7 @@ from facebatch.errors import DamagedPart, FacebatchError, PhotoError
 from facebatch.scan.pipeline import KnownPhoto, ReembedResult, ShardResult, photo_row, reembed_shard, run_shard
 from facebatch.schema import FACES_SCHEMA, LIVE_STATUSES, embedding_column, PHOTOS_SCHEMA, STATUS_ERROR, STATUS_GONE
 from facebatch.store import Library, LibraryModel
+from facebatch.wording import counted
 from facebatch.models.weights import DEFAULT_WEIGHTS, resolve_weights
 
 logger = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ class ScanSummary:
         return sum(self.errors.values()) + self.still_failing
 
     def line(self) -> str:
-        errors = f"{sum(self.errors.values())} errors"
+        errors = counted(sum(self.errors.values()), "error")
         if self.errors:
             errors += " (" + ", ".join(f"{kind} {n}" for kind, n in sorted(self.errors.items())) + ")"
         if self.still_failing:
@@ -87,9 +88,9 @@ class ScanSummary:
         # The faces of the photos scanned now: on a re-scan with nothing new, "0 new faces", not "0 faces".
         again = f", {self.reembedded} embedded again" if self.reembedded else ""
         return (
-            f"{self.found} photos: {self.processed} scanned, {self.reused - self.copied} moved, "
+            f"{counted(self.found, 'photo')}: {self.processed} scanned, {self.reused - self.copied} moved, "
             + (f"{self.copied} copied, " if self.copied else "") + f"{self.unchanged} unchanged, "
-            f"{self.gone} gone; {self.faces} new faces{again}; {errors}; {self.elapsed:.1f}s{rate}"
+            f"{self.gone} gone; {counted(self.faces, 'new face')}{again}; {errors}; {self.elapsed:.1f}s{rate}"
         )
 
 
@@ -425,7 +426,7 @@ def worker_arguments(cores: int, threads_per_model: int = 1) -> list[str]:
 # and written as a part like any scan's, so a killed re-embed resumes where it stopped. Until then
 # its faces are pending: Library.read_faces leaves them out of the people commands.
 
-REEMBED_COLUMNS = ["face_id", "photo_id", "path", "face_index", "box", "score", "landmarks", "model"]
+REEMBED_COLUMNS = ["face_id", "photo_id", "path", "face_index", "box", "score", "landmarks", "model", "rotation"]
 
 
 def _reembed_notice(library: Library, previous: str, model: str) -> str:
@@ -449,8 +450,9 @@ def plan_reembed(faces: pa.Table, model: str, shard_size: int | None) -> list[li
         if photo_id in stale:
             by_photo.setdefault(photo_id, []).append(i)
     face_ids, paths, boxes, points = (faces[c].to_pylist() for c in ("face_id", "path", "box", "landmarks"))
+    turns = faces["rotation"].to_pylist() if "rotation" in faces.column_names else [None] * faces.num_rows
     photos = [KnownPhoto(paths[rows[0]], photo_id, tuple(face_ids[i] for i in rows), tuple(tuple(boxes[i]) for i in rows),
-                         tuple(tuple(points[i]) for i in rows))
+                         tuple(tuple(points[i]) for i in rows), tuple(turns[i] or 0 for i in rows))
               for photo_id, rows in by_photo.items()]
     size = shard_size or DEFAULT_SHARD_SIZE
     return [photos[i : i + size] for i in range(0, len(photos), size)]

@@ -55,6 +55,7 @@ class KnownPhoto:
     face_ids: tuple[str, ...]
     boxes: tuple[tuple[float, float, float, float], ...]
     landmarks: tuple[tuple[float, ...], ...]
+    rotations: tuple[int, ...]
 
 
 @dataclass
@@ -116,7 +117,8 @@ def reembed_photos(pipeline: FacePipeline, photos: Sequence[KnownPhoto]) -> Reem
             with clock("decode"):
                 photo = decode_photo(data, min_long_side=pipeline.detector.settings.max_side)
             with clock("crop"):
-                faces = [FaceGeometry(box, points) for box, points in zip(known.boxes, known.landmarks)]
+                faces = [FaceGeometry(box, points, turn)
+                         for box, points, turn in zip(known.boxes, known.landmarks, known.rotations)]
                 crops += pipeline.crops_of(data, photo, faces)
         except PhotoError as exc:
             skipped[known.path] = exc.message
@@ -199,6 +201,7 @@ def _face_row(photo_id: str, path: str, index: int, face: Face, model: str) -> d
         "score": face.score,
         "landmarks": list(face.landmarks),
         "model": model,
+        "rotation": face.rotation or None,
     }
 
 

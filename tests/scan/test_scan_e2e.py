@@ -23,7 +23,7 @@ from facebatch.store import Library
 from conftest import SAMPLE_DATA, dataset, hard_manifest, run
 
 SUMMARY = re.compile(
-    r"^(\d+) photos: (\d+) scanned, (\d+) moved, (\d+) unchanged, (\d+) gone; (\d+) new faces; (\d+) errors.*; "
+    r"^(\d+) photos?: (\d+) scanned, (\d+) moved, (\d+) unchanged, (\d+) gone; (\d+) new faces?; (\d+) errors?.*; "
     r"[\d.]+s( \([\d.]+ photos/s\))?$"
 )
 

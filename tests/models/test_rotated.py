@@ -1,0 +1,63 @@
+"""--find-rotated: a photo held sideways (no orientation tag) gives its faces in its own
+coordinates, with the turn that found them, and crops that undo it."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import SAMPLE_DATA, run
+from facebatch.config import DetectionSettings, ModelSettings
+from facebatch.models.faces import pipeline_for, prepare_builder
+from facebatch.models.weights import resolve_weights
+from facebatch.store import Library
+
+TURNS = {90: Image.Transpose.ROTATE_90, 270: Image.Transpose.ROTATE_270}  # PIL: counter-clockwise
+
+
+def jpeg(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=92)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("model", ["sface", "facenet"])
+def test_a_sideways_portrait_gives_the_upright_face_back(model):
+    upright = Image.open(SAMPLE_DATA / "people/barack_obama/1.jpg").convert("RGB")
+    pipeline = pipeline_for(prepare_builder(DetectionSettings(find_rotated=True), resolve_weights(),
+                                            ModelSettings(embedding=model), threads=2))
+    _, (face,), crops = pipeline.find_faces(jpeg(upright))
+    reference = pipeline.embed(crops)[0]
+    width, height = upright.size
+    for rotation, transpose in TURNS.items():  # the photo turned counter-clockwise: found turning it clockwise
+        sideways = upright.transpose(transpose)
+        _, faces, crops = pipeline.find_faces(jpeg(sideways))
+        assert [f.rotation for f in faces] == [rotation]
+        x1, y1, x2, y2 = face.box
+        # The upright box, turned as the photo was, in the sideways photo's own pixels.
+        expected = (y1, width - x2, y2, width - x1) if rotation == 90 else (height - y2, x1, height - y1, x2)
+        assert np.abs(np.array(faces[0].box) - np.array(expected)).max() < 12
+        assert float(np.linalg.norm(pipeline.embed(crops)[0] - reference)) < 0.4  # the same face, upright again
+
+
+def test_without_the_option_a_sideways_photo_keeps_no_face_and_upright_photos_are_not_turned():
+    upright = Image.open(SAMPLE_DATA / "people/barack_obama/1.jpg").convert("RGB")
+    plain = pipeline_for(prepare_builder(DetectionSettings(), resolve_weights(), ModelSettings(), threads=2))
+    assert plain.find_faces(jpeg(upright.transpose(Image.Transpose.ROTATE_90)))[1] == []
+    turned = pipeline_for(prepare_builder(DetectionSettings(find_rotated=True), resolve_weights(), ModelSettings(),
+                                          threads=2))
+    assert [f.rotation for f in turned.find_faces(jpeg(upright))[1]] == [0]
+
+
+def test_scan_find_rotated_records_the_turn(tmp_path):
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    upright = Image.open(SAMPLE_DATA / "people/joe_biden/1.jpg").convert("RGB")
+    (folder / "sideways.jpg").write_bytes(jpeg(upright.transpose(Image.Transpose.ROTATE_90)))
+    result = run("--library", tmp_path / "lib", "scan", folder, "--find-rotated")
+    assert result.exit_code == 0 and "1 new face;" in result.output, result.output
+    (face,) = Library(tmp_path / "lib").read_faces().to_pylist()
+    assert face["rotation"] == 90
