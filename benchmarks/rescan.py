@@ -65,7 +65,8 @@ def write_library(library: Library, paths: list[Path], model: str) -> None:
             for name, value in (("face_id", face_id(photo_id, (1, 1, 30, 30))), ("photo_id", photo_id),
                                 ("path", str(path)), ("face_index", 0), ("box", [1.0, 1.0, 30.0, 30.0]),
                                 ("score", 0.99), ("landmarks", [10.0] * 10),
-                                ("embedding", vector / np.linalg.norm(vector)), ("model", model)):
+                                ("embedding", vector / np.linalg.norm(vector)), ("model", model),
+                                ("rotation", None)):
                 faces[name].append(value)
         library.write_shard(pa.Table.from_pylist(photos, PHOTOS_SCHEMA), pa.table(faces).cast(FACES_SCHEMA),
                             {"kind": "benchmark"}, model)

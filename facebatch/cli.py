@@ -45,6 +45,7 @@ from facebatch.errors import (
     UsageError,
 )
 from facebatch.models.catalog import model_for
+from facebatch.schema import ERROR_KINDS
 from facebatch.models.weights import DEFAULT_WEIGHTS
 from facebatch.wording import counted
 
@@ -373,8 +374,7 @@ def check(library: Any, repair: bool) -> None:
 
 
 @cli.command(short_help="List the files a scan could not use, with why.")
-@click.option("--kind", "kinds", multiple=True, metavar="KIND", help="Only this kind (repeatable): not_an_image, "
-              "truncated, too_large, ...")
+@click.option("--kind", "kinds", multiple=True, type=click.Choice(ERROR_KINDS), help="Only this kind (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per file and line.")
 @with_library
 def errors(library: Any, kinds: tuple[str, ...], as_json: bool) -> None:
@@ -1052,11 +1052,15 @@ def review(library: Any, host: str, port: int, open_browser: bool) -> None:
     if host not in ("127.0.0.1", "localhost", "::1"):
         click.echo(f"warning: listening on {host}: anyone who can reach it and open a page can change the names "
                    "in this library", err=True)
-    address = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/"
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    address = f"http://{f'[{shown}]' if ':' in shown else shown}:{port}/"
     click.echo(f"reviewing {library.root} at {address} (Ctrl-C stops)")
     if open_browser:
         webbrowser.open(address)
-    serve(state, sock, host)
+    try:
+        serve(state, sock, host)
+    except KeyboardInterrupt:  # Ctrl-C is how a review is stopped (uvicorn raises it again after closing)
+        click.echo("review stopped")
 
 
 @cli.group(short_help="Contact sheets of a cluster or a person.")
@@ -1078,6 +1082,8 @@ def _contact_sheet(library: Any, pick: Callable[[Any], list], title: str, out: s
     from facebatch.review.pages import collect
     from facebatch.review.sheets import write_contact_sheet
 
+    if not library.exists():
+        raise LibraryMissing(library.root)
     if out is None:
         folder = library.root / "sheets"
         folder.mkdir(parents=True, exist_ok=True)
@@ -1214,9 +1220,8 @@ def identify(
         read += photo.error is None
         if as_json:
             click.echo(json.dumps(photo.to_json(), ensure_ascii=False))
-        elif photo.error:  # the path once, first: "file not found: X" says it already, at the end
-            reason = photo.error.removeprefix(f"{photo.path}: ").replace(f": {photo.path}", "").replace(f" {photo.path}", "")
-            click.echo(f"{photo.path}: {reason}")
+        elif photo.error:  # the path once: a message that names it ("file not found: X") is enough
+            click.echo(photo.error if photo.path in photo.error else f"{photo.path}: {photo.error}")
         elif not photo.faces:
             click.echo(f"{photo.path}: no face found")
         else:

@@ -20,6 +20,7 @@ import os
 import stat
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,9 +34,15 @@ from facebatch.errors import OutputError
 STDOUT = "-"
 
 
+# The umask can only be read by setting it: two threads doing so at once (the review server writes
+# thumbnails from several) could leave 0o022 in place of the user's mask. One at a time.
+_UMASK_LOCK = threading.Lock()
+
+
 def current_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
     return mask
 
 

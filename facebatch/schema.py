@@ -11,6 +11,9 @@ STATUS_NO_FACES = "no_faces"
 STATUS_ERROR = "error"
 STATUS_GONE = "gone"
 LIVE_STATUSES = frozenset({STATUS_OK, STATUS_NO_FACES})
+# error_kind of a photo that failed (README, "Bad input"): imageload's and the scan's.
+ERROR_KINDS = ("empty_file", "not_found", "permission_denied", "unreadable", "not_an_image", "truncated", "too_large",
+               "unsupported_format", "decode_failed", "internal", "worker_failed")
 
 PHOTOS_SCHEMA = pa.schema(
     [

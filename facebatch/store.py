@@ -169,6 +169,14 @@ class Library:
                 f"--model {DEFAULT_MODEL}` embeds the faces again with one, keeping every face id and name")
         return scale
 
+    def finds_rotated(self, asked: bool) -> bool:
+        """Whether scans look at sideways photos (--find-rotated): once asked, always, so that a
+        later scan (a --force one too) never loses the faces only the turned passes find."""
+        info = self.read_info()
+        if asked and info is not None and not info.get("find_rotated"):  # a new library records it once made
+            atomic_write_json(self.info_path, {**info, "find_rotated": True})
+        return asked or bool((info or {}).get("find_rotated"))
+
     def add_roots(self, roots: list[str]) -> None:
         """Remember the folders scanned into this library (listings show paths relative to them)."""
         info = self.read_info() or {}

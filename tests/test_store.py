@@ -44,6 +44,7 @@ def faces(*rows: tuple[str, str, str]) -> pa.Table:
         table["landmarks"].append([5.0] * 10)
         table["embedding"].append(vector / np.linalg.norm(vector))
         table["model"].append(MODEL)
+        table["rotation"].append(None)
     return pa.table(table).cast(FACES_SCHEMA)
 
 

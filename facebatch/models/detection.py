@@ -60,7 +60,7 @@ class FaceDetector:
                        photo: DecodedPhoto) -> list[Face]:
         """The faces kept in the detection copy turned `turn` degrees clockwise, best first, in the
         photo's own original pixels."""
-        turned = image.transpose(_TRANSPOSE[turn]) if turn else image
+        turned = image.transpose(UPRIGHT[turn]) if turn else image
         boxes, points = detect_faces(np.asarray(turned), min_size, self.nets)
         faces = []
         for box, landmarks in zip(boxes.astype(float), points.astype(float)):
@@ -83,7 +83,9 @@ def detection_copy(photo: DecodedPhoto, max_side: int) -> tuple[Image.Image, flo
 
 # The turns tried after an upright pass found nobody: a quarter clockwise and counter-clockwise.
 ROTATIONS = (90, 270)
-_TRANSPOSE = {90: Image.Transpose.ROTATE_270, 270: Image.Transpose.ROTATE_90}  # PIL turns counter-clockwise
+# A turn clockwise, as PIL's transposes say it (they turn counter-clockwise): what shows a face
+# found with Face.rotation upright, in the detection copy, a crop or a thumbnail.
+UPRIGHT = {90: Image.Transpose.ROTATE_270, 270: Image.Transpose.ROTATE_90}
 
 
 def _unturn(box: np.ndarray, points: np.ndarray, turn: int, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from facebatch.imageload import DecodedPhoto
+from facebatch.models.detection import UPRIGHT
 from facebatch.models.weights import Weights, load_embedding_model
 
 if TYPE_CHECKING:
@@ -54,17 +55,13 @@ def needed_scale(box: Sequence[float], width: int, height: int) -> float:
     return min(1.0, ALIGNED_SIZE / max(1, min(x2 - x1, y2 - y1)))
 
 
-# A face found in the photo turned clockwise by this many degrees is turned so in its crop too.
-_UPRIGHT = {90: Image.Transpose.ROTATE_270, 270: Image.Transpose.ROTATE_90}
-
-
 def face_crop(photo: DecodedPhoto, box: Sequence[float], rotation: int = 0) -> np.ndarray:
     """The 160x160 RGB uint8 input for one face; `box` in original pixels, the photo at any scale;
     `rotation`: the turn that shows the face upright (models.detection, --find-rotated)."""
     x1, y1, x2, y2 = (round(v * photo.scale) for v in crop_region(box, photo.width, photo.height))
     region = photo.image.crop((x1, y1, max(x2, x1 + 1), max(y2, y1 + 1)))
     if rotation:
-        region = region.transpose(_UPRIGHT[rotation])
+        region = region.transpose(UPRIGHT[rotation])
     aligned = region.resize((ALIGNED_SIZE, ALIGNED_SIZE), Image.Resampling.BILINEAR)
     offset = (ALIGNED_SIZE - INPUT_SIZE) // 2
     return np.asarray(aligned, dtype=np.uint8)[offset : offset + INPUT_SIZE, offset : offset + INPUT_SIZE]

@@ -119,16 +119,17 @@ class Scanned:
     live: LiveFaces
     photos: dict[str, Photo]  # live photos by id, with their face ids
     boxes: dict[str, FaceBox]
+    failed: list[FailedPhoto]  # files the scan could not use
 
     @staticmethod
     def read(library: Library) -> Scanned:
-        faces = library.read_faces(["face_id", "photo_id", "path", "box", "embedding"])  # once for both
+        faces = library.read_faces(["face_id", "photo_id", "path", "box", "rotation", "embedding"])  # once for both
         live = LiveFaces.of(library, faces)
         photos = _photos(library)
         for face_id, photo_id in zip(live.face_ids, live.photo_ids):
             if photo_id in photos:
                 photos[photo_id].face_ids.append(face_id)
-        return Scanned(live, photos, _face_boxes(faces, photos))
+        return Scanned(live, photos, _face_boxes(faces, photos), library.failed_photos())
 
 
 def collect(library: Library, view: View | None = None, scanned: Scanned | None = None) -> Site:
@@ -172,7 +173,7 @@ def collect(library: Library, view: View | None = None, scanned: Scanned | None 
         scanned.photos,
         sorted(set(people) | set(view.labels.names())),
         by_id,
-        library.failed_photos(),
+        scanned.failed,
     )
 
 
@@ -193,9 +194,10 @@ def _photos(library: Library) -> dict[str, Photo]:
 def _face_boxes(faces: pa.Table, photos: dict[str, Photo]) -> dict[str, FaceBox]:
     """face_id -> its box and photo, for the whole site."""
     long_side = {p: max(photo.width, photo.height) for p, photo in photos.items()}
+    columns = ("face_id", "photo_id", "path", "box", "rotation")
     return {
-        f: FaceBox(f, path, tuple(box), long_side.get(photo, 0))
-        for f, photo, path, box in zip(*(faces[c].to_pylist() for c in ("face_id", "photo_id", "path", "box")))
+        f: FaceBox(f, path, tuple(box), long_side.get(photo, 0), turn or 0)
+        for f, photo, path, box, turn in zip(*(faces[c].to_pylist() for c in columns))
     }
 
 

@@ -303,7 +303,7 @@ def allowed_hosts(host: str) -> list[str] | None:
         return ["127.0.0.1", "localhost", "[::1]"]
     if host in ("0.0.0.0", "::"):
         return None  # every interface: the user asked for the network
-    return [host]
+    return [f"[{host}]" if ":" in host else host]  # an IPv6 address comes bracketed in the Host header
 
 
 def prepare(library: Library) -> Review:
@@ -319,18 +319,21 @@ def listen(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> socket.socket:
     """The server's socket, bound before anything else is done: a port in use is one line of ours
     (exit 2), not uvicorn's log and exit, and no other program can take it in between."""
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise InputError(f"--host {host}: not an address of this machine ({exc.strerror})") from None
+    # `localhost` may name ::1 first; the address printed and the browser's are 127.0.0.1.
+    family, kind, proto, _, address = min(found, key=lambda info: info[0] != socket.AF_INET)
     sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart right after a stop may reuse the port
     try:
         sock.bind(address)
     except OSError as exc:
         sock.close()
-        why = "is in use (another `facebatch review`, or another program?)" if exc.errno == errno.EADDRINUSE else (
-            f"cannot be listened on: {exc.strerror}")
-        raise InputError(f"port {port} on {host} {why}; --port N picks another") from None
+        if exc.errno == errno.EADDRINUSE:
+            raise InputError(f"port {port} on {host} is in use (another `facebatch review`, or another program?); "
+                             "--port N picks another") from None
+        raise InputError(f"cannot listen on {host} port {port}: {exc.strerror}") from None
     return sock
 
 

@@ -18,6 +18,7 @@ from PIL import Image, ImageDraw
 
 from facebatch.errors import PhotoError
 from facebatch.imageload import decode_photo, read_photo_bytes
+from facebatch.models.detection import UPRIGHT
 from facebatch.files import atomic_write_bytes
 from facebatch.store import Library
 
@@ -32,6 +33,7 @@ class FaceBox:
     path: str
     box: tuple[float, float, float, float]  # original pixels, after EXIF rotation
     photo_long_side: int  # of the photo at full resolution, from the photos table
+    rotation: int = 0  # the turn that shows the face upright (--find-rotated): its thumbnail is turned so
 
 
 def thumbnail_dir(library: Library) -> Path:
@@ -101,7 +103,10 @@ def _thumbnails_of_photo(library: Library, path: str, faces: list[FaceBox]) -> d
     for face in faces:
         region = square_around(face.box, photo.width, photo.height)
         scaled = tuple(round(v * photo.scale) for v in region)
-        crop = photo.image.crop(scaled).resize((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.Resampling.LANCZOS)
+        crop = photo.image.crop(scaled)
+        if face.rotation:
+            crop = crop.transpose(UPRIGHT[face.rotation])
+        crop = crop.resize((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.Resampling.LANCZOS)
         buffer = io.BytesIO()
         crop.save(buffer, "JPEG", quality=85)
         target = thumbnail_path(library, face.face_id)

@@ -117,6 +117,8 @@ def scan(config: ScanConfig, progress: ProgressCallback | None = None) -> ScanSu
         summary.warnings.append(f"no photos under {', '.join(config.roots)} (looked for {looked_for}, in any case)")
     with library.lock():
         chosen = choose_model(config, library.model())
+        rotated = library.finds_rotated(config.detection.find_rotated)
+        config = replace(config, detection=replace(config.detection, find_rotated=rotated))
         runs_facenet = "facenet" in model_named(chosen.embedding).nets
         weights = resolve_weights(chosen.weights) if runs_facenet else None
         models = replace(config.models, embedding=chosen.embedding)
@@ -130,6 +132,7 @@ def scan(config: ScanConfig, progress: ProgressCallback | None = None) -> ScanSu
             builder()  # a model that can't be built (a missing file, no means) fails before the library moves
         if (previous := library.create(replace(chosen, tag=model))) is not None:
             summary.warnings.append(_reembed_notice(library, previous, model))
+        library.finds_rotated(rotated)  # a library made by this scan remembers it too
         library.add_roots([os.path.abspath(r) for r in config.roots if os.path.isdir(r)])
         library.remove_unfinished_parts()
         plan = _plan_setting_aside_damage(library, discovery, config, summary)
@@ -450,7 +453,7 @@ def plan_reembed(faces: pa.Table, model: str, shard_size: int | None) -> list[li
         if photo_id in stale:
             by_photo.setdefault(photo_id, []).append(i)
     face_ids, paths, boxes, points = (faces[c].to_pylist() for c in ("face_id", "path", "box", "landmarks"))
-    turns = faces["rotation"].to_pylist() if "rotation" in faces.column_names else [None] * faces.num_rows
+    turns = faces["rotation"].to_pylist()
     photos = [KnownPhoto(paths[rows[0]], photo_id, tuple(face_ids[i] for i in rows), tuple(tuple(boxes[i]) for i in rows),
                          tuple(tuple(points[i]) for i in rows), tuple(turns[i] or 0 for i in rows))
               for photo_id, rows in by_photo.items()]

@@ -4,6 +4,7 @@ coordinates, with the turn that found them, and crops that undo it."""
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -59,5 +60,27 @@ def test_scan_find_rotated_records_the_turn(tmp_path):
     (folder / "sideways.jpg").write_bytes(jpeg(upright.transpose(Image.Transpose.ROTATE_90)))
     result = run("--library", tmp_path / "lib", "scan", folder, "--find-rotated")
     assert result.exit_code == 0 and "1 new face;" in result.output, result.output
-    (face,) = Library(tmp_path / "lib").read_faces().to_pylist()
+    library = Library(tmp_path / "lib")
+    (face,) = library.read_faces().to_pylist()
     assert face["rotation"] == 90
+    # Once asked, the library keeps looking sideways: a forced scan without the option keeps the face.
+    again = run("--library", library.root, "scan", folder, "--force", "-q")
+    assert again.exit_code == 0 and library.read_info()["find_rotated"] is True
+    assert [(f["face_id"], f["rotation"]) for f in library.read_faces().to_pylist()] == [(face["face_id"], 90)]
+
+
+def test_a_model_change_embeds_a_turned_face_upright_again(tmp_path):
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    upright = Image.open(SAMPLE_DATA / "people/joe_biden/1.jpg").convert("RGB")
+    (folder / "upright.jpg").write_bytes(jpeg(upright))
+    (folder / "sideways.jpg").write_bytes(jpeg(upright.transpose(Image.Transpose.ROTATE_270)))
+    library = Library(tmp_path / "lib")
+    assert run("--library", library.root, "scan", folder, "--find-rotated", "-q").exit_code == 0
+    moved = run("--library", library.root, "scan", folder, "--model", "facenet")  # FaceNet crops by the box
+    assert moved.exit_code == 0 and "2 embedded again" in moved.output, moved.output
+    faces = {Path(f["path"]).name: f for f in library.read_faces().to_pylist()}
+    assert (faces["upright.jpg"]["rotation"], faces["sideways.jpg"]["rotation"]) == (None, 270)
+    assert faces["sideways.jpg"]["model"] == faces["upright.jpg"]["model"] == library.model().tag
+    distance = np.linalg.norm(np.array(faces["sideways.jpg"]["embedding"]) - np.array(faces["upright.jpg"]["embedding"]))
+    assert distance < 0.4  # the turned face was cropped upright again: the same face

@@ -66,6 +66,9 @@
       if (name) { name.focus(); event.preventDefault(); }
     } else if (event.key === "x") {
       if (i >= 0 && boxes[i] && !boxes.some((b) => b && b.checked)) select(i, true);
+      // Where "not" needs a name typed (faces in no cluster, a photo's faces), go to its box first.
+      const person = document.querySelector("#faces input[name=person]:not([type=hidden])");
+      if (person && !person.value.trim()) { person.focus(); event.preventDefault(); return; }
       submit("not");
     } else if (event.key === "u") {
       const undo = document.querySelector("form.undo button");
