@@ -61,6 +61,7 @@ class ScanSummary:
     processed: int = 0  # photos that went through the models
     reused: int = 0  # moved, copied or touched files whose content was known
     copied: int = 0  # ... of them copies: the file they copy is still where it was
+    touched: int = 0  # ... of them the same path with a new mtime: counted as unchanged
     gone: int = 0
     still_failing: int = 0
     faces: int = 0
@@ -88,8 +89,8 @@ class ScanSummary:
         # The faces of the photos scanned now: on a re-scan with nothing new, "0 new faces", not "0 faces".
         again = f", {self.reembedded} embedded again" if self.reembedded else ""
         return (
-            f"{counted(self.found, 'photo')}: {self.processed} scanned, {self.reused - self.copied} moved, "
-            + (f"{self.copied} copied, " if self.copied else "") + f"{self.unchanged} unchanged, "
+            f"{counted(self.found, 'photo')}: {self.processed} scanned, {self.reused - self.copied - self.touched} moved, "
+            + (f"{self.copied} copied, " if self.copied else "") + f"{self.unchanged + self.touched} unchanged, "
             f"{self.gone} gone; {counted(self.faces, 'new face')}{again}; {errors}; {self.elapsed:.1f}s{rate}"
         )
 
@@ -387,9 +388,9 @@ def _write_result(library: Library, result: ShardResult, plan: ScanPlan, summary
     library.write_shard(photos, keep_face_ids(result.faces, plan.old_faces), stats, model)
     summary.processed += result.photos.num_rows
     summary.reused += len(reused_rows)
-    summary.copied += sum(1 for file, photo_id in result.reused
-                          if plan.previous_row(photo_id)["path"] != file.path
-                          and os.path.exists(plan.previous_row(photo_id)["path"]))
+    before = [(file.path, plan.previous_row(photo_id)["path"]) for file, photo_id in result.reused]
+    summary.touched += sum(1 for path, old in before if old == path)
+    summary.copied += sum(1 for path, old in before if old != path and os.path.exists(old))
     summary.faces += result.faces.num_rows
     summary.errors.update(result.errors)
     summary.stage_seconds.update(result.stage_seconds)
