@@ -158,8 +158,9 @@ def export_tags(library: Library, settings: ExportSettings) -> ExportSummary:
             f.writelines(_json_lines(records))
         else:
             pq.write_table(_face_table(records), f, compression="zstd")
-    n_faces = sum(len(r["faces"]) for r in records)
-    named = sum(1 for r in records for f in r["faces"] if f["person"] is not None)
-    return ExportSummary(len(records), n_faces, named)
+    # Distinct faces: a copied photo lists its faces under each of its paths, as each file has them,
+    # but they are the same faces `cluster` counts.
+    faces = {f["face_id"]: f["person"] for r in records for f in r["faces"]}
+    return ExportSummary(len(records), len(faces), sum(1 for person in faces.values() if person is not None))
 
 

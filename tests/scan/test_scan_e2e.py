@@ -129,6 +129,10 @@ def test_moved_touched_new_and_deleted_photos(tmp_path):
     (folder / "copy.jpg").write_bytes((folder / "moved.jpg").read_bytes())  # a copy: the original stays
     copied = run("--library", library.root, "scan", folder, "--workers", "1")
     assert "3 photos: 0 scanned, 0 moved, 1 copied, 2 unchanged, 0 gone; 0 new faces;" in copied.output
+    # The copy lists the same face as its original, and counts once, as `cluster` counts it.
+    assert run("--library", library.root, "cluster").output.startswith("2 faces:")
+    tags = run("--library", library.root, "export", tmp_path / "tags.json").output
+    assert tags.startswith("3 photos, 2 faces (0 with a person)"), tags
 
 
 def test_forced_rescan_with_other_settings_keeps_face_ids(tmp_path):
