@@ -308,6 +308,8 @@ class _Merge:
             return
         if items and missing and accepts_fields(value):
             self._append(value, missing)  # regions without AppliedToDimensions get it
+        if items:
+            self._correct_dimensions(value, new_fields)
         array = array_of(holder)
         if array is None:
             if holder.children or holder.text.strip():
@@ -323,6 +325,19 @@ class _Merge:
         for li in ours:
             self.edits.remove(li)
         self._append(array, items)
+
+    def _correct_dimensions(self, value: Node, new_fields: list[Element]) -> None:
+        """Regions another tool wrote for other pixels (an edited or resized photo, a stale sidecar)
+        say so in AppliedToDimensions; facebatch's regions are the photo's as stored, so the
+        photo's stored size replaces theirs (their areas are fractions: they do not move)."""
+        dims = value.child(MWG_RS, "AppliedToDimensions")
+        wanted = next((f for f in new_fields if f.qname == "mwg-rs:AppliedToDimensions"), None)
+        if dims is None or wanted is None:
+            return
+        held = {name[1]: text for name, text in struct_fields(struct_value(dims)).items()}
+        if (held.get("w"), held.get("h")) != (wanted.attrs["stDim:w"], wanted.attrs["stDim:h"]):
+            self.edits.remove(dims)
+            self._append(value, [wanted])
 
     def names(self, uri: str, prefix: str, local: str, kind: str, wanted: list[str]) -> None:
         """One list of names: take back the items facebatch added that are no longer wanted, add

@@ -24,7 +24,7 @@ from facebatch.exports.xmp import (
     choose_sidecar,
     merge_sidecar,
 )
-from facebatch.exports.xmp_packet import MWG_RS, XmpError, array_items, parse_packet
+from facebatch.exports.xmp_packet import MWG_RS, XmpError, array_items, parse_packet, struct_fields
 from facebatch.exports.xmp_regions import Box, read_regions, shown_to_stored, stored_to_shown
 from facebatch.imageload import _ORIENTATION_TRANSPOSE
 from facebatch.people.actions import label_faces
@@ -630,3 +630,15 @@ def test_a_photo_changed_since_the_scan_is_skipped(sample_set, tmp_path):
         assert sidecar.read_bytes() == before
     finally:
         shutil.copy2(kept, photo)
+
+
+def test_regions_written_into_a_sidecar_with_another_size_take_the_photos_stored_size():
+    stale = DIGIKAM_SIDECAR.replace(b'stDim:w="4000"', b'stDim:w="10"').replace(b'stDim:h="3000"', b'stDim:h="10"')
+    assert stale != DIGIKAM_SIDECAR
+    merged = merge_sidecar(stale, [ALICE], SIZE).data
+    regions = parse_packet(merged).properties(MWG_RS, "Regions")[0]
+    dims = {name[1]: value for name, value in struct_fields(regions.child(MWG_RS, "AppliedToDimensions")).items()}
+    assert (dims["w"], dims["h"]) == ("4000", "3000")  # the photo as stored, not the other tool's 10x10
+    assert sorted(r.name for r in read_regions(parse_packet(merged))[0]) == ["Alice", "Alice", "Stranger", "Stranger"]
+    assert merge_sidecar(DIGIKAM_SIDECAR, [ALICE], SIZE).data.count(b"AppliedToDimensions") == \
+        DIGIKAM_SIDECAR.count(b"AppliedToDimensions")  # the right size: left as it is
