@@ -1237,6 +1237,11 @@ MODELS_LOG = logging.getLogger("facebatch.models")
 
 
 def main() -> None:
+    # After a `kill -9` multiprocessing's resource tracker (a process of its own, started with this
+    # interpreter's -W options) reports the local Dask cluster's semaphores as leaked while it
+    # cleans them up: nothing is left behind, and the next scan resumes, so the warning only alarms.
+    if "ignore:resource_tracker:UserWarning" not in sys.warnoptions:
+        sys.warnoptions.append("ignore:resource_tracker:UserWarning")
     if not MODELS_LOG.handlers:
         notices = logging.StreamHandler(sys.stderr)
         notices.setFormatter(logging.Formatter("%(message)s"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -229,6 +230,25 @@ def test_a_killed_scan_resumes_with_every_photo_exactly_once(tmp_path):
     for folder in (library.photos_dir, library.faces_dir):  # the Parquet files alone give the same rows
         rows = sum(pq.read_metadata(p).num_rows for p in folder.glob("*.parquet"))
         assert rows == (len(photos) if folder == library.photos_dir else len(faces))
+
+
+def test_kill_9_of_the_scan_alone_leaves_no_alarming_warning(tmp_path):
+    """`kill -9` of the command (not its workers) left multiprocessing's resource tracker saying
+    "There appear to be 12 leaked semaphore objects": it cleans them up; the scan resumes."""
+    library = Library(tmp_path / "lib")
+    args = [str(SAMPLE_DATA), "--workers", "1", "--shard-size", "1", "--quiet"]
+    process = subprocess.Popen(_scan_command(library.root, *args), start_new_session=True, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while not list(library.shards_dir.glob("part-*.json")) and time.monotonic() < deadline:
+        assert process.poll() is None, "the scan ended before it could be killed"
+        time.sleep(0.05)
+    process.kill()  # the command only, as `kill -9 PID` does
+    try:
+        _, err = process.communicate(timeout=60)  # until the tracker and the workers let go of stderr
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # whatever of the workers is left
+    assert b"leaked" not in err and b"Traceback" not in err, err.decode()
 
 
 def _free_port() -> int:
