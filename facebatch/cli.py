@@ -1212,7 +1212,7 @@ def identify(
     if not paths:
         raise InputError(f"no photos in {', '.join(photos)}")
     recorded = library.model()
-    pipeline = build_pipeline(weights or (recorded.weights if recorded else "casia-webface"), device,
+    pipeline = build_pipeline(weights or (recorded.weights if recorded else DEFAULT_WEIGHTS), device,
                               models=library_models(library, runtime, precision, device, model))
     read = 0
     for photo in identify_photos(library, pipeline, paths, top_k,

@@ -348,29 +348,22 @@ class Library:
     def read_faces(self, columns: list[str] | None = None, pending: bool = False) -> pa.Table:
         """The faces embedded by the library's model; with `pending`, also those a model change left
         waiting for their re-embed (another model's vectors: not comparable, not even of one size)."""
-        if pending or self.model() is None:
+        model = None if pending else self.model()
+        if model is None:
             return self.read_table("faces", columns)
         wanted = columns if columns is None or "model" in columns else [*columns, "model"]
         faces = self.read_table("faces", wanted)
-        fresh = self._of_the_model(faces)
+        fresh = _of_the_model(faces, model)
         if not pc.all(fresh).as_py():
             faces = faces.filter(fresh)
         return faces if wanted is columns else faces.select(columns)
 
     def pending_photos(self) -> set[str]:
         """Photos with faces a model change left waiting for their re-embed (the next scan does it)."""
-        if self.model() is None:
+        if (model := self.model()) is None:
             return set()
         faces = self.read_table("faces", ["photo_id", "model"])
-        return set(faces.filter(pc.invert(self._of_the_model(faces)))["photo_id"].to_pylist())
-
-    def _of_the_model(self, faces: pa.Table) -> pa.ChunkedArray:
-        """Which rows' embeddings are the library model's (whatever runtime made them)."""
-        from facebatch.models.embedding import same_weights
-
-        model = self.model()
-        fresh = [m for m in pc.unique(faces["model"]).to_pylist() if model is None or same_weights(m, model.tag)]
-        return pc.is_in(faces["model"], pa.array(fresh, pa.string()))
+        return set(faces.filter(pc.invert(_of_the_model(faces, model)))["photo_id"].to_pylist())
 
     # --- people: clusters (derived, rewritten whole) and labels (the user's, append-only) ----
 
@@ -540,6 +533,15 @@ def _upgrade_labels(table: pa.Table) -> pa.Table:
             "undoes": pa.nulls(n, pa.int64()),
         }
     ).cast(LABELS_SCHEMA)
+
+
+def _of_the_model(faces: pa.Table, model: LibraryModel) -> pa.ChunkedArray:
+    """Which rows' embeddings are the library model's (whatever runtime made them): the few
+    distinct tags are compared, not every row."""
+    from facebatch.models.embedding import same_weights
+
+    fresh = [m for m in pc.unique(faces["model"]).to_pylist() if same_weights(m, model.tag)]
+    return pc.is_in(faces["model"], pa.array(fresh, pa.string()))
 
 
 def _last_index_by_key(keys: list[Any]) -> dict[Any, int]:

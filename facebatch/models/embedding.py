@@ -27,7 +27,7 @@ from facebatch.imageload import DecodedPhoto
 from facebatch.models import facenet, sface
 from facebatch.models.catalog import DEFAULT_MODEL, EmbeddingModel, model_named
 from facebatch.models.scale import DistanceScale
-from facebatch.models.means import population_mean
+from facebatch.models.means import means_checksum, population_mean
 
 if TYPE_CHECKING:
     from facebatch.models.weights import Weights
@@ -82,8 +82,6 @@ def model_tag(model: EmbeddingModel, weights: Weights | None, variant: str = LEG
 
 
 def means_key(model: EmbeddingModel, weights: Weights | None) -> str:
-    from facebatch.models.means import means_checksum
-
     return means_checksum(model, weights)[:12]
 
 
@@ -137,13 +135,6 @@ def needed_scale(model: EmbeddingModel, faces: Sequence[FaceGeometry], width: in
     return min(1.0, max(scales))
 
 
-def crops_for(model: EmbeddingModel, photo: DecodedPhoto, face: FaceGeometry) -> tuple[np.ndarray, ...]:
-    """One face's input to each net of the model, in the model's net order."""
-    crops = {"facenet": lambda: facenet.face_crop(photo, face.box, face.rotation),
-             "sface": lambda: sface.aligned_face(photo, face.landmarks)}
-    return tuple(crops[net]() for net in model.nets)
-
-
 def combine(parts: Sequence[np.ndarray], means: Sequence[np.ndarray | None]) -> np.ndarray:
     """The model's vectors from its nets' unit vectors: each centred (when it has a mean) and
     normalised, then concatenated and scaled back to unit length."""
@@ -172,18 +163,16 @@ class ModelEmbedder:
         return self.model.dim
 
     def crops(self, photo: DecodedPhoto, face: FaceGeometry) -> tuple[np.ndarray, ...]:
-        return crops_for(self.model, photo, face)
+        """One face's input to each net of the model, in the model's net order."""
+        return tuple(facenet.face_crop(photo, face.box, face.rotation) if net == "facenet"
+                     else sface.aligned_face(photo, face.landmarks) for net in self.model.nets)
 
-    def embed(self, crops: Sequence[np.ndarray]) -> np.ndarray:
-        """(N, dim) unit vectors for each net's (N, H, W, 3) uint8 crops, in net order."""
-        if len(crops[0]) == 0:
-            return np.zeros((0, self.dim), np.float32)
-        return combine([net.embed(c) for net, c in zip(self.nets, crops)], self.means)
-
-    def embed_faces(self, per_face: Sequence[tuple[np.ndarray, ...]]) -> np.ndarray:
-        """The same for a list of faces' crops (as `crops` returns them)."""
+    def embed(self, per_face: Sequence[tuple[np.ndarray, ...]]) -> np.ndarray:
+        """(N, dim) unit vectors for N faces' crops (as `crops` returns them): each net runs once
+        on all of its crops."""
         if not per_face:
             return np.zeros((0, self.dim), np.float32)
-        return self.embed([np.stack([face[i] for face in per_face]) for i in range(len(self.model.nets))])
+        batches = [np.stack([face[i] for face in per_face]) for i in range(len(self.nets))]
+        return combine([net.embed(batch) for net, batch in zip(self.nets, batches)], self.means)
 
 

@@ -24,7 +24,7 @@ from facebatch.models.catalog import EmbeddingModel, model_named
 from facebatch.models.detection import Face, FaceDetector
 from facebatch.models.embedding import FaceGeometry, ModelEmbedder, NetEmbedder, model_tag, needed_scale
 from facebatch.models.onnx_models import OnnxModel, OnnxModels, OnnxMtcnnNets, prepare_onnx_models
-from facebatch.models.weights import Weights
+from facebatch.models.weights import Weights, resolve_weights
 
 Crops = tuple[np.ndarray, ...]  # one face's input to each net of the model
 
@@ -86,6 +86,12 @@ class PipelineBuilder:
         if self.onnx is None or self.onnx.facenet is None:
             raise FacebatchError("FaceNet's ONNX file was not prepared: build the pipeline with prepare_builder()")
         return OnnxFaceEmbedder(self.weights, self.onnx.facenet, self.models.precision, threads, self.batch_size)
+
+
+def facenet_weights(embedding: str, spec: str) -> Weights | None:
+    """FaceNet's weights (`--weights`), resolved, for a model that runs FaceNet; None for one that
+    does not, which then never converts, exports or loads them."""
+    return resolve_weights(spec) if "facenet" in model_named(embedding).nets else None
 
 
 def prepare_builder(
@@ -166,7 +172,7 @@ class FacePipeline:
         return [self.embedder.crops(photo, face) for face in faces]
 
     def embed(self, crops: Sequence[Crops]) -> np.ndarray:
-        return self.embedder.embed_faces(crops)
+        return self.embedder.embed(crops)
 
 
 class StageClock:

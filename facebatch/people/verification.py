@@ -19,12 +19,11 @@ import numpy as np
 from facebatch.config import DetectionSettings, ModelSettings, require_device
 from facebatch.errors import InputError, PhotoError, UncalibratedModel, UsageError
 from facebatch.imageload import read_photo_bytes
-from facebatch.models.catalog import model_named
 from facebatch.models.embedding import measured_scale
 from facebatch.models.detection import Face
-from facebatch.models.faces import Crops, FacePipeline, pipeline_for, prepare_builder
+from facebatch.models.faces import Crops, FacePipeline, facenet_weights, pipeline_for, prepare_builder
 from facebatch.models.scale import NAME_CONFIDENCE, DistanceScale
-from facebatch.models.weights import DEFAULT_WEIGHTS, resolve_weights
+from facebatch.models.weights import DEFAULT_WEIGHTS
 from facebatch.people.evaluation import DEFAULT_FAR, DEFAULT_FOLDS, VerificationReport, nearest_centre, verification_report
 from facebatch.wording import counted
 
@@ -58,8 +57,8 @@ def build_pipeline(
     None: the default model, runtime and precision for `device`."""
     require_device(device)
     models = models or ModelSettings.choose(None, None, device)
-    weights_file = resolve_weights(weights) if "facenet" in model_named(models.embedding).nets else None
-    builder = prepare_builder(DetectionSettings(), weights_file, models, batch_size, device, threads or os.cpu_count() or 1)
+    builder = prepare_builder(DetectionSettings(), facenet_weights(models.embedding, weights), models, batch_size, device,
+                              threads or os.cpu_count() or 1)
     return pipeline_for(builder)  # cached: a second command in the same process reuses the models
 
 

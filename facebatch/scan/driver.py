@@ -27,13 +27,13 @@ from facebatch.config import require_device, DEFAULT_SHARD_SIZE, ScanConfig
 from facebatch.scan.discovery import Discovery, PhotoFile, discover, photo_extensions
 from facebatch.models.catalog import DEFAULT_MODEL, model_for, model_named
 from facebatch.models.embedding import model_of_tag, model_tag, same_model, split_model_tag
-from facebatch.models.faces import PipelineBuilder, prepare_builder
+from facebatch.models.faces import PipelineBuilder, facenet_weights, prepare_builder
 from facebatch.errors import DamagedPart, FacebatchError, PhotoError
 from facebatch.scan.pipeline import KnownPhoto, ReembedResult, ShardResult, photo_row, reembed_shard, run_shard
 from facebatch.schema import FACES_SCHEMA, LIVE_STATUSES, embedding_column, PHOTOS_SCHEMA, STATUS_ERROR, STATUS_GONE
 from facebatch.store import Library, LibraryModel
 from facebatch.wording import counted
-from facebatch.models.weights import DEFAULT_WEIGHTS, resolve_weights
+from facebatch.models.weights import DEFAULT_WEIGHTS
 
 logger = logging.getLogger(__name__)
 
@@ -120,8 +120,7 @@ def scan(config: ScanConfig, progress: ProgressCallback | None = None) -> ScanSu
         chosen = choose_model(config, library.model())
         rotated = library.finds_rotated(config.detection.find_rotated)
         config = replace(config, detection=replace(config.detection, find_rotated=rotated))
-        runs_facenet = "facenet" in model_named(chosen.embedding).nets
-        weights = resolve_weights(chosen.weights) if runs_facenet else None
+        weights = facenet_weights(chosen.embedding, chosen.weights)
         models = replace(config.models, embedding=chosen.embedding)
         model = model_tag(model_named(chosen.embedding), weights, models.variant)
         config = replace(config, models=models)
