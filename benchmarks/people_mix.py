@@ -171,6 +171,7 @@ def score(mix: Mix, rows: np.ndarray, labels: np.ndarray) -> dict:
         _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
         shared = int((counts[inverse] > 1).sum())
     n_strangers = int(stranger.sum())
+    by_size = _by_size(truth, labels, friend, stranger, owner)
     return {
         "faces": len(rows), "scored": int(scored.sum()), "clusters": len(clusters),
         "pw_p": pw.precision, "pw_r": pw.recall, "pw_f": pw.f, "bc_p": bc.precision, "bc_r": bc.recall, "bc_f": bc.f,
@@ -179,7 +180,31 @@ def score(mix: Mix, rows: np.ndarray, labels: np.ndarray) -> dict:
         "strangers_in_friend": int((stranger & in_friend).sum()),
         "stranger_clusters": only_strangers,
         "same_photo": shared,
+        "by_size": by_size,
     }
+
+
+SIZE_BUCKETS = ((3, 9), (10, 29), (30, 99), (100, 10**9))
+
+
+def _by_size(truth: np.ndarray, labels: np.ndarray, friend: np.ndarray, stranger: np.ndarray,
+             owner: dict[int, str]) -> dict[str, dict[str, int]]:
+    """Per friend size (faces of the person in the scenario): their faces in their own cluster
+    (the biggest cluster they own), and strangers inside the clusters they own."""
+    sizes = Counter(truth[friend].tolist())
+    kept: Counter = Counter()
+    for person in sizes:
+        theirs = labels[friend & (truth == person)]
+        owned = [c for c in theirs.tolist() if c >= 0 and owner.get(c) == person]
+        kept[person] = Counter(owned).most_common(1)[0][1] if owned else 0
+    intruders = Counter(owner[c] for c in labels[stranger].tolist() if c >= 0 and owner.get(c) in sizes)
+    out = {}
+    for low, high in SIZE_BUCKETS:
+        people = [p for p, n in sizes.items() if low <= n <= high]
+        out[f"{low}-{high}" if high < 10**9 else f"{low}+"] = {
+            "people": len(people), "faces": sum(sizes[p] for p in people), "kept": sum(kept[p] for p in people),
+            "strangers_in": sum(intruders[p] for p in people)}
+    return out
 
 
 def run_one(args: argparse.Namespace) -> None:
@@ -252,6 +277,15 @@ def row(label: str, scenario_name: str, split: str, r: dict) -> str:
             f"{r['stranger_clusters']} | {r['same_photo']} | {r['seconds']:.1f} | {r['peak_mb']:.0f} |")
 
 
+SIZE_HEADER = ("| settings | scenario | half | friend's faces | people | faces | in their own cluster | strangers inside |\n"
+               "|---|---|---|---|---|---|---|---|")
+
+
+def size_rows(label: str, scenario_name: str, split: str, r: dict) -> list[str]:
+    return [f"| {label} | {scenario_name} | {split} | {bucket} | {b['people']} | {b['faces']} | "
+            f"{b['kept'] / max(b['faces'], 1):.3f} | {b['strangers_in']} |" for bucket, b in r["by_size"].items() if b["people"]]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--libraries", type=Path, required=True, help="folder holding one library per set")
@@ -260,6 +294,7 @@ def main() -> None:
     parser.add_argument("--splits", default="tune,check")
     parser.add_argument("--settings", action="append", default=[], help="JSON of GroupingSettings fields (repeatable)")
     parser.add_argument("--baseline", action="store_true", help="also the method before (leaf, min_samples 1)")
+    parser.add_argument("--by-size", action="store_true", help="also friends kept and strangers let in by friend size")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--scenario", help=argparse.SUPPRESS)
     parser.add_argument("--split", help=argparse.SUPPRESS)
@@ -273,12 +308,17 @@ def main() -> None:
     if args.baseline:
         configurations.insert(0, {"baseline": True})
     print(HEADER, flush=True)
+    sized: list[str] = []
     for settings in configurations:
         label = "before (leaf, min_samples 1)" if settings.get("baseline") else (
             ", ".join(f"{k} {v}" for k, v in settings.items()) or "default")
         for scenario_name in args.scenarios.split(","):
             for split in args.splits.split(","):
-                print(row(label, scenario_name, split, measure(args, scenario_name, split, settings)), flush=True)
+                result = measure(args, scenario_name, split, settings)
+                print(row(label, scenario_name, split, result), flush=True)
+                sized.extend(size_rows(label, scenario_name, split, result))
+    if args.by_size:
+        print("\n" + SIZE_HEADER + "\n" + "\n".join(sized))
 
 
 if __name__ == "__main__":

@@ -407,6 +407,7 @@ def errors(library: Any, kinds: tuple[str, ...], as_json: bool) -> None:
 def cluster_options(command: Callable[..., Any]) -> Callable[..., Any]:
     from facebatch.people.grouping import (
         DEFAULT_METHOD,
+        DEFAULT_MEMBER_SPREAD,
         DEFAULT_MIN_CLUSTER_SIZE,
         DEFAULT_MIN_FACE_SIZE,
         DEFAULT_MIN_SAMPLES,
@@ -424,6 +425,9 @@ def cluster_options(command: Callable[..., Any]) -> Callable[..., Any]:
                      "a member [default: the model's; FaceNet's 0.9]."),
         click.option("--merge-distance", type=float, help="Clusters whose centres are closer than this are one "
                      "person [default: the model's; FaceNet's 0.75]."),
+        click.option("--member-spread", type=float, default=DEFAULT_MEMBER_SPREAD, show_default=True,
+                     help="A face farther from its cluster's centre than this times the 90th percentile of the "
+                     "cluster's own faces' distances is not a member (clusters of 5 faces or more)."),
         click.option("--pca-dims", type=int, default=DEFAULT_PCA_DIMS, show_default=True,
                      help="Dimensions HDBSCAN works in on big libraries; 0: all of the model's."),
         click.option("--min-face-size", type=float, default=DEFAULT_MIN_FACE_SIZE, show_default=True,

@@ -11,8 +11,10 @@ The steps, each measured on the development mix (benchmarks/people_mix.py, BENCH
    sits with Alice's faces.
 3. Membership on an absolute scale, the Euclidean distance `verify` uses: a face belongs to a
    group when it is within `member_distance` of the centre (normalised mean) of the group's
-   other faces. Misfits leave one at a time, the worst first, so an intruder does not take a
-   true member with it.
+   other faces, and within the group's own radius (`member_spread` times the 90th percentile of
+   its members' distances): a stranger who reaches a big group under the absolute cap still lies
+   outside how that person's own photos scatter. Misfits leave one at a time, the worst first,
+   so an intruder does not take a true member with it.
 4. What the user said: groups holding faces of one user group (a name, a merge) become one
    cluster, each keeping its own centre (a child at 2 and at 12); faces the user named one by
    one join their person whatever the distance.
@@ -66,6 +68,14 @@ DEFAULT_MIN_FACE_SIZE = 40
 # Groups compared with each face left out, and with each group when joining: the nearest by
 # centre. More never changed a result on the development mix.
 CANDIDATES = 8
+# A group's own radius (step 3): `member_spread` times the 90th percentile of its members' distances
+# to the centre of the others (robust to a tenth of them being outliers), for groups of at least
+# SPREAD_MIN_SIZE faces (fewer say nothing of a spread). A stranger within the absolute member
+# distance but far outside how this person's own photos scatter stays out. The median plus k robust
+# deviations was measured first and cascades: each member taken out narrows it (BENCHMARKS.md).
+DEFAULT_MEMBER_SPREAD = 1.3
+SPREAD_QUANTILE = 0.9
+SPREAD_MIN_SIZE = 5
 BLOCK = 32_768  # faces whose distances are computed at once (memory: BLOCK x the dimension, in doubles)
 
 
@@ -81,6 +91,7 @@ class GroupingSettings:
     min_face_size: float = DEFAULT_MIN_FACE_SIZE
     seed: int = 0
     member_growth: float | None = None
+    member_spread: float | None = DEFAULT_MEMBER_SPREAD  # None: the absolute distance alone
 
     def __post_init__(self) -> None:
         if self.min_cluster_size < 2:
@@ -96,6 +107,8 @@ class GroupingSettings:
             raise UsageError(f"--pca-dims must be at least 0, got {self.pca_dims}")
         if self.min_face_size < 0:
             raise UsageError(f"--min-face-size must be at least 0 pixels, got {self.min_face_size}")
+        if self.member_spread is not None and self.member_spread <= 0:
+            raise UsageError(f"--member-spread must be positive, got {self.member_spread}")
         if self.pca_sample < 100:
             raise UsageError(f"--pca-sample must be at least 100, got {self.pca_sample}")
 
@@ -355,9 +368,10 @@ class _Groups:
     """
 
     def __init__(self, x: np.ndarray, labels: np.ndarray, photo: np.ndarray, constraints: Constraints,
-                 member_growth: float = 0.0) -> None:
+                 member_growth: float = 0.0, member_spread: float | None = None) -> None:
         self.x = x
         self.member_growth = member_growth  # the member distance's growth per doubling (GroupingSettings)
+        self.member_spread = member_spread  # a group's own radius in robust deviations (GroupingSettings)
         self.photo = photo
         self.constraints = constraints
         self.user = constraints.group
@@ -474,6 +488,20 @@ class _Groups:
             out[start:start + BLOCK] = centre_distance(dot, np.linalg.norm(self.sum[groups], axis=1))
         return out
 
+    def radius(self, faces: np.ndarray, distance: np.ndarray) -> np.ndarray:
+        """Each group's own radius, from its members `faces` and their `distance` to the centre of
+        their group's other faces: `member_spread` times their 90th percentile. Infinite for
+        groups of fewer than SPREAD_MIN_SIZE faces, and for all when no spread is set."""
+        count = len(self.size)
+        radius = np.full(count, np.inf)
+        known = ~np.isnan(distance)
+        label, distance = self.label[faces[known]], distance[known]
+        if self.member_spread is None or not len(label):
+            return radius
+        spread_known = np.bincount(label, minlength=count) >= SPREAD_MIN_SIZE
+        radius[spread_known] = self.member_spread * _group_quantiles(label, distance, count, SPREAD_QUANTILE)[spread_known]
+        return radius
+
     # --- cannot-links --------------------------------------------------------------------
 
     def allowed(self, faces: np.ndarray, g: int) -> bool:
@@ -505,9 +533,26 @@ class _Groups:
         return True
 
 
+def _group_quantiles(label: np.ndarray, values: np.ndarray, count: int, q: float) -> np.ndarray:
+    """The q-quantile (linear) of `values` per group `label` (0..count-1; nan for a group without)."""
+    order = np.lexsort((values, label))
+    sizes = np.bincount(label, minlength=count)
+    start = np.r_[0, np.cumsum(sizes)[:-1]]
+    out = np.full(count, np.nan)
+    has = sizes > 0
+    ordered = values[order]
+    position = q * (sizes[has] - 1)
+    low = np.floor(position).astype(np.int64)
+    high = np.minimum(low + 1, sizes[has] - 1)
+    weight = position - low
+    out[has] = ordered[start[has] + low] * (1 - weight) + ordered[start[has] + high] * weight
+    return out
+
+
 def _take_out_misfits(groups: _Groups, limit: float, min_size: int) -> int:
     """Remove, worst first, faces farther than the member distance from the centre of their
-    group's other faces (`limit`, grown for big groups by `_limit`).
+    group's other faces (`limit`, grown for big groups by `_limit`) or outside their group's own
+    radius (`_Groups.radius`).
 
     One face per group per round (the worst), so an intruder does not get a true member thrown
     out with it; groups that shrink below `min_size` dissolve. Returns faces taken out.
@@ -518,12 +563,16 @@ def _take_out_misfits(groups: _Groups, limit: float, min_size: int) -> int:
         faces = np.flatnonzero(np.isin(groups.label, active))
         if not len(faces):
             break
-        distance = np.nan_to_num(groups.own_distance(faces), nan=-1.0)
+        own = groups.own_distance(faces)
+        radius = groups.radius(faces, own)
+        distance = np.nan_to_num(own, nan=-1.0)
         distance[_pinned(groups, faces)] = -1.0
         order = np.lexsort((-distance, groups.label[faces]))
         first = np.r_[True, groups.label[faces][order][1:] != groups.label[faces][order][:-1]]
         worst = faces[order[first]]
-        out = worst[distance[order[first]] > _limit(limit, groups.size[groups.label[worst]] - 1, groups.member_growth)]
+        worst_group = groups.label[worst]
+        allowed = np.minimum(_limit(limit, groups.size[worst_group] - 1, groups.member_growth), radius[worst_group])
+        out = worst[distance[order[first]] > allowed]
         if not len(out):
             break
         active = np.unique(groups.label[out])
@@ -706,7 +755,9 @@ def _adopt_loose_faces(groups: _Groups, candidates: np.ndarray, cols: np.ndarray
         return 0
     pairs = np.unique(np.stack([rows, neighbour_groups[rows, slots]], axis=1), axis=0)
     distance = groups.distance_to(loose[pairs[:, 0]], pairs[:, 1])
-    fits = distance <= _limit(limit, groups.size[pairs[:, 1]], groups.member_growth)
+    members = np.flatnonzero(groups.label >= 0)
+    radius = groups.radius(members, groups.own_distance(members))
+    fits = distance <= np.minimum(_limit(limit, groups.size[pairs[:, 1]], groups.member_growth), radius[pairs[:, 1]])
     adopted = 0
     fitting = pairs[fits]
     for row, g in fitting[np.argsort(distance[fits], kind="stable")].tolist():
@@ -746,7 +797,7 @@ def group_faces(
         labels[eligible] = hdbscan_proposals(sub, settings, (near, sims))
         del sub
     steps["proposed"] = int(len(np.unique(labels[labels >= 0])))
-    groups = _Groups(x, labels, photo, constraints, settings.member_growth)
+    groups = _Groups(x, labels, photo, constraints, settings.member_growth, settings.member_spread)
     steps["separated"] = _separate(groups)
     steps["misfits"] = _take_out_misfits(groups, settings.member_distance, settings.min_cluster_size)
     steps["user_joins"] = _join_user_groups(groups, settings.member_distance)

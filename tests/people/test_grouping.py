@@ -186,3 +186,23 @@ def test_approximate_neighbours_match_exact_ones(monkeypatch):
     recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx_cols.tolist(), exact_cols.tolist())])
     assert recall > 0.9
     assert np.all(np.diff(approx_sims, axis=1) <= 1e-6)
+
+
+def test_a_stranger_within_the_cap_but_outside_the_clusters_own_spread_stays_out():
+    x, _ = faces_of([40], seed=3)
+    centre = x.sum(axis=0) / np.linalg.norm(x.sum(axis=0))
+    other = np.random.default_rng(9).normal(size=512)
+    other -= (other @ centre) * centre
+    other /= np.linalg.norm(other)
+    cos = 1 - 0.85 ** 2 / 2  # 0.85 from the centre: within FaceNet's member distance (0.9 and growing)
+    stranger = cos * centre + np.sqrt(1 - cos ** 2) * other
+    faces = np.vstack([x, stranger])
+    spread = group(faces)
+    assert (spread[:40] == spread[0]).all() and spread[0] >= 0
+    assert spread[40] != spread[0]  # the 40 photos scatter far less than 0.85 / 1.3
+    assert group(faces, member_spread=None)[40] == spread[0]  # the absolute distance alone lets him in
+
+
+def test_member_spread_is_validated():
+    with pytest.raises(UsageError, match="--member-spread must be positive, got 0"):
+        GroupingSettings(member_spread=0)
