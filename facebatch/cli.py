@@ -597,6 +597,9 @@ def label_cluster_command(library: Any, cluster_id: int, name: str) -> None:
     if result.refused:
         line += f"; {result.refused} left out (labelled not {result.name})"
     click.echo(line)
+    if result.waiting:
+        click.echo(f"{counted(result.waiting, 'face')} at the cluster's edge wait for a look before they are "
+                   f"{result.name}: `facebatch review`, then Queue")
 
 
 @label.command(name="face")

@@ -47,6 +47,9 @@ FACES_SCHEMA = pa.schema(
         # Degrees clockwise the photo was turned to find the face (--find-rotated): 90 or 270; null
         # or 0 upright (rows written before it was recorded read as null).
         pa.field("rotation", pa.int16(), nullable=True),
+        # 0..1 from box, score and landmarks (models.quality); null in parts written before it was
+        # recorded (Library.read_faces computes it there)
+        pa.field("quality", pa.float32(), nullable=True),
     ]
 )
 
@@ -73,6 +76,9 @@ CLUSTERS_SCHEMA = pa.schema(
         # distance from the face to the centre of the other faces of its mode (0..2); null when alone
         pa.field("distance", pa.float32(), nullable=True),
         pa.field("first_run", pa.int64(), nullable=False),  # the clustering run that first saw this face
+        # In its cluster's core (within the 90th percentile of its mode's distances): what naming
+        # the cluster confirms; the rest wait for a look. Null in tables written before: all core.
+        pa.field("core", pa.bool_(), nullable=True),
     ]
 )
 

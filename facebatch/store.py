@@ -38,6 +38,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from facebatch.errors import DamagedPart, LibraryBusy, LibraryDamaged, OutputError, UncalibratedModel
+from facebatch.models.quality import face_quality
 from facebatch.models.scale import DistanceScale
 from facebatch.files import atomic_write_json, atomic_write_table
 from facebatch.schema import (
@@ -54,6 +55,25 @@ PART_NAME = re.compile(r"^part-(\d{6,})\.(parquet|json)$")
 # Old versions of labels.parquet kept: a damaged file is restored from the newest readable one.
 LABEL_GENERATIONS = 20
 TABLE_SCHEMAS = {"photos": PHOTOS_SCHEMA, "faces": FACES_SCHEMA}
+
+
+QUALITY_FROM = ("box", "score", "landmarks")
+
+
+def with_quality(faces: pa.Table) -> pa.Table:
+    """The faces with their `quality` filled where it is null (parts written before it was recorded)."""
+    column = faces["quality"]
+    if column.null_count == 0:
+        return faces
+    def flat(name: str) -> np.ndarray:
+        values = faces[name].combine_chunks()
+        values = values.flatten() if pa.types.is_list(values.type) or pa.types.is_fixed_size_list(values.type) else values
+        return np.asarray(values.to_numpy(zero_copy_only=False), np.float64)
+
+    computed = face_quality(flat("box").reshape(-1, 4), flat("score"), flat("landmarks").reshape(-1, 10))
+    stored = flat("quality")
+    filled = np.where(np.isnan(stored), computed, stored).astype(np.float32)
+    return faces.set_column(faces.schema.get_field_index("quality"), faces.schema.field("quality"), pa.array(filled))
 
 
 def read_table_file(path: Path, schema: pa.Schema | None) -> pa.Table:
@@ -244,7 +264,7 @@ class Library:
         number = self.next_part_number()
         name = f"part-{number:06d}"
         metadata = {"facebatch.model": model}
-        atomic_write_table(self.faces_dir / f"{name}.parquet", faces.cast(FACES_SCHEMA), metadata)
+        atomic_write_table(self.faces_dir / f"{name}.parquet", with_quality(faces.cast(FACES_SCHEMA)), metadata)
         atomic_write_table(self.photos_dir / f"{name}.parquet", photos.cast(PHOTOS_SCHEMA), metadata)
         atomic_write_json(self.shards_dir / f"{name}.json", {**stats, "part": name})
         return number
@@ -349,13 +369,18 @@ class Library:
         """The faces embedded by the library's model; with `pending`, also those a model change left
         waiting for their re-embed (another model's vectors: not comparable, not even of one size)."""
         model = None if pending else self.model()
-        if model is None:
-            return self.read_table("faces", columns)
-        wanted = columns if columns is None or "model" in columns else [*columns, "model"]
+        wanted = columns
+        if model is not None and wanted is not None and "model" not in wanted:
+            wanted = [*wanted, "model"]
+        if wanted is not None and "quality" in wanted:
+            wanted = [*wanted, *(c for c in QUALITY_FROM if c not in wanted)]
         faces = self.read_table("faces", wanted)
-        fresh = _of_the_model(faces, model)
-        if not pc.all(fresh).as_py():
-            faces = faces.filter(fresh)
+        if model is not None:
+            fresh = _of_the_model(faces, model)
+            if not pc.all(fresh).as_py():
+                faces = faces.filter(fresh)
+        if wanted is None or "quality" in wanted:
+            faces = with_quality(faces)
         return faces if wanted is columns else faces.select(columns)
 
     def pending_photos(self) -> set[str]:
@@ -402,6 +427,8 @@ class Library:
             table = table.append_column("distance", pa.nulls(table.num_rows, pa.float32()))
         if table.num_rows and "mode" not in table.column_names:  # written before modes: one per cluster
             table = table.append_column("mode", table["cluster_id"])
+        if table.num_rows and "core" not in table.column_names:  # written before cores: every member
+            table = table.append_column("core", pc.greater_equal(table["cluster_id"], 0))
         return table.select(CLUSTERS_SCHEMA.names).cast(CLUSTERS_SCHEMA) if table.num_rows else CLUSTERS_SCHEMA.empty_table()
 
     def read_cluster_pairs(self) -> pa.Table:

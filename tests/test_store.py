@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from facebatch.errors import FacebatchError
@@ -45,6 +46,7 @@ def faces(*rows: tuple[str, str, str]) -> pa.Table:
         table["embedding"].append(vector / np.linalg.norm(vector))
         table["model"].append(MODEL)
         table["rotation"].append(None)
+        table["quality"].append(None)
     return pa.table(table).cast(FACES_SCHEMA)
 
 
@@ -161,3 +163,14 @@ def test_photos_are_shown_relative_to_the_outermost_scanned_folder(tmp_path):
     assert _shown_path("/photos/family/2019/1.jpg", roots) == "2019/1.jpg"
     assert _shown_path("/photos/family/1.jpg", roots) == "1.jpg"
     assert _shown_path("/elsewhere/1.jpg", roots) == "/elsewhere/1.jpg"
+
+
+def test_face_quality_is_stored_when_written_and_computed_for_parts_written_before(tmp_path):
+    library = Library(tmp_path / "lib")
+    library.create(LIBRARY_MODEL)
+    library.write_shard(photos(("a", "/a.jpg", "ok")), faces(("fa", "a", "/a.jpg")), {"kind": "test"}, MODEL)
+    path = library.part_path("faces", 1)
+    assert pq.read_table(path)["quality"].to_pylist() == [pytest.approx(0.45)]  # 29 px: 20 px counts 0, 40 px 1
+    old = pq.read_table(path).drop_columns(["quality"])  # a part written before quality was recorded
+    pq.write_table(old, path)
+    assert library.read_faces(["face_id", "quality"])["quality"].to_pylist() == [pytest.approx(0.45)]

@@ -99,7 +99,7 @@ def live_photo_rows(library: Library) -> list[tuple[str, str, int, int]]:
 
 def photo_records(library: Library, settings: ExportSettings) -> list[dict[str, Any]]:
     """Live photos with their faces, sorted by path; filters applied."""
-    faces = library.read_faces(["face_id", "photo_id", "box", "embedding"])  # once for tags and boxes
+    faces = library.read_faces(["face_id", "photo_id", "box", "embedding", "quality"])  # once for tags and boxes
     tags = face_tags(library, settings.min_confidence, live=LiveFaces.of(library, faces))
     boxes = dict(zip(faces["face_id"].to_pylist(), faces["box"].to_pylist()))
     by_photo: dict[str, list[dict[str, Any]]] = defaultdict(list)

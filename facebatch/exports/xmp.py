@@ -197,7 +197,7 @@ class NamedFace:
 def named_faces(library: Library, settings: XmpExportSettings) -> dict[str, list[NamedFace]]:
     """The faces to write, by photo_id."""
     view = build_view(library)  # "no clusters yet" before any face is read; the clusters read once
-    faces = library.read_faces(["face_id", "photo_id", "box", "embedding"])  # once for tags and boxes
+    faces = library.read_faces(["face_id", "photo_id", "box", "embedding", "quality"])  # once for tags and boxes
     tags = face_tags(library, settings.min_confidence, view=view, live=LiveFaces.of(library, faces))
     wanted = {STATUS_CONFIRMED, STATUS_SUGGESTED} if settings.include_suggested else {STATUS_CONFIRMED}
     boxes = dict(zip(faces["face_id"].to_pylist(), faces["box"].to_pylist()))

@@ -49,6 +49,7 @@ class ActionResult:
     size: int = 0  # faces in the resulting cluster
     kept_own: int = 0  # faces that keep their own, different face label
     replaced_imported: int = 0  # faces whose name from a sidecar (import-xmp) gave way to this one
+    waiting: int = 0  # members outside the cluster's core: the name is only suggested until the user looks
     refused: int = 0  # faces left out because they are "not" the name
     conflict: str | None = None  # a conflict line, after a merge
     person: str | None = None  # the resulting cluster's person
@@ -98,9 +99,12 @@ def _view(library: Library) -> View:
 
 
 def label_cluster(library: Library, cluster_id: int, name: str, wait: float = 0.0) -> ActionResult:
-    """Name every member face (source `cluster`), except faces that are "not" that name. A face
-    the user named in facebatch keeps its name; one named only by a sidecar (import-xmp: weaker than
-    what the user says here) takes this one."""
+    """Name the cluster's core faces (source `cluster`), except faces that are "not" that name: the
+    faces a user looking at the cluster sees as one person. Members outside the core (its outer
+    tenth by distance) are not confirmed: they wait for a look (`review`'s queue) and meanwhile get
+    the name as a suggestion with its calibrated confidence. A face the user named in facebatch
+    keeps its name; one named only by a sidecar (import-xmp: weaker than what the user says here)
+    takes this one."""
     name = clean_name(name)
     require_library(library)
     with library.lock(wait):
@@ -109,16 +113,20 @@ def label_cluster(library: Library, cluster_id: int, name: str, wait: float = 0.
         if info.ignored:
             raise UsageError(f"cluster {cluster_id} is ignored: `facebatch ignore cluster {cluster_id} --undo` first")
         members = view.members(cluster_id)
+        core = view.core_members(cluster_id)
         refused = [f for f in members if name in view.labels.nots.get(f, ())]
-        named = [f for f in members if name not in view.labels.nots.get(f, ())]
-        other = {f: view.labels.face_names[f] for f in named if view.labels.face_names.get(f, (name,))[0] != name}
+        allowed = [f for f in members if name not in view.labels.nots.get(f, ())]
+        own = {f: view.labels.face_names[f] for f in allowed if f in view.labels.face_names}
+        waiting = [f for f in allowed if f not in core and not (f in own and own[f][1] == SOURCE_FACE)]
+        named = [f for f in allowed if f in core]
+        other = {f: own[f] for f in named if f in own and own[f][0] != name}
         imported = [f for f, (_, source) in other.items() if source == SOURCE_XMP]
         facts = [Fact(f, KIND_NAME, name, SOURCE_CLUSTER) for f in named]
         facts += [Fact(f, KIND_NAME, other[f][0], SOURCE_XMP, active=False) for f in imported]
         action = _write(library, view, facts)
     return ActionResult(action, "name-cluster", len(named), name, cluster_id, (cluster_id,), info.size,
                         kept_own=len(other) - len(imported), replaced_imported=len(imported), refused=len(refused),
-                        person=name)
+                        waiting=len(waiting), person=name)
 
 
 def label_faces(library: Library, face_ids: list[str], name: str, wait: float = 0.0) -> ActionResult:

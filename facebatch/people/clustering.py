@@ -163,10 +163,10 @@ def cluster_library(library: Library, settings: GroupingSettings) -> ClusterSumm
     require_library(library)
     started = time.monotonic()
     with library.lock():
-        faces = library.read_faces(["face_id", "photo_id", "box", "embedding"])
+        faces = library.read_faces(["face_id", "photo_id", "box", "embedding", "quality"])
         face_ids = np.array(faces.column("face_id").to_pylist(), dtype=object)
         x = face_embeddings(library, faces)
-        sides, photo = box_sides(faces), photo_codes(faces)
+        sides, photo, quality = box_sides(faces), photo_codes(faces), faces["quality"].to_numpy()
         del faces
         state = ClusterState.read(library)
         old = library.read_clusters()
@@ -174,7 +174,7 @@ def cluster_library(library: Library, settings: GroupingSettings) -> ClusterSumm
         next_id = max(state.next_id, int(max(old.column("cluster_id").to_pylist(), default=0)) + 1)
         labels = replay(library.read_labels())
         used = settings.on_scale(library.scale())
-        grouping = group_faces(x, sides, photo, used, user_constraints(labels, face_ids.tolist()))
+        grouping = group_faces(x, sides, photo, used, user_constraints(labels, face_ids.tolist()), quality)
 
         old_id_of = dict(zip(old.column("face_id").to_pylist(), old.column("cluster_id").to_pylist()))
         old_first = dict(zip(old.column("face_id").to_pylist(), old.column("first_run").to_pylist()))
@@ -214,6 +214,7 @@ def _clusters_table(face_ids: np.ndarray, ids: np.ndarray, grouping: Grouping, f
             "mode": pa.array(grouping.modes, pa.int64()),
             "distance": pa.array(distance.astype(np.float32), pa.float32(), mask=np.isnan(distance)),
             "first_run": pa.array(first_run, pa.int64()),
+            "core": pa.array(grouping.core & (ids >= 0), pa.bool_()),
         }
     ).cast(CLUSTERS_SCHEMA)
 

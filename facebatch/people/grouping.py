@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from facebatch.errors import UsageError
+from facebatch.models.quality import MIN_QUALITY
 from facebatch.models.scale import DistanceScale
 
 UNCLUSTERED = -1
@@ -76,6 +77,9 @@ CANDIDATES = 8
 DEFAULT_MEMBER_SPREAD = 1.3
 SPREAD_QUANTILE = 0.9
 SPREAD_MIN_SIZE = 5
+# A group's core (what naming its cluster confirms) is its faces within the 90th percentile of their
+# distances; a group of fewer faces than this is all core: a user sees every face of it at a glance.
+CORE_MIN_SIZE = 10
 BLOCK = 32_768  # faces whose distances are computed at once (memory: BLOCK x the dimension, in doubles)
 
 
@@ -160,6 +164,7 @@ class Grouping:
     labels: np.ndarray  # cluster (person) per face, 0..k-1, -1 unclustered
     modes: np.ndarray  # group (one centre) per face: a cluster the user merged may have several
     distance: np.ndarray  # each member's distance to the centre of its group's other faces (nan: none)
+    core: np.ndarray  # members within their group's 90th percentile distance: what naming confirms
     neighbours: list[tuple[int, int]]  # groups with faces among each other's nearest neighbours
     steps: dict[str, Any] = field(default_factory=dict)  # counts per step, for the benchmark and the summary
 
@@ -777,15 +782,20 @@ def group_faces(
     photo: np.ndarray,
     settings: GroupingSettings,
     constraints: Constraints | None = None,
+    quality: np.ndarray | None = None,
 ) -> Grouping:
     """Faces (unit vectors) into people. `photo`: an integer code per face (same photo, same code).
-    `settings` are on the model's scale (GroupingSettings.on_scale)."""
+    `settings` are on the model's scale (GroupingSettings.on_scale). Faces smaller than the minimum
+    size or below MIN_QUALITY (models.quality) stay out: they never anchor a group."""
     if settings.member_distance is None or settings.merge_distance is None or settings.member_growth is None:
         raise ValueError("grouping settings without distances: put them on the model's scale first (on_scale)")
     n = len(x)
     constraints = Constraints.none(n) if constraints is None else constraints
     x = np.asarray(x, np.float32)  # float32: a million faces in 2 GB; sums are kept in float64
-    eligible = np.flatnonzero(sides >= settings.min_face_size)
+    trusted = sides >= settings.min_face_size
+    if quality is not None:
+        trusted &= quality >= MIN_QUALITY
+    eligible = np.flatnonzero(trusted)
     labels = np.full(n, UNCLUSTERED, np.int64)
     steps: dict[str, Any] = {}
     cols = np.full((n, 0), -1, np.int64)
@@ -810,20 +820,34 @@ def group_faces(
 
 def _finish(groups: _Groups, cols: np.ndarray, steps: dict[str, Any]) -> Grouping:
     """Dense cluster labels 0..k-1 (by first face), modes, each member's distance to its group's
-    centre, and neighbouring clusters."""
+    centre, the core, and neighbouring clusters."""
     member = np.flatnonzero(groups.label >= 0)
     distance = np.full(len(groups.label), np.nan)
+    core = np.zeros(len(groups.label), bool)
     modes = np.full(len(groups.label), UNCLUSTERED, np.int64)
     labels = np.full(len(groups.label), UNCLUSTERED, np.int64)
     if len(member):
         distance[member] = groups.own_distance(member)
+        core[member] = _core(groups, member, distance[member])
         roots = np.array([groups.root(g) for g in range(len(groups.parent))], np.int64)
         modes[member] = _dense(groups.label[member])
         labels[member] = _dense(roots[groups.label[member]])
     groups.label = labels
     neighbours = sorted((a, b) for a, others in _group_pairs(groups, cols).items() for b in others if a < b)
     steps["groups"] = int(labels.max()) + 1 if len(member) else 0
-    return Grouping(labels, modes, distance, neighbours, steps)
+    return Grouping(labels, modes, distance, core, neighbours, steps)
+
+
+def _core(groups: _Groups, members: np.ndarray, distance: np.ndarray) -> np.ndarray:
+    """Members within their group's 90th percentile distance (every member of a group under
+    CORE_MIN_SIZE faces, and faces the user named): the faces a user looking at the cluster
+    sees as its person. The outer tenth waits for a look before a cluster name confirms it."""
+    label = groups.label[members]
+    known = ~np.isnan(distance)
+    edge = np.full(len(groups.size), np.inf)
+    sized = np.bincount(label[known], minlength=len(groups.size)) >= CORE_MIN_SIZE
+    edge[sized] = _group_quantiles(label[known], distance[known], len(groups.size), SPREAD_QUANTILE)[sized]
+    return ~(distance > edge[label]) | groups.constraints.hard[members]
 
 
 def _dense(values: np.ndarray) -> np.ndarray:

@@ -1,11 +1,13 @@
 """Per-face tags: confirmed, suggested or unknown, with a calibrated confidence. Tables only.
 
-- confirmed: the user named this face, or named its cluster and the face is still in a cluster
-  of that person (confidence 1).
+- confirmed: the user named this face, or named its cluster while the face was in its core, and
+  the face is still in a cluster of that person (confidence 1).
 - suggested: the nearest named person, by the distance to the centre of their confirmed faces,
   with confidence >= the cut (on the model's scale: models.scale). Never a name the face is "not", never while
-  its cluster is ignored, and never two faces of one photo under one name: the better one keeps
-  it, the other falls back to its next person or to unknown.
+  its cluster is ignored, never a face of low quality (models.quality), and never two faces of one
+  photo under one name: the better one keeps it, the other falls back to its next person or to
+  unknown. Faces at the edge of a named cluster (outside its core) are suggested this way until
+  the user looks at them.
 - unknown: everything else.
 """
 
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from facebatch.models.quality import MIN_QUALITY
 from facebatch.models.scale import NAME_CONFIDENCE, DistanceScale
 from facebatch.people.clustering import require_library
 from facebatch.people.embeddings import face_embeddings
@@ -91,15 +94,17 @@ class LiveFaces:
     face_ids: list[str]
     photo_ids: list[str]
     x: np.ndarray
+    quality: np.ndarray  # models.quality: a face below MIN_QUALITY is never named automatically
 
     @staticmethod
     def read(library: Library) -> LiveFaces:
-        return LiveFaces.of(library, library.read_faces(["face_id", "photo_id", "embedding"]))
+        return LiveFaces.of(library, library.read_faces(["face_id", "photo_id", "embedding", "quality"]))
 
     @staticmethod
     def of(library: Library, faces: pa.Table) -> LiveFaces:
-        """From a faces table already read (with face_id, photo_id and embedding)."""
-        return LiveFaces(faces["face_id"].to_pylist(), faces["photo_id"].to_pylist(), face_embeddings(library, faces))
+        """From a faces table already read (with face_id, photo_id, embedding and quality)."""
+        return LiveFaces(faces["face_id"].to_pylist(), faces["photo_id"].to_pylist(), face_embeddings(library, faces),
+                         np.asarray(faces["quality"].to_numpy(), np.float32))
 
 
 def face_tags(
@@ -125,7 +130,8 @@ def face_tags(
     people = gallery(person, [mode_of.get(f, UNCLUSTERED) for f in face_ids], x)
     open_rows = [
         i for i in range(n)
-        if status[i] == STATUS_UNKNOWN and not (cluster_ids[i] in view.clusters and view.clusters[cluster_ids[i]].ignored)
+        if status[i] == STATUS_UNKNOWN and live.quality[i] >= MIN_QUALITY
+        and not (cluster_ids[i] in view.clusters and view.clusters[cluster_ids[i]].ignored)
     ]
     if people.names and open_rows:
         candidates = _candidates(x, open_rows, people, face_ids, view, min_confidence)

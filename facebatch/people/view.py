@@ -72,6 +72,7 @@ class View:
     cluster_ids: np.ndarray
     modes: np.ndarray  # the centre each face belongs to (a merged cluster may have several)
     distance: np.ndarray  # each member's distance to the centre of its cluster's other faces
+    core: np.ndarray  # members in their cluster's core: what naming the cluster confirms
     first_run: np.ndarray
     state: ClusterState
     history: pa.Table  # the labels history
@@ -81,6 +82,9 @@ class View:
 
     def members(self, cluster_id: int) -> list[str]:
         return self.face_ids[self.cluster_ids == cluster_id].tolist()
+
+    def core_members(self, cluster_id: int) -> set[str]:
+        return set(self.face_ids[(self.cluster_ids == cluster_id) & self.core].tolist())
 
     def cluster(self, cluster_id: int) -> ClusterInfo:
         info = self.clusters.get(cluster_id)
@@ -132,6 +136,7 @@ def build_view(library: Library, table: pa.Table | None = None, history: pa.Tabl
     cluster_ids = clusters["cluster_id"].to_numpy()
     modes = clusters["mode"].to_numpy()
     first_run = clusters["first_run"].to_numpy()
+    core = np.asarray(clusters["core"].fill_null(True).to_numpy(zero_copy_only=False), bool)
     distance = np.asarray(clusters["distance"].to_numpy(zero_copy_only=False), np.float64)
     state = ClusterState.read(library)
     # Clusters made in another space (before a model change or an adapter switch) keep their
@@ -162,7 +167,7 @@ def build_view(library: Library, table: pa.Table | None = None, history: pa.Tabl
     scale = library.scale()
     pairs = library.read_cluster_pairs()
     _attach_similar(infos, pairs if current else pairs.schema.empty_table(), scale)
-    return View(face_ids, cluster_ids, modes, distance, first_run, state, history, labels, infos, scale)
+    return View(face_ids, cluster_ids, modes, distance, core, first_run, state, history, labels, infos, scale)
 
 
 def _attach_similar(infos: dict[int, ClusterInfo], pairs: pa.Table, scale: DistanceScale) -> None:

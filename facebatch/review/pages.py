@@ -7,12 +7,12 @@ import hashlib
 import math
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from facebatch.people.suggestions import STATUS_CONFIRMED, LiveFaces, face_tags
+from facebatch.people.suggestions import STATUS_CONFIRMED, STATUS_SUGGESTED, STATUS_UNKNOWN, LiveFaces, face_tags
 from facebatch.people.view import View, build_view
 from facebatch.review.thumbnails import FaceBox
 from facebatch.schema import LIVE_STATUSES, UNCLUSTERED
@@ -49,9 +49,26 @@ class Face:
         if self.status == "confirmed":
             return "confirmed"
         if self.status == "suggested":
-            return f"suggested {self.confidence:.0%}"
+            return f"suggested {percent(self.confidence)}"
         fit = self.fit_confidence
-        return f"fits {fit:.0%}" if fit is not None and self.cluster_id != UNCLUSTERED else ""
+        return f"fits {percent(fit)}" if fit is not None and self.cluster_id != UNCLUSTERED else ""
+
+
+def percent(chance: float) -> str:
+    """A chance with the digits that tell 99.2% from 99.97% (most faces of a cluster fit above 99%)."""
+    if chance >= 0.9999:
+        return "> 99.99%"
+    return f"{chance:.2%}" if chance >= 0.99 else f"{chance:.0%}"
+
+
+@dataclass(frozen=True)
+class Question:
+    """A face that waits for a look: is it `name`? (a suggestion, or a face at a named cluster's
+    edge that naming the cluster did not confirm)."""
+
+    face: Face
+    name: str
+    confidence: float  # that it is `name`: the suggestion's, or its fit to the cluster
 
 
 @dataclass
@@ -99,6 +116,7 @@ class Site:
     names: list[str]  # every name given, for the name boxes' autocomplete
     by_id: dict[str, Face] = field(default_factory=dict)
     failed: list[FailedPhoto] = field(default_factory=list)  # files the scan could not use
+    queue: list[Question] = field(default_factory=list)  # faces waiting for a look, least sure first
 
     def faces_of(self, photo: Photo) -> list[Face]:
         return [self.by_id[f] for f in photo.face_ids if f in self.by_id]
@@ -123,7 +141,7 @@ class Scanned:
 
     @staticmethod
     def read(library: Library) -> Scanned:
-        faces = library.read_faces(["face_id", "photo_id", "path", "box", "rotation", "embedding"])  # once for both
+        faces = library.read_faces(["face_id", "photo_id", "path", "box", "rotation", "embedding", "quality"])  # once for both
         live = LiveFaces.of(library, faces)
         photos = _photos(library)
         for face_id, photo_id in zip(live.face_ids, live.photo_ids):
@@ -165,6 +183,7 @@ def collect(library: Library, view: View | None = None, scanned: Scanned | None 
     for named in people.values():
         named.sort(key=lambda f: (f.status != STATUS_CONFIRMED, -f.confidence, f.face_id))
     ordered = sorted((c for c in clusters.values() if c.faces), key=lambda c: (-len(c.faces), c.cluster_id))
+    queue = _questions(by_id.values(), clusters, view)
     return Site(
         [c for c in ordered if not c.ignored],
         [c for c in ordered if c.ignored],
@@ -174,7 +193,23 @@ def collect(library: Library, view: View | None = None, scanned: Scanned | None 
         sorted(set(people) | set(view.labels.names())),
         by_id,
         scanned.failed,
+        queue,
     )
+
+
+def _questions(faces: Iterable[Face], clusters: dict[int, Cluster], view: View) -> list[Question]:
+    """Every suggestion, and every unconfirmed face of a named cluster (its edge, or photos that
+    joined since the name): least sure first."""
+    out = []
+    for face in faces:
+        if face.status == STATUS_SUGGESTED and face.person:
+            out.append(Question(face, face.person, face.confidence))
+            continue
+        cluster = clusters.get(face.cluster_id)
+        if (face.status == STATUS_UNKNOWN and cluster and cluster.person and not cluster.ignored
+                and cluster.person not in view.labels.nots.get(face.face_id, ())):
+            out.append(Question(face, cluster.person, face.fit_confidence or 0.0))
+    return sorted(out, key=lambda q: (q.confidence, q.face.face_id))
 
 
 def _fit_key(distance: float) -> float:

@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from facebatch.review.pages import STRIP_FACES, Face, counts, person_slug
+from facebatch.review.pages import STRIP_FACES, Face, counts, percent, person_slug
 from facebatch.wording import counted
 
 
@@ -28,7 +28,7 @@ def environment() -> Environment:
                       trim_blocks=True, lstrip_blocks=True)
     env.filters["shq"] = _shell_quote
     env.filters["counted"] = counted  # {{ n | counted("face") }}: "1 face", "2 faces"
-    env.globals.update(counts=counts, STRIP_FACES=STRIP_FACES)
+    env.globals.update(counts=counts, percent=percent, STRIP_FACES=STRIP_FACES)
     return env
 
 

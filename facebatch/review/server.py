@@ -24,7 +24,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, unquote, urlencode, urlsplit
 
 from PIL import Image
 from starlette.applications import Starlette
@@ -110,8 +110,7 @@ def create_app(review: Review, hosts: list[str] | None = None) -> Starlette:
         message = request.query_params.get("msg")
         site = review.site()
         return HTMLResponse(render(template, **common(
-            site, url, title, token=review.token, here=request.url.path + (
-                f"?page={request.query_params['page']}" if "page" in request.query_params else ""),
+            site, url, title, token=review.token, here=here_of(request),
             message=message, message_kind=request.query_params.get("kind", ""),
             last_action=review.last_action, **context)))
 
@@ -155,6 +154,19 @@ def create_app(review: Review, hosts: list[str] | None = None) -> Starlette:
         chunk, n, count = paged(request, faces, pages.FACES_PER_PAGE)
         return page(request, "faces.html", "Faces in no cluster", heading="Faces in no cluster", all_faces=faces,
                     faces=chunk, number=n, pages=count, page_url=url.unclustered)
+
+    def queue_page(request: Request) -> Response:
+        """One face at a time, least sure first: "Is this NAME?" (yes, not NAME, skip, undo)."""
+        queue = review.site().queue
+        try:
+            skip = max(0, int(request.query_params.get("skip", "0")))
+        except ValueError:
+            skip = 0
+        skip = min(skip, len(queue))
+        question = queue[skip] if skip < len(queue) else None
+        photo = review.site().photos.get(question.face.photo_id) if question else None
+        return page(request, "queue.html", f"Is this {question.name}?" if question else "Nothing waits for a look",
+                    question=question, photo=photo, skip=skip, waiting=len(queue))
 
     def ignored_page(request: Request) -> Response:
         return page(request, "ignored.html", "Ignored clusters")
@@ -232,7 +244,8 @@ def create_app(review: Review, hosts: list[str] | None = None) -> Starlette:
     def name_cluster(request: Request, form: Any) -> str:
         result = actions.label_cluster(review.library, request.path_params["cluster_id"], str(form.get("name", "")),
                                        review.wait)
-        return f"cluster {result.cluster_id} is {result.name}: {counted(result.faces, 'face')}"
+        waiting = f"; {counted(result.waiting, 'face')} at its edge wait for a look in the Queue" if result.waiting else ""
+        return f"cluster {result.cluster_id} is {result.name}: {counted(result.faces, 'face')}{waiting}"
 
     def ignore(request: Request, form: Any) -> str:
         result = actions.ignore_cluster(review.library, request.path_params["cluster_id"], wait=review.wait)
@@ -277,6 +290,7 @@ def create_app(review: Review, hosts: list[str] | None = None) -> Starlette:
         Route("/person/{name:path}", person_page),
         Route("/unclustered", unclustered_page),
         Route("/ignored", ignored_page),
+        Route("/queue", queue_page),
         Route("/photo/{photo_id}", photo_page),
         Route("/original/{photo_id}", original),
         Route("/thumb/{face_id}.jpg", thumbnail),
@@ -291,6 +305,12 @@ def create_app(review: Review, hosts: list[str] | None = None) -> Starlette:
     ]
     middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=hosts)] if hosts else []
     return Starlette(routes=routes, middleware=middleware)
+
+
+def here_of(request: Request) -> str:
+    """The page to come back to after an action: its path, and which page or queue place it showed."""
+    kept = {key: request.query_params[key] for key in ("page", "skip") if key in request.query_params}
+    return request.url.path + (f"?{urlencode(kept)}" if kept else "")
 
 
 def not_found(message: str) -> Response:

@@ -429,7 +429,8 @@ def worker_arguments(cores: int, threads_per_model: int = 1) -> list[str]:
 # and written as a part like any scan's, so a killed re-embed resumes where it stopped. Until then
 # its faces are pending: Library.read_faces leaves them out of the people commands.
 
-REEMBED_COLUMNS = ["face_id", "photo_id", "path", "face_index", "box", "score", "landmarks", "model", "rotation"]
+REEMBED_COLUMNS = ["face_id", "photo_id", "path", "face_index", "box", "score", "landmarks", "model", "rotation",
+                   "quality"]
 
 
 def _reembed_notice(library: Library, previous: str, model: str) -> str:

@@ -208,7 +208,8 @@ def _face_row(photo_id: str, path: str, index: int, face: Face, model: str) -> d
 def _faces_table(rows: list[dict]) -> pa.Table:
     if not rows:
         return FACES_SCHEMA.empty_table()
-    columns = {name: [r[name] for r in rows] for name in FACES_SCHEMA.names if name != "embedding"}
+    columns = {name: [r[name] for r in rows] for name in FACES_SCHEMA.names if name not in ("embedding", "quality")}
     columns["embedding"] = embedding_column(np.stack([r["embedding"] for r in rows]))
+    columns["quality"] = [None] * len(rows)  # Library.write_shard computes it
     return pa.table({name: columns[name] for name in FACES_SCHEMA.names}).cast(FACES_SCHEMA)
 

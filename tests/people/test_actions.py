@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import shutil
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 import pytest
 
 from conftest import LIBRARY_MODEL, add_photos, dataset, person_centres, run, scan_quietly
@@ -330,3 +333,50 @@ def test_names_flow_to_new_photos_end_to_end(tmp_path):
     assert tags[by_path["jacques_chirac/pytopenface_chirac4.jpg"]][:2] == ("Jacques Chirac", "suggested")
     assert tags[chirac_face][0] == "Jacques Chirac"
     assert all(tags[f][0] is None for f, p in person_of.items() if p == "alex_lacamoire")
+
+
+def test_naming_a_cluster_confirms_its_core_and_its_edge_waits_for_a_look(tmp_path, centres):
+    library = Library(tmp_path / "lib")
+    library.create(LIBRARY_MODEL)
+    add_photos(library, {"ann": 20, "bob": 5}, centres, "a")
+    cluster_library(library, GroupingSettings())
+    ann = cluster_of(library, "ann")
+    view = build_view(library)
+    edge = set(view.members(ann)) - view.core_members(ann)
+    assert len(edge) == 2  # the outer tenth of 20 faces, by distance to the centre of the others
+    distance = dict(zip(view.face_ids.tolist(), view.distance.tolist()))
+    assert min(distance[f] for f in edge) > max(distance[f] for f in view.core_members(ann))
+
+    out = run("--library", str(library.root), "label", "cluster", str(ann), "Ann").output
+    assert out == (f"cluster {ann} is Ann: 18 faces\n2 faces at the cluster's edge wait for a look before they are "
+                   "Ann: `facebatch review`, then Queue\n")
+    tags = tags_by_face(library)
+    assert {f for f, (name, status, _) in tags.items() if status == "confirmed"} == view.core_members(ann)
+    for face in edge:  # named, but as a suggestion with its calibrated confidence, never confirmed
+        name, status, confidence = tags[face]
+        assert (name, status) == ("Ann", "suggested") and 0.8 <= confidence < 1.0
+
+
+def test_a_face_of_low_quality_never_anchors_a_cluster_nor_gets_a_name_by_itself(tmp_path, centres):
+    library = Library(tmp_path / "lib")
+    library.create(LIBRARY_MODEL)
+    ids = add_photos(library, {"ann": 8}, centres, "a")
+    profile = add_photos(library, {"ann": 1}, centres, "side")[0]
+    faces = library.read_faces(["face_id", "quality"])
+    assert all(q == 1.0 for q in faces["quality"].to_pylist())
+    # The profile: nose beyond the eye (landmarks 5 points x, y: eyes, nose, mouth corners).
+    table = library.read_part("faces", 2)
+    points = [[30.0, 20.0, 40.0, 20.0, 52.0, 30.0, 31.0, 40.0, 39.0, 40.0]]
+    table = table.set_column(table.schema.get_field_index("landmarks"), "landmarks",
+                             pa.array(points, table.schema.field("landmarks").type))
+    table = table.set_column(table.schema.get_field_index("quality"), "quality", pa.nulls(1, pa.float32()))
+    pq.write_table(table, library.part_path("faces", 2))
+    assert library.read_faces(["face_id", "quality"])["quality"].to_pylist()[-1] == 0.0
+    cluster_library(library, GroupingSettings())
+    assert read_assignments(library)[profile] == -1
+    label_cluster(library, cluster_of(library, "ann"), "Ann")
+    tags = tags_by_face(library)
+    assert tags[profile][:2] == (None, "unknown")
+    assert all(tags[f][0] == "Ann" for f in ids)
+    label_faces(library, [profile], "Ann")  # the user can still name it
+    assert tags_by_face(library)[profile][:2] == ("Ann", "confirmed")

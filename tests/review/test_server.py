@@ -16,6 +16,7 @@ import uvicorn
 from starlette.testclient import TestClient
 
 from conftest import LIBRARY_MODEL, PROJECT, add_people, people_library, run
+from facebatch.people.actions import label_cluster
 from facebatch.people.clustering import read_assignments
 from facebatch.people.labels import replay
 from facebatch.review.server import Review, allowed_hosts, create_app, prepare
@@ -295,3 +296,50 @@ def test_an_action_waiting_for_a_scan_never_holds_up_the_pages(library):
         action.join(10)
     assert waiting["action"] >= 0.4  # it waited for the lock, then went through
     assert replay(library.read_labels()).cluster_names["fanna000"] == "Ann"
+
+
+def test_the_queue_asks_about_a_named_clusters_edge_by_keys_with_reject_and_undo(tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Chromium is not installed (.ci/run installs Debian's chromium)")
+    playwright = pytest.importorskip("playwright.sync_api")
+    library = people_library(tmp_path, {"ann": 12, "bob": 6})
+    named = label_cluster(library, cluster_of(library, "ann"), "Ann")
+    assert (named.faces, named.waiting) == (10, 2)  # the outer tenth of 12 waits for a look
+    with serving(library) as (base, _), playwright.sync_playwright() as p:
+        browser, page = browser_page(p, chromium)
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        asked = "[data-queue] input[name=face]"
+        try:
+            page.goto(base + "/queue")
+            assert page.locator("h1").inner_text() == "Is this Ann?"
+            first = page.locator(asked).first.get_attribute("value")
+            assert exported(library, tmp_path)[first][1] == "suggested"
+            page.keyboard.press("y")
+            page.wait_for_selector("p.flash")
+            assert page.locator("p.flash").inner_text() == "1 face is Ann"
+            assert exported(library, tmp_path)[first] == ("Ann", "confirmed")
+
+            second = page.locator(asked).first.get_attribute("value")
+            assert second != first
+            page.keyboard.press("n")
+            page.wait_for_selector("p.flash")
+            assert page.locator("p.flash").inner_text() == "1 face is not Ann"
+            assert replay(library.read_labels()).nots[second] == {"Ann"}
+            assert exported(library, tmp_path)[second][0] is None
+            assert page.locator("h1").inner_text() == "Nothing waits for a look"
+
+            page.keyboard.press("u")
+            page.wait_for_selector("p.flash")
+            assert page.locator("p.flash").inner_text().startswith("undid action")
+            assert not replay(library.read_labels()).nots.get(second)
+            assert page.locator(asked).first.get_attribute("value") == second  # asked again
+
+            page.keyboard.press("s")
+            page.wait_for_url("**/queue?skip=1")
+            assert page.locator("h1").inner_text() == "Nothing waits for a look"
+            assert "You skipped 1 face" in page.locator("main").inner_text()
+            assert errors == []
+        finally:
+            browser.close()

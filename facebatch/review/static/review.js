@@ -51,6 +51,13 @@
   document.addEventListener("keydown", (event) => {
     const typing = ["INPUT", "TEXTAREA", "SELECT"].includes(document.activeElement.tagName);
     if (typing || event.ctrlKey || event.metaKey || event.altKey) return;
+    // The queue: one face, "Is this NAME?": y yes, n not NAME, s skip (u undo, below).
+    const answer = document.querySelector(`[data-queue] [data-key="${event.key}"]`);
+    if (answer) {
+      answer.click();
+      event.preventDefault();
+      return;
+    }
     const i = focused();
     const step = { ArrowRight: 1, ArrowLeft: -1, ArrowDown: columns(), ArrowUp: -columns() }[event.key];
     if (step !== undefined && faces.length) {
