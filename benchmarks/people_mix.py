@@ -55,13 +55,14 @@ class Mix:
     dataset: np.ndarray  # which set the face comes from
     photo: np.ndarray  # int code per photo
     sides: np.ndarray
+    quality: np.ndarray  # models.quality, as `cluster` reads it
 
 
 def default_cache(libraries: Path) -> Path:
     """A cache file per libraries folder and content: a re-scan (another model) is never read stale."""
     import hashlib
 
-    digest = hashlib.sha256(str(libraries.resolve()).encode())
+    digest = hashlib.sha256(f"{libraries.resolve()} quality".encode())  # the cache's fields
     for name in SETS:
         for path in sorted((libraries / name).rglob("*")):
             if path.is_file() and path.suffix in (".json", ".parquet"):
@@ -80,16 +81,17 @@ def load_mix(libraries: Path, cache: Path | None = None) -> Mix:
     for name in SETS:
         library = Library((libraries / name).resolve())
         faces = library_faces(library, DATASETS / name, central=name != "faces-dev")
-        photo_ids = library.read_faces(["photo_id"])["photo_id"].to_pylist()
-        parts.append((name, faces, photo_ids))
+        read = library.read_faces(["photo_id", "quality"])
+        parts.append((name, faces, read["photo_id"].to_pylist(), read["quality"].to_numpy()))
     photo_codes: dict[str, int] = {}
     mix = Mix(
-        x=np.vstack([f.embeddings for _, f, _ in parts]).astype(np.float32),
-        truth=np.array([t or "" for _, f, _ in parts for t in f.truth], dtype=object),
-        subject=np.concatenate([f.subject for _, f, _ in parts]),
-        dataset=np.array([name for name, f, _ in parts for _ in f.face_ids], dtype=object),
-        photo=np.array([photo_codes.setdefault(p, len(photo_codes)) for _, _, ids in parts for p in ids], np.int64),
-        sides=np.concatenate([f.sides for _, f, _ in parts]),
+        x=np.vstack([f.embeddings for _, f, _, _ in parts]).astype(np.float32),
+        truth=np.array([t or "" for _, f, _, _ in parts for t in f.truth], dtype=object),
+        subject=np.concatenate([f.subject for _, f, _, _ in parts]),
+        dataset=np.array([name for name, f, _, _ in parts for _ in f.face_ids], dtype=object),
+        photo=np.array([photo_codes.setdefault(p, len(photo_codes)) for _, _, ids, _ in parts for p in ids], np.int64),
+        sides=np.concatenate([f.sides for _, f, _, _ in parts]),
+        quality=np.concatenate([q for _, _, _, q in parts]),
     )
     np.savez(cache, **asdict(mix))
     return mix
@@ -220,7 +222,8 @@ def run_one(args: argparse.Namespace) -> None:
     else:
         from facebatch.people.grouping import GroupingSettings, group_faces
 
-        result = group_faces(mix.x[rows], mix.sides[rows], mix.photo[rows], on_scale(GroupingSettings(**settings), args))
+        result = group_faces(mix.x[rows], mix.sides[rows], mix.photo[rows], on_scale(GroupingSettings(**settings), args),
+                             quality=mix.quality[rows])
         labels, steps = result.labels, result.steps
     seconds = time.perf_counter() - started
     peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024

@@ -723,10 +723,9 @@ def people(library: Any) -> None:
     Example:
         facebatch people
     """
-    from facebatch.people.clustering import require_clusters
     from facebatch.people.suggestions import face_tags, people_summary
 
-    require_clusters(library)
+    library.require_clusters()
     found = people_summary(face_tags(library))
     for person in found:
         clusters = ", ".join(map(str, person.clusters)) or "-"
@@ -740,11 +739,10 @@ def people(library: Any) -> None:
 
 def _export(library: Any, output: str, fmt: str | None, only_named: bool, min_confidence: float) -> Any:
     from facebatch.exports.tags import ExportSettings, export_tags, format_for
-    from facebatch.people.clustering import require_clusters
 
     settings = ExportSettings(output=output, format=format_for(output, fmt), only_named=only_named,
                               min_confidence=min_confidence)
-    require_clusters(library)
+    library.require_clusters()
     return export_tags(library, settings)
 
 
@@ -990,11 +988,11 @@ def eval_clusters(library: Any, truth_csv: str, root: str, as_json: bool) -> Non
         facebatch cluster && facebatch eval clusters truth.csv --root ~/Pictures
         facebatch eval clusters lfw/manifest.csv --root lfw/images --json
     """
-    from facebatch.people.clustering import read_assignments, require_clusters
+    from facebatch.people.clustering import read_assignments
     from facebatch.people.evaluation import evaluate_library_clusters, read_truth
 
     truth = read_truth(Path(truth_csv))
-    require_clusters(library)
+    library.require_clusters()
     result = evaluate_library_clusters(library, truth, Path(root).expanduser(), read_assignments(library))
     if as_json:
         _echo_json(result.to_json())

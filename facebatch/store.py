@@ -37,7 +37,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from facebatch.errors import DamagedPart, LibraryBusy, LibraryDamaged, OutputError, UncalibratedModel
+from facebatch.errors import (
+    DamagedPart,
+    InputError,
+    LibraryBusy,
+    LibraryDamaged,
+    LibraryMissing,
+    OutputError,
+    UncalibratedModel,
+)
 from facebatch.models.quality import face_quality
 from facebatch.models.scale import DistanceScale
 from facebatch.files import atomic_write_json, atomic_write_table
@@ -419,6 +427,29 @@ class Library:
 
     def has_clusters(self) -> bool:
         return self.clusters_path.exists()
+
+    # --- what a command needs, or one line saying why it is not there ----------------------
+
+    def require(self) -> None:
+        """A library at this root."""
+        if not self.exists():
+            raise LibraryMissing(self.root)
+
+    def require_faces(self) -> None:
+        """A library with faces (what `report` and `review` show)."""
+        self.require()
+        if not self.read_faces(["face_id"]).num_rows:
+            photos = self.read_table("photos", ["status"]).num_rows
+            if photos:
+                raise InputError(f"library {self.root} has {photos} photos and no face was found in them: nothing to show")
+            raise LibraryMissing(self.root, f"library {self.root} has no photos yet: run `facebatch scan FOLDER` first")
+
+    def require_clusters(self) -> pa.Table:
+        """The clusters of the last `facebatch cluster`."""
+        self.require()
+        if not self.has_clusters():
+            raise LibraryMissing(self.root, "no clusters yet: run `facebatch cluster` first")
+        return self.read_clusters()
 
     def read_clusters(self) -> pa.Table:
         """face_id -> cluster_id of the last `facebatch cluster`; empty before the first."""

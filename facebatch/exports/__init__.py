@@ -1,5 +1,6 @@
 """What leaves the library for other tools, and what comes back from them.
 
+    tagged.py        the one join every export writes from: each live face, its box and its tag
     tags.py          per-photo tags (json, jsonl, parquet)
     xmp.py           export-xmp: named faces into XMP sidecars (MWG and MP regions, people lists),
                      merged into what other tools wrote

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from facebatch.errors import UsageError
 from facebatch.files import STDOUT, describe_output, output_file
 from facebatch.models.scale import NAME_CONFIDENCE
-from facebatch.people.suggestions import LiveFaces, face_tags
+from facebatch.exports.tagged import tagged_faces
 from facebatch.schema import LIVE_STATUSES
 from facebatch.store import Library
 
@@ -99,20 +99,13 @@ def live_photo_rows(library: Library) -> list[tuple[str, str, int, int]]:
 
 def photo_records(library: Library, settings: ExportSettings) -> list[dict[str, Any]]:
     """Live photos with their faces, sorted by path; filters applied."""
-    faces = library.read_faces(["face_id", "photo_id", "box", "embedding", "quality"])  # once for tags and boxes
-    tags = face_tags(library, settings.min_confidence, live=LiveFaces.of(library, faces))
-    boxes = dict(zip(faces["face_id"].to_pylist(), faces["box"].to_pylist()))
     by_photo: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for face_id, photo_id, c, person, status, conf in zip(
-        tags.face_ids, tags.photo_ids, tags.cluster_ids.tolist(), tags.person, tags.status, tags.confidence.tolist()
-    ):
-        if settings.only_named and person is None:
+    for face in tagged_faces(library, settings.min_confidence):
+        if settings.only_named and face.person is None:
             continue
-        by_photo[photo_id].append(
-            {"face_id": face_id, "box": boxes[face_id], "person": person, "status": status,
-             # nobody named: no confidence to give (0.0 would read as "surely not", which is not known)
-             "confidence": None if person is None else round(float(conf), 4), "cluster_id": None if c < 0 else int(c)}
-        )
+        by_photo[face.photo_id].append({"face_id": face.face_id, "box": face.box, "person": face.person,
+                                        "status": face.status, "confidence": face.confidence,
+                                        "cluster_id": face.cluster_id})
     records = []
     for path, photo_id, width, height in live_photo_rows(library):
         photo_faces = by_photo.get(photo_id, [])

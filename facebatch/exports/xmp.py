@@ -69,8 +69,7 @@ from facebatch.exports.xmp_regions import (
 )
 from facebatch.files import atomic_file
 from facebatch.models.scale import NAME_CONFIDENCE
-from facebatch.people.suggestions import LiveFaces, face_tags
-from facebatch.people.view import build_view
+from facebatch.exports.tagged import tagged_faces
 from facebatch.exports.tags import live_photo_rows
 from facebatch.store import Library
 
@@ -196,15 +195,11 @@ class NamedFace:
 
 def named_faces(library: Library, settings: XmpExportSettings) -> dict[str, list[NamedFace]]:
     """The faces to write, by photo_id."""
-    view = build_view(library)  # "no clusters yet" before any face is read; the clusters read once
-    faces = library.read_faces(["face_id", "photo_id", "box", "embedding", "quality"])  # once for tags and boxes
-    tags = face_tags(library, settings.min_confidence, view=view, live=LiveFaces.of(library, faces))
     wanted = {STATUS_CONFIRMED, STATUS_SUGGESTED} if settings.include_suggested else {STATUS_CONFIRMED}
-    boxes = dict(zip(faces["face_id"].to_pylist(), faces["box"].to_pylist()))
     by_photo: dict[str, list[NamedFace]] = defaultdict(list)
-    for face_id, photo_id, person, status in zip(tags.face_ids, tags.photo_ids, tags.person, tags.status):
-        if person is not None and status in wanted:
-            by_photo[photo_id].append(NamedFace(face_id, person, status, boxes[face_id]))
+    for face in tagged_faces(library, settings.min_confidence):
+        if face.person is not None and face.status in wanted:
+            by_photo[face.photo_id].append(NamedFace(face.face_id, face.person, face.status, face.box))
     return by_photo
 
 

@@ -33,7 +33,6 @@ from facebatch.exports.xmp_regions import (
     stored_to_shown,
 )
 from facebatch.people.actions import import_face_names
-from facebatch.people.clustering import require_library
 from facebatch.people.labels import clean_name
 from facebatch.store import Library
 
@@ -152,7 +151,7 @@ def _folders(folders: list[str]) -> list[Path]:
 
 def import_xmp(library: Library, folders: list[str]) -> XmpImportResult:
     """Read the face regions of every library photo under `folders` and store their names."""
-    require_library(library)
+    library.require()
     photos = live_photos(library, _folders(folders))
     faces = _faces_by_photo(library, photos)
     result = XmpImportResult(photos=len(photos))

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from facebatch.errors import NotFound, UsageError
-from facebatch.people.clustering import move_faces, require_clusters, require_library, undo_moves
+from facebatch.people.clustering import move_faces, undo_moves
 from facebatch.people.labels import (
     KIND_IGNORE,
     KIND_MERGE,
@@ -106,7 +106,7 @@ def label_cluster(library: Library, cluster_id: int, name: str, wait: float = 0.
     keeps its name; one named only by a sidecar (import-xmp: weaker than what the user says here)
     takes this one."""
     name = clean_name(name)
-    require_library(library)
+    library.require()
     with library.lock(wait):
         view = build_view(library)
         info = view.cluster(cluster_id)
@@ -132,7 +132,7 @@ def label_cluster(library: Library, cluster_id: int, name: str, wait: float = 0.
 def label_faces(library: Library, face_ids: list[str], name: str, wait: float = 0.0) -> ActionResult:
     """`name` for these faces (source `face`: outranks any cluster name); clears "not name"."""
     name = clean_name(name)
-    require_library(library)
+    library.require()
     with library.lock(wait):
         view = _view(library)
         faces = _live(library, face_ids)
@@ -146,7 +146,7 @@ def reject_faces(library: Library, face_ids: list[str], name: str, wait: float =
     """"These faces are not `name`", for good: no cluster label, suggestion or export gives it.
     A face in `name`'s cluster leaves it now (the next clustering keeps it out)."""
     name = clean_name(name)
-    require_library(library)
+    library.require()
     with library.lock(wait):
         table = library.read_clusters()
         view = build_view(library, table)
@@ -172,9 +172,9 @@ def merge_clusters(library: Library, cluster_ids: list[int], wait: float = 0.0) 
     unique = list(dict.fromkeys(cluster_ids))
     if len(unique) < 2:
         raise UsageError("merge needs two different cluster numbers, e.g. `facebatch merge 12 31`")
-    require_library(library)
+    library.require()
     with library.lock(wait):
-        table = require_clusters(library)
+        table = library.require_clusters()
         view = build_view(library, table)
         for c in unique:
             if view.cluster(c).ignored:
@@ -210,9 +210,9 @@ def _merge_conflict(before: View, cluster_ids: list[int], merged: ClusterInfo) -
 def split_faces(library: Library, face_ids: list[str], wait: float = 0.0) -> ActionResult:
     """These faces are one person and not the person of the rest of their cluster: they get a
     cluster of their own now, and stay apart after re-runs."""
-    require_library(library)
+    library.require()
     with library.lock(wait):
-        table = require_clusters(library)
+        table = library.require_clusters()
         view = build_view(library, table)
         faces = _live(library, face_ids)
         cluster_of = view.cluster_of()
@@ -235,7 +235,7 @@ def split_faces(library: Library, face_ids: list[str], wait: float = 0.0) -> Act
 
 def ignore_cluster(library: Library, cluster_id: int, undo: bool = False, wait: float = 0.0) -> ActionResult:
     """Strangers: an ignored cluster is never suggested or exported as a person."""
-    require_library(library)
+    library.require()
     with library.lock(wait):
         view = build_view(library)
         info = view.cluster(cluster_id)
@@ -256,7 +256,7 @@ def ignore_cluster(library: Library, cluster_id: int, undo: bool = False, wait: 
 
 def undo(library: Library, wait: float = 0.0) -> ActionResult:
     """Undo the latest action not undone yet: a new action puts back what it changed."""
-    require_library(library)
+    library.require()
     with library.lock(wait):
         view = _view(library)
         pending = undoable_actions(view.history)
@@ -316,7 +316,7 @@ def import_face_names(
     facebatch, to the face or to its cluster, is never overwritten: a different one is reported as
     a conflict instead (`label face` takes the other tool's name, when the user wants it). A later
     facebatch label of the face wins over the imported one (same slot, later row)."""
-    require_library(library)
+    library.require()
     with library.lock(wait):
         view = _view(library)
         cluster_of = view.cluster_of()

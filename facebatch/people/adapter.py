@@ -87,10 +87,10 @@ class Examples:
 
 def library_examples(library: Library) -> Examples:
     """The library's faces with their confirmed names and "not" labels (clusters needed)."""
-    from facebatch.people.clustering import box_sides, photo_codes, require_clusters
+    from facebatch.people.clustering import box_sides, photo_codes
     from facebatch.people.view import build_view
 
-    table = require_clusters(library)
+    table = library.require_clusters()
     faces = library.read_faces(["face_id", "photo_id", "box", "embedding"])
     face_ids = faces["face_id"].to_pylist()
     view = build_view(library, table)
@@ -386,10 +386,9 @@ def train_adapter(library: Library, settings: TrainingSettings | None = None, ev
     """Learn an adapter from the library's names, check it on a held-back part, and activate it
     (trained again on every name) when it loses on nothing and gains on something. `evaluate_only`
     reads without taking the library's lock: it writes nothing."""
-    from facebatch.people.clustering import require_library
     from facebatch.people.training import TrainingSettings
 
-    require_library(library)
+    library.require()
     settings = replace(settings or TrainingSettings(), scale=library.scale())
     started = time.monotonic()
     with nullcontext() if evaluate_only else library.lock():
@@ -448,9 +447,8 @@ class OffReport:
 def adapter_off(library: Library) -> OffReport:
     """Back to the plain embeddings; the adapter stays on disk (`train` makes a new one)."""
     from facebatch.errors import NotFound
-    from facebatch.people.clustering import require_library
 
-    require_library(library)
+    library.require()
     with library.lock():
         meta = read_metadata(library)
         if meta is None:

@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from facebatch.errors import LibraryMissing
 from facebatch.people.constraints import user_constraints
 from facebatch.people.embeddings import embedding_space, face_embeddings
 from facebatch.people.grouping import Grouping, GroupingSettings, group_faces, normalise_rows
@@ -48,18 +47,6 @@ class ClusterState:
     def read(library: Library) -> ClusterState:
         data = library.read_cluster_state()
         return ClusterState(**{k: data[k] for k in ("run", "next_id", "settings", "clustered_at", "steps") if k in data})
-
-
-def require_library(library: Library) -> None:
-    if not library.exists():
-        raise LibraryMissing(library.root)
-
-
-def require_clusters(library: Library) -> pa.Table:
-    require_library(library)
-    if not library.has_clusters():
-        raise LibraryMissing(library.root, "no clusters yet: run `facebatch cluster` first")
-    return library.read_clusters()
 
 
 # --------------------------------------------------------------------------- reading faces
@@ -160,7 +147,7 @@ class ClusterSummary:
 
 def cluster_library(library: Library, settings: GroupingSettings) -> ClusterSummary:
     """Cluster every live face under the user's constraints; keep the numbers of unchanged groups."""
-    require_library(library)
+    library.require()
     started = time.monotonic()
     with library.lock():
         faces = library.read_faces(["face_id", "photo_id", "box", "embedding", "quality"])

@@ -17,6 +17,7 @@ from facebatch.errors import InputError, NotFound, UsageError
 from facebatch.models.detection import Face
 from facebatch.models.embedding import same_model, split_model_tag
 from facebatch.models.faces import FacePipeline
+from facebatch.models.quality import MIN_QUALITY, face_quality
 from facebatch.models.scale import NAME_CONFIDENCE
 from facebatch.people.embeddings import new_face_embeddings
 from facebatch.people.suggestions import People, named_gallery
@@ -37,11 +38,13 @@ class IdentifiedFace:
     face: Face
     candidates: list[Candidate]  # nearest people first
     min_confidence: float
+    quality: float  # models.quality: below MIN_QUALITY a face is never named automatically
 
     @property
     def person(self) -> str | None:
         best = self.candidates[0] if self.candidates else None
-        return best.person if best and best.confidence >= self.min_confidence else None
+        trusted = self.quality >= MIN_QUALITY
+        return best.person if best and trusted and best.confidence >= self.min_confidence else None
 
     @property
     def confidence(self) -> float:
@@ -54,6 +57,9 @@ class IdentifiedFace:
             text = f"{self.person} (confidence {best.confidence:.2f}, distance {best.distance:.3f})"
             others = "; ".join(f"{c.person} {c.confidence:.2f}" for c in self.candidates[1:])
             return f"face {self.index} at ({box}): {text}" + (f"; next: {others}" if others else "")
+        if self.quality < MIN_QUALITY:
+            return (f"face {self.index} at ({box}): unknown (quality {self.quality:.2f} < {MIN_QUALITY}: too small, "
+                    f"turned away or unsure; nearest {best.person}, confidence {best.confidence:.2f})")
         return (f"face {self.index} at ({box}): unknown (nearest {best.person}, confidence {best.confidence:.2f} "
                 f"< {self.min_confidence:.2f})")
 
@@ -62,6 +68,7 @@ class IdentifiedFace:
             "face": self.index,
             "box": [round(v, 1) for v in self.face.box],
             "score": round(self.face.score, 4),
+            "quality": round(self.quality, 3),
             "person": self.person,
             "confidence": round(self.confidence, 4),
             "candidates": [{"person": c.person, "distance": round(c.distance, 4), "confidence": round(c.confidence, 4)}
@@ -127,11 +134,13 @@ def identify_faces(
     scale = library.scale()
     distances = people.distances(new_face_embeddings(library, embed_crops(pipeline, crops)))
     confidence = scale.confidence(distances)
+    quality = face_quality(np.array([f.box for f in faces]), np.array([f.score for f in faces]),
+                           np.array([f.landmarks for f in faces]))
     return [
         IdentifiedFace(
             i, face,
             [Candidate(people.names[j], float(distances[i, j]), float(confidence[i, j])) for j in np.argsort(distances[i])[:top_k]],
-            min_confidence,
+            min_confidence, float(quality[i]),
         )
         for i, face in enumerate(faces)
     ]

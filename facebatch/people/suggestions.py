@@ -20,7 +20,6 @@ import pyarrow as pa
 
 from facebatch.models.quality import MIN_QUALITY
 from facebatch.models.scale import NAME_CONFIDENCE, DistanceScale
-from facebatch.people.clustering import require_library
 from facebatch.people.embeddings import face_embeddings
 from facebatch.people.view import View, build_view
 from facebatch.schema import UNCLUSTERED
@@ -111,7 +110,7 @@ def face_tags(
     library: Library, min_confidence: float = NAME_CONFIDENCE, view: View | None = None, live: LiveFaces | None = None
 ) -> FaceTags:
     """confirmed / suggested / unknown for every live face, from the tables alone."""
-    require_library(library)
+    library.require()
     live = LiveFaces.read(library) if live is None else live
     face_ids, photo_ids, x = live.face_ids, live.photo_ids, live.x
     view = build_view(library) if view is None else view
@@ -216,7 +215,7 @@ def people_summary(tags: FaceTags) -> list[Person]:
 
 def named_gallery(library: Library, view: View | None = None) -> People:
     """The named people's confirmed faces: what `identify` compares new faces with."""
-    require_library(library)
+    library.require()
     view = build_view(library, library.read_clusters()) if view is None else view
     faces = library.read_faces(["face_id", "embedding"])
     cluster_of, mode_of = view.cluster_of(), view.mode_of()

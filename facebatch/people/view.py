@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 
 from facebatch.errors import NotFound
-from facebatch.people.clustering import ClusterState, require_clusters
+from facebatch.people.clustering import ClusterState
 from facebatch.models.scale import DistanceScale
 from facebatch.people.embeddings import embedding_space
 from facebatch.people.stored_adapter import PLAIN_SPACE
@@ -129,7 +129,7 @@ class View:
 
 
 def build_view(library: Library, table: pa.Table | None = None, history: pa.Table | None = None) -> View:
-    clusters = require_clusters(library) if table is None else table
+    clusters = library.require_clusters() if table is None else table
     history = library.read_labels() if history is None else history
     labels = replay(history)
     face_ids = np.array(clusters["face_id"].to_pylist(), dtype=object)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from facebatch.errors import InputError, LibraryMissing, OutputError
+from facebatch.errors import OutputError
 from facebatch.files import atomic_write_bytes
 from facebatch.review import pages
 from facebatch.review.pages import Face, Site, chunks, collect
@@ -31,7 +31,7 @@ def write_report(
     library: Library, out: Path | None = None, progress: Callable[[int, int], None] | None = None
 ) -> Path:
     """Make the thumbnails still missing, write every page, drop pages left from an older report."""
-    require_faces(library)
+    library.require_faces()
     site = collect(library)
     out = (out or library.root / "report").absolute()
     if out.exists() and not out.is_dir():
@@ -51,18 +51,6 @@ def write_report(
         if stale.endswith(".html"):
             (out / stale).unlink()
     return out / "index.html"
-
-
-def require_faces(library: Library) -> None:
-    """A library with faces, or one line saying why there is nothing to show."""
-    if not library.exists():
-        raise LibraryMissing(library.root)
-    if not library.read_faces(["face_id"]).num_rows:
-        photos = library.read_table("photos", ["status"]).num_rows
-        if photos:
-            raise InputError(f"library {library.root} has {photos} photos and no face was found in them: "
-                             "nothing to show")
-        raise LibraryMissing(library.root, f"library {library.root} has no photos yet: run `facebatch scan FOLDER` first")
 
 
 def render_site(site: Site, url: StaticUrls) -> dict[str, str]:

@@ -39,10 +39,9 @@ from facebatch.errors import FacebatchError, InputError, LibraryBusy, PhotoError
 from facebatch.imageload import decode_photo, read_photo_bytes
 from facebatch.people import actions
 from facebatch.people.stored_adapter import METADATA_FILE
-from facebatch.people.clustering import require_clusters
 from facebatch.review import pages
 from facebatch.review.pages import Scanned, Site, chunks, collect
-from facebatch.review.report import common, require_faces
+from facebatch.review.report import common
 from facebatch.review.rendering import ServerUrls, render
 from facebatch.review.thumbnails import make_thumbnails
 from facebatch.store import Library
@@ -328,8 +327,8 @@ def allowed_hosts(host: str) -> list[str] | None:
 
 def prepare(library: Library) -> Review:
     """Check the library can be reviewed (scanned, clustered) before the server starts."""
-    require_faces(library)
-    require_clusters(library)
+    library.require_faces()
+    library.require_clusters()
     review = Review(library)
     review.site()
     return review

@@ -22,6 +22,7 @@ from facebatch.people.evaluation import (
     tar_at_far,
     verification_report,
 )
+from facebatch.store import Library
 
 # truth a a a b b c, clusters 0 0 1 1 1 and one unclustered face.
 # contingency: (a,0)=2 (a,1)=1 (b,1)=2 (c,alone)=1
@@ -223,7 +224,6 @@ def labelled_library(tmp_path):
     import pyarrow as pa
 
     from facebatch.schema import FACES_SCHEMA, PHOTOS_SCHEMA
-    from facebatch.store import Library
 
     root = tmp_path / "photos"
     centre, corner = [80.0, 30.0, 120.0, 70.0], [0.0, 0.0, 30.0, 30.0]
@@ -277,7 +277,7 @@ def test_eval_clusters_cli(labelled_library, monkeypatch):
     import facebatch.people.clustering
 
     library, root, truth = labelled_library
-    monkeypatch.setattr(facebatch.people.clustering, "require_clusters", lambda lib: None)
+    monkeypatch.setattr(Library, "require_clusters", lambda self: None)
     monkeypatch.setattr(facebatch.people.clustering, "read_assignments", lambda lib: CLUSTERS)
     args = ["--library", str(library.root), "eval", "clusters", str(truth), "--root", str(root)]
     result = run(*args)
