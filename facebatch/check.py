@@ -11,7 +11,9 @@ Nothing is deleted: a damaged file is moved to LIBRARY/damaged/. What each findi
   put back, and the line says which action it ends at (later ones are lost);
 - clusters files unreadable: set aside; `facebatch cluster` makes them again from the faces and
   the labels;
-- library.json unreadable: written again from the model recorded in the parts' metadata.
+- library.json unreadable: written again from the model recorded in the parts' metadata;
+- a forgotten face (`facebatch forget`) found anywhere but in its tombstone, its rows, labels,
+  cluster or thumbnail (a forget cut short): forgotten again.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from facebatch.errors import LibraryDamaged, LibraryMissing
+from facebatch.errors import DamagedPart, LibraryDamaged, LibraryMissing
 from facebatch.files import atomic_write_bytes, atomic_write_json
+from facebatch.forget import erase, leftovers
 from facebatch.schema import LABELS_SCHEMA
 from facebatch.models.catalog import DEFAULT_MODEL
 from facebatch.store import Library, LibraryModel
@@ -77,6 +80,7 @@ def check_library(library: Library, repair: bool = False) -> CheckReport:
         findings += _duplicates(library, repair)
         findings += _labels(library, repair)
         findings += _clusters(library, repair)
+        findings += _forgotten(library, repair)
         photos = _rows(library, "photos")
         faces = _rows(library, "faces")
         try:
@@ -213,6 +217,20 @@ def _clusters(library: Library, repair: bool) -> list[Finding]:
             _set_aside_file(library, path)
             finding.repair, finding.repaired = "set aside; run `facebatch cluster` to make it again", True
         findings.append(finding)
+    return findings
+
+
+def _forgotten(library: Library, repair: bool) -> list[Finding]:
+    """Faces the user had forgotten must be nowhere but in their tombstones (a forget cut short)."""
+    try:
+        found = leftovers(library)
+    except (LibraryDamaged, DamagedPart):
+        return []  # reported by the checks of those files
+    findings = [Finding(path, what, "--repair forgets them again") for path, what in found]
+    if repair and findings:
+        erase(library, set(library.read_forgotten()["face_id"].to_pylist()), set())
+        for finding in findings:
+            finding.repair, finding.repaired = "forgotten again", True
     return findings
 
 

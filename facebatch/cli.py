@@ -1001,6 +1001,60 @@ def eval_clusters(library: Any, truth_csv: str, root: str, as_json: bool) -> Non
             click.echo(line)
 
 
+@cli.command(short_help="Remove a person, faces or photos from the library for good.")
+@click.argument("name", required=False)
+@click.option("--face", "face_ids", multiple=True, metavar="FACE_ID", help="A face to forget (repeatable).")
+@click.option("--photo", "photo_paths", multiple=True, metavar="PATH", help="Every face of this photo (repeatable).")
+@click.option("--yes", is_flag=True, help="Do not ask: forget is for good, there is no undo.")
+@with_library
+def forget(library: Any, name: str | None, face_ids: tuple[str, ...], photo_paths: tuple[str, ...], yes: bool) -> None:
+    """Remove a person (NAME), faces or photos' faces from the library for good: embeddings,
+    labels (and their kept generations), clusters, thumbnails, the report and contact sheets, the
+    adapter when it learned from them, and the regions facebatch wrote into XMP sidecars. Each
+    face leaves a tombstone (id, photo, box; no embedding, no name) so that no re-scan embeds it
+    again. `facebatch check` proves nothing else of them is left.
+
+    \b
+    Example:
+        facebatch forget "Alice Moe"
+        facebatch forget --face 3f2a9c0d1e4b5a67
+        facebatch forget --photo ~/Pictures/2019/party.jpg --yes
+    """
+    from facebatch.forget import faces_of_person, faces_of_photos, forget as forget_faces, known_faces
+    from facebatch.people.labels import clean_name
+
+    if not (name or face_ids or photo_paths):
+        raise UsageError("say what to forget: a NAME, --face FACE_ID or --photo PATH")
+    library.require()
+    names = {clean_name(name)} if name else set()
+    faces = set()
+    if name:
+        faces |= faces_of_person(library, name)
+    if face_ids:
+        faces |= known_faces(library, list(face_ids))
+    if photo_paths:
+        faces |= faces_of_photos(library, list(photo_paths))
+    what = " and ".join(filter(None, [name, counted(len(face_ids), "face") if face_ids else "",
+                                      counted(len(photo_paths), "photo") if photo_paths else ""]))
+    if not yes:
+        if not sys.stdin.isatty():
+            raise UsageError("forget removes for good, with no undo: add --yes to confirm")
+        click.confirm(f"Forget {what} ({counted(len(faces), 'face')}) for good? There is no undo", abort=True)
+    result = forget_faces(library, faces, names)
+    click.echo(f"forgot {what}: {counted(result.faces, 'face')} (embeddings and boxes), "
+               f"{counted(result.labels, 'label')}, {counted(result.thumbnails, 'thumbnail')}, "
+               f"regions in {counted(result.sidecars, 'sidecar')}")
+    for folder in result.derived:
+        click.echo(f"removed {library.root / folder}: it showed these faces (`facebatch {'report' if folder == 'report' else 'show'}` "
+                   "writes it again)")
+    if result.adapter:
+        click.echo("removed the adapter: it learned from these labels (`facebatch train` learns a new one)")
+    for sidecar, why in result.sidecar_errors:
+        click.echo(f"sidecar {sidecar} still holds them: {why}", err=True)
+    click.echo("each face is kept as a tombstone (id, photo, box) so no re-scan embeds it again; "
+               "`facebatch check` proves nothing else is left")
+
+
 # --------------------------------------------------------------------------- the review site
 
 

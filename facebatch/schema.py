@@ -62,6 +62,18 @@ def embedding_column(embeddings: np.ndarray) -> pa.Array:
     return pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(x.reshape(-1)))
 
 
+# Faces the user had forgotten (`facebatch forget`): no embedding, no name; what a re-scan needs to
+# leave them out (the face id, and the photo and box to know the face again when detection moves).
+FORGOTTEN_SCHEMA = pa.schema(
+    [
+        pa.field("face_id", pa.string(), nullable=False),
+        pa.field("photo_id", pa.string(), nullable=False),
+        pa.field("box", pa.list_(pa.float32(), 4), nullable=False),
+        pa.field("forgotten_at", pa.timestamp("ms", tz="UTC"), nullable=False),
+    ]
+)
+
+
 # --------------------------------------------------------------------------- people (derived by `cluster`)
 
 UNCLUSTERED = -1

@@ -11,6 +11,7 @@ Layout (pandas, DuckDB and PyArrow read `photos/` and `faces/` as datasets):
     LIBRARY/clusters.json            the clustering run counter, next cluster number, settings
     LIBRARY/labels.parquet           what the user said: an append-only history (people.labels)
     LIBRARY/labels-generations/      the last LABEL_GENERATIONS versions of labels.parquet
+    LIBRARY/forgotten.parquet        faces the user had forgotten: ids, photos and boxes only
     LIBRARY/.lock                    held by the command that is writing
 
 A part whose stats file is missing was cut short by a kill: readers skip it and the next scan
@@ -26,7 +27,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,7 @@ from facebatch.files import atomic_write_json, atomic_write_table
 from facebatch.schema import (
     CLUSTER_PAIRS_SCHEMA,
     CLUSTERS_SCHEMA,
+    FORGOTTEN_SCHEMA,
     FACES_SCHEMA,
     LABELS_SCHEMA,
     PHOTOS_SCHEMA,
@@ -501,6 +503,44 @@ class Library:
                 old.unlink()
         atomic_write_table(self.labels_path, history)
         return history
+
+    def purge_labels(self, forgotten: Callable[[pa.Table], pa.Array]) -> int:
+        """Remove for good the rows `forgotten` marks, from the history and from every kept
+        generation (`facebatch forget`: the one write that takes rows out). Call under `lock()`.
+        Returns the rows removed from the history."""
+        removed = 0
+        for path in [self.labels_path, *sorted(self.label_generations_dir.glob("labels-*.parquet"))]:
+            if not path.exists():
+                continue
+            table = read_table_file(path, None)
+            table = _upgrade_labels(table) if table.num_rows else LABELS_SCHEMA.empty_table()
+            gone = forgotten(table)
+            count = pc.sum(gone).as_py() or 0
+            if count:
+                # Renamed over the path: a generation hard-linked to this file keeps its own copy
+                # until its turn in this loop.
+                atomic_write_table(path, table.filter(pc.invert(gone)))
+            if path == self.labels_path:
+                removed = count
+        return removed
+
+    @property
+    def forgotten_path(self) -> Path:
+        return self.root / "forgotten.parquet"
+
+    def read_forgotten(self) -> pa.Table:
+        return read_table_file(self.forgotten_path, FORGOTTEN_SCHEMA)
+
+    def add_forgotten(self, rows: pa.Table) -> None:
+        """Record forgotten faces (tombstones). Call under `lock()`."""
+        atomic_write_table(self.forgotten_path, pa.concat_tables([self.read_forgotten(), rows.cast(FORGOTTEN_SCHEMA)]))
+
+    def drop_faces(self, face_ids: set[str]) -> int:
+        """Take these faces' rows out of the faces parts (every row of them). Call under `lock()`.
+        Returns the parts rewritten."""
+        faces = self.read_table("faces", ["face_id"], with_part=True)
+        keep = ~np.isin(np.asarray(faces["face_id"].to_pylist(), dtype=object), list(face_ids))
+        return self._rewrite_parts("faces", faces, keep, {})
 
     def shard_stats(self) -> list[dict[str, Any]]:
         return [

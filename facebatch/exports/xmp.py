@@ -63,6 +63,7 @@ from facebatch.exports.xmp_regions import (
     PhotoFrame,
     Region,
     iou,
+    mwg_regions,
     photo_frame,
     read_regions,
     shown_to_stored,
@@ -420,20 +421,31 @@ class MergeOutcome:
     disagreements: list[tuple[str, str]]  # (facebatch's name, the other tool's)
 
 
-def merge_sidecar(existing: bytes | None, regions: list[FaceRegion], stored_size: tuple[int, int]) -> MergeOutcome:
+def merge_sidecar(existing: bytes | None, regions: list[FaceRegion], stored_size: tuple[int, int] | None) -> MergeOutcome:
     """The sidecar's new bytes: `existing` (None: a new sidecar) with facebatch's regions and
-    names replaced by `regions`. Raises XmpError for a packet it can't merge (then left alone)."""
+    names replaced by `regions`; `stored_size` None leaves the regions' dimensions as they are.
+    Raises XmpError for a packet it can't merge (then left alone)."""
     packet = parse_packet(existing if existing is not None else EMPTY_PACKET)
     others = [r for r in read_regions(packet)[0] if r.facebatch_status is None]
     to_write, same, differ = _split_covered(regions, others)
     merge = _Merge(packet)
-    merge.regions(MWG_REGIONS, [_mwg_item(r) for r in to_write], [_dimensions(stored_size)])
+    merge.regions(MWG_REGIONS, [_mwg_item(r) for r in to_write], [_dimensions(stored_size)] if stored_size else [])
     merge.regions(MP_REGIONS, [_mp_item(r) for r in to_write], [])
     names = sorted({r.name for r in to_write} | same)
     for uri, prefix, local, kind, form in NAME_LISTS:
         merge.names(uri, prefix, local, kind, [form.format(n) for n in names])
     left_to_others = len(regions) - len(to_write) - len(differ)
     return MergeOutcome(merge.finish(), len(to_write), left_to_others, differ)
+
+
+def take_back(existing: bytes, face_ids: set[str], names: set[str]) -> bytes:
+    """`existing` without the regions facebatch wrote for these faces or under these names, and
+    without those names where facebatch added them to the people lists (`facebatch forget`).
+    Every byte another tool wrote stays, its regions of the same person too."""
+    ours = [r for r in mwg_regions(parse_packet(existing))[0] if r.facebatch_status]
+    keep = [FaceRegion(r.facebatch_face or "", r.name, r.facebatch_status or "", r.box) for r in ours
+            if r.facebatch_face not in face_ids and r.name not in names]
+    return merge_sidecar(existing, keep, None).data
 
 
 # --------------------------------------------------------------------------- the run

@@ -137,6 +137,7 @@ class Region:
     box: Box  # fractions of the stored photo
     source: str  # mwg | mp
     facebatch_status: str | None  # confirmed | suggested when facebatch wrote it, else None
+    facebatch_face: str | None = None  # the face id facebatch wrote it for
 
 
 def _number(text: str | None) -> float | None:
@@ -180,7 +181,7 @@ def mwg_regions(packet: Packet) -> tuple[list[Region], int]:
             if not name or kind != "Face" or box is None:
                 other += 1
                 continue
-            found.append(Region(name, box, SOURCE_MWG, fields.get((FACEBATCH, "Status"))))
+            found.append(Region(name, box, SOURCE_MWG, fields.get((FACEBATCH, "Status")), fields.get((FACEBATCH, "Face"))))
     return found, other
 
 
@@ -204,7 +205,7 @@ def mp_regions(packet: Packet) -> tuple[list[Region], int]:
             if not name or box is None:
                 other += 1
                 continue
-            found.append(Region(name, box, SOURCE_MP, fields.get((FACEBATCH, "Status"))))
+            found.append(Region(name, box, SOURCE_MP, fields.get((FACEBATCH, "Status")), fields.get((FACEBATCH, "Face"))))
     return found, other
 
 

@@ -29,7 +29,7 @@ from facebatch.models.catalog import DEFAULT_MODEL, model_for, model_named
 from facebatch.models.embedding import model_of_tag, model_tag, same_model, split_model_tag
 from facebatch.models.faces import PipelineBuilder, facenet_weights, prepare_builder
 from facebatch.errors import DamagedPart, FacebatchError, PhotoError
-from facebatch.scan.pipeline import KnownPhoto, ReembedResult, ShardResult, photo_row, reembed_shard, run_shard
+from facebatch.scan.pipeline import KnownPhoto, ReembedResult, ShardResult, iou, photo_row, reembed_shard, run_shard
 from facebatch.schema import FACES_SCHEMA, LIVE_STATUSES, embedding_column, PHOTOS_SCHEMA, STATUS_ERROR, STATUS_GONE
 from facebatch.store import Library, LibraryModel
 from facebatch.wording import counted
@@ -270,12 +270,6 @@ def keep_face_ids(faces: pa.Table, old_faces: dict[str, list[tuple[str, list[flo
     return faces.set_column(faces.schema.get_field_index("face_id"), "face_id", pa.array(ids, pa.string()))
 
 
-def iou(a: Sequence[float], b: Sequence[float]) -> float:
-    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def _same_file(row: dict[str, Any], file: PhotoFile) -> bool:
     return row["size_bytes"] == file.size_bytes and row["mtime"] == file.mtime_ns
 
@@ -311,6 +305,7 @@ def _run_shards(
     progress: ProgressCallback | None,
 ) -> None:
     known_ids = frozenset(plan.previous)
+    forgotten = _forgotten_boxes(library)
     done = 0
     with dask_client(config) as client:
         info = client.scheduler_info().get("workers", {})
@@ -321,14 +316,25 @@ def _run_shards(
         shards = shard_files(plan.todo, config.shard_size, max(1, slots))
         # Sent once to every worker, not once per task; wrapped so scatter doesn't split the set.
         known = client.scatter([known_ids], broadcast=True)[0] if known_ids else known_ids
+        if forgotten:
+            forgotten = client.scatter([forgotten], broadcast=True)[0]
         if progress:
             progress(0, len(plan.todo), 0, 0)
-        for shard, future in _finished(client, run_shard, builder, shards, (known,), "shard", resources):
+        for shard, future in _finished(client, run_shard, builder, shards, (known, forgotten), "shard", resources):
             result = _shard_result(future, shard)
             _write_result(library, result, plan, summary, model)
             done += len(shard)
             if progress:
                 progress(done, len(plan.todo), summary.faces, summary.failed)
+
+
+def _forgotten_boxes(library: Library) -> dict[str, list[list[float]]]:
+    """The boxes of the faces the user had forgotten, by photo (scan.pipeline.Forgotten)."""
+    tombstones = library.read_forgotten()
+    boxes: dict[str, list[list[float]]] = {}
+    for photo_id, box in zip(tombstones["photo_id"].to_pylist(), tombstones["box"].to_pylist()):
+        boxes.setdefault(photo_id, []).append(box)
+    return boxes
 
 
 def _finished(

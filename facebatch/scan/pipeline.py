@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -39,11 +39,17 @@ class ShardResult:
     errors: dict[str, int]
 
 
-def run_shard(builder: PipelineBuilder, files: Sequence[PhotoFile], known_ids: frozenset[str]) -> ShardResult:
+# A photo's forgotten faces (`facebatch forget`): their boxes, by photo id. A face detected again
+# within IoU 0.5 of one is not embedded nor kept: detection settings move boxes a little.
+Forgotten = Mapping[str, Sequence[Sequence[float]]]
+
+
+def run_shard(builder: PipelineBuilder, files: Sequence[PhotoFile], known_ids: frozenset[str],
+              forgotten: Forgotten | None = None) -> ShardResult:
     """The Dask task. One shard at a time per process: the models already use the worker's cores."""
     pipeline = pipeline_for(builder)
     with pipeline.lock:
-        return process_shard(pipeline, files, known_ids)
+        return process_shard(pipeline, files, known_ids, forgotten or {})
 
 
 @dataclass(frozen=True)
@@ -84,10 +90,11 @@ class _ShardRows:
     errors: Counter = field(default_factory=Counter)
 
 
-def process_shard(pipeline: FacePipeline, files: Sequence[PhotoFile], known_ids: frozenset[str] = frozenset()) -> ShardResult:
+def process_shard(pipeline: FacePipeline, files: Sequence[PhotoFile], known_ids: frozenset[str] = frozenset(),
+                  forgotten: Forgotten | None = None) -> ShardResult:
     rows = _ShardRows()
     for file in files:
-        _process_photo(pipeline, file, known_ids, rows)
+        _process_photo(pipeline, file, known_ids, rows, forgotten or {})
     with StageClock(rows.seconds)("embed"):
         embeddings = pipeline.embed(rows.crops)
     for face, embedding in zip(rows.faces, embeddings):
@@ -132,7 +139,8 @@ def reembed_photos(pipeline: FacePipeline, photos: Sequence[KnownPhoto]) -> Reem
     return ReembedResult(face_ids, embeddings, skipped, {stage: seconds[stage] for stage in STAGES})
 
 
-def _process_photo(pipeline: FacePipeline, file: PhotoFile, known_ids: frozenset[str], rows: _ShardRows) -> None:
+def _process_photo(pipeline: FacePipeline, file: PhotoFile, known_ids: frozenset[str], rows: _ShardRows,
+                   forgotten: Forgotten) -> None:
     photo_id = None
     try:
         with StageClock(rows.seconds)("read"):
@@ -142,6 +150,9 @@ def _process_photo(pipeline: FacePipeline, file: PhotoFile, known_ids: frozenset
             rows.reused.append((file, photo_id))
             return
         photo, faces, crops = pipeline.find_faces(data, rows.seconds)
+        if forgotten.get(photo_id):
+            kept = [i for i, face in enumerate(faces) if not any(iou(face.box, b) >= 0.5 for b in forgotten[photo_id])]
+            faces, crops = [faces[i] for i in kept], [crops[i] for i in kept]
     except PhotoError as exc:
         rows.errors[exc.kind] += 1
         rows.photos.append(photo_row(file, photo_id, error=exc))
@@ -155,6 +166,12 @@ def _process_photo(pipeline: FacePipeline, file: PhotoFile, known_ids: frozenset
     for index, (face, crop) in enumerate(zip(faces, crops)):
         rows.faces.append(_face_row(photo_id, file.path, index, face, pipeline.model))
         rows.crops.append(crop)
+
+
+def iou(a: Sequence[float], b: Sequence[float]) -> float:
+    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
 
 
 def photo_id_of(data: bytes) -> str:

@@ -1,0 +1,214 @@
+"""`facebatch forget`: a person, faces or photos taken out of the library for good.
+
+A face library is biometric data. For each forgotten face this removes:
+- its row in the faces table (embedding, box, landmarks), its part rewritten without it;
+- every label about it, and every label naming a forgotten person ("not Alice" on other faces
+  too), from labels.parquet and from every generation kept of it;
+- its row in the clusters table and in the moves clusters.json keeps for undo;
+- its thumbnail; the contact sheets and the static report (LIBRARY/sheets, LIBRARY/report: they
+  show faces and names; `show` and `report` write them again);
+- the adapter, when it learned from a forgotten label;
+- the regions facebatch wrote for it, or under a forgotten name, in XMP sidecars, and that name
+  where facebatch added it to the people lists (regions other tools wrote stay: not ours).
+What stays is a tombstone per face (LIBRARY/forgotten.parquet: face id, photo id, box; no
+embedding, no name), so that no re-scan, not even --force, embeds the face again; and the photos'
+rows. `leftovers` is what `facebatch check` runs to prove nothing else of them is left.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from facebatch.errors import NotFound
+from facebatch.exports.xmp import FolderStems, sidecar_paths, take_back
+from facebatch.exports.xmp_packet import FACEBATCH, XmpError
+from facebatch.files import atomic_file
+from facebatch.people.labels import KIND_NAME, KIND_NOT, clean_name, replay
+from facebatch.review.thumbnails import thumbnail_path
+from facebatch.schema import LIVE_STATUSES
+from facebatch.store import Library
+
+DERIVED = ("report", "sheets")  # folders of LIBRARY that show faces and names, written again on demand
+
+
+@dataclass
+class ForgetResult:
+    faces: int
+    labels: int  # label rows removed from the history
+    thumbnails: int
+    sidecars: int  # sidecars facebatch's regions were taken out of
+    sidecar_errors: list[tuple[str, str]]  # (sidecar, why it was left as it is)
+    adapter: bool  # the adapter was removed (it learned from a forgotten name)
+    derived: list[str]  # derived folders removed
+
+
+def faces_of_person(library: Library, name: str) -> set[str]:
+    """Every face named `name` (by the user, a cluster or a sidecar) or tagged so now."""
+    name = clean_name(name)
+    labels = replay(library.read_labels())
+    faces = {f for f, (n, _) in labels.face_names.items() if n == name}
+    faces |= {f for f, n in labels.cluster_names.items() if n == name}
+    if library.has_clusters():
+        from facebatch.people.suggestions import face_tags
+
+        tags = face_tags(library)
+        faces |= {f for f, person in zip(tags.face_ids, tags.person) if person == name}
+    if not faces:
+        raise NotFound(f"nobody is named {name}: `facebatch people` lists the names")
+    return faces
+
+
+def faces_of_photos(library: Library, paths: list[str]) -> set[str]:
+    photos = library.read_table("photos", ["path", "photo_id", "status"])
+    wanted = {os.path.abspath(p) for p in paths}
+    ids = {i for p, i, s in zip(*(photos[c].to_pylist() for c in ("path", "photo_id", "status")))
+           if p in wanted and i and s in LIVE_STATUSES}
+    missing = wanted - set(photos["path"].to_pylist())
+    if missing:
+        raise NotFound(f"no photo {sorted(missing)[0]} in the library: `facebatch export` lists them")
+    faces = library.read_faces(["face_id", "photo_id"], pending=True)
+    return {f for f, p in zip(faces["face_id"].to_pylist(), faces["photo_id"].to_pylist()) if p in ids}
+
+
+def known_faces(library: Library, face_ids: list[str]) -> set[str]:
+    known = set(library.read_faces(["face_id"], pending=True)["face_id"].to_pylist())
+    forgotten = set(library.read_forgotten()["face_id"].to_pylist())
+    missing = [f for f in face_ids if f not in known | forgotten]
+    if missing:
+        raise NotFound(f"no face {missing[0]} in the library: `facebatch export` lists face ids")
+    return set(face_ids)
+
+
+def forget(library: Library, face_ids: set[str], names: set[str], wait: float = 0.0) -> ForgetResult:
+    """Take these faces, and every label of these names, out of the library for good."""
+    library.require()
+    with library.lock(wait):
+        return erase(library, face_ids, names)
+
+
+def erase(library: Library, face_ids: set[str], names: set[str]) -> ForgetResult:
+    """`forget` under the lock (`check --repair` finishes an interrupted one with it). Tombstones
+    first: a kill half way leaves faces that a second run finishes."""
+    faces = library.read_faces(["face_id", "photo_id", "box"], pending=True)
+    rows = faces.filter(pc.is_in(faces["face_id"], pa.array(sorted(face_ids), pa.string())))
+    _add_tombstones(library, rows)
+    tombstones = library.read_forgotten()
+    tombstones = tombstones.filter(pc.is_in(tombstones["face_id"], pa.array(sorted(face_ids), pa.string())))
+    photo_ids = set(tombstones["photo_id"].to_pylist())
+    sidecars, errors = _clean_sidecars(library, photo_ids, face_ids, names)
+    removed = library.purge_labels(lambda t: _forgotten_labels(t, face_ids, names))
+    _clean_clusters(library, face_ids)
+    library.drop_faces(face_ids)
+    thumbnails = sum(_unlink(thumbnail_path(library, f)) for f in face_ids)
+    derived = [name for name in DERIVED if _remove_tree(library.root / name)]
+    adapter = removed > 0 and _remove_tree(library.adapter_dir)  # it learned from those labels
+    return ForgetResult(len(face_ids), removed, thumbnails, sidecars, errors, adapter, derived)
+
+
+def _add_tombstones(library: Library, rows: pa.Table) -> None:
+    known = set(library.read_forgotten()["face_id"].to_pylist())
+    new = rows.filter(pc.invert(pc.is_in(rows["face_id"], pa.array(sorted(known), pa.string()))))
+    if new.num_rows:
+        now = datetime.now(timezone.utc)
+        library.add_forgotten(new.append_column("forgotten_at", pa.array([now] * new.num_rows, pa.timestamp("ms", tz="UTC"))))
+
+
+def _forgotten_labels(history: pa.Table, face_ids: set[str], names: set[str]) -> pa.Array:
+    """Rows about a forgotten face, and names / "not"s of a forgotten person on any face."""
+    about_face = pc.is_in(history["face_id"], pa.array(sorted(face_ids), pa.string()))
+    naming = pc.and_(pc.is_in(history["kind"], pa.array([KIND_NAME, KIND_NOT])),
+                     pc.is_in(history["value"], pa.array(sorted(names), pa.string())))
+    return pc.fill_null(pc.or_(about_face, naming), False)
+
+
+def _clean_clusters(library: Library, face_ids: set[str]) -> None:
+    if not library.has_clusters():
+        return
+    table = library.read_clusters()
+    table = table.filter(pc.invert(pc.is_in(table["face_id"], pa.array(sorted(face_ids), pa.string()))))
+    state = library.read_cluster_state()
+    moves = []
+    for move in state.get("moves", []):
+        kept = [i for i, f in enumerate(move["faces"]) if f not in face_ids]
+        modes = move.get("modes", move["before"])
+        moves.append({**move, "faces": [move["faces"][i] for i in kept], "before": [move["before"][i] for i in kept],
+                      "modes": [modes[i] for i in kept]})
+    library.write_clustering(table, None, {**state, "moves": moves} if "moves" in state else state)
+
+
+def _clean_sidecars(library: Library, photo_ids: set[str], face_ids: set[str],
+                    names: set[str]) -> tuple[int, list[tuple[str, str]]]:
+    """Take facebatch's regions of the faces out of the sidecars of their photos (every live
+    photo's when a person is forgotten: the name may have been exported on any of them)."""
+    photos = library.read_table("photos", ["path", "photo_id", "status"])
+    stems = FolderStems()
+    cleaned, errors = 0, []
+    needles = [n.encode() for n in names] + [f.encode() for f in face_ids]
+    for path, photo_id, status in zip(*(photos[c].to_pylist() for c in ("path", "photo_id", "status"))):
+        if status not in LIVE_STATUSES or not (names or photo_id in photo_ids):
+            continue
+        for sidecar in sidecar_paths(Path(path), stems):
+            try:
+                data = sidecar.read_bytes()
+            except FileNotFoundError:
+                continue
+            except OSError as error:
+                errors.append((str(sidecar), f"cannot read it: {error.strerror or error}"))
+                continue
+            if FACEBATCH.encode() not in data or not any(n in data for n in needles):
+                continue
+            try:
+                new = take_back(data, face_ids, names)
+                if new != data:
+                    target = sidecar.resolve() if sidecar.is_symlink() else sidecar
+                    with atomic_file(target, make_parents=False) as f:
+                        f.write(new)
+                    cleaned += 1
+            except (XmpError, OSError) as error:
+                errors.append((str(sidecar), f"{error}; left as it is"))
+    return cleaned, errors
+
+
+def _unlink(path: Path) -> bool:
+    try:
+        path.unlink()
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def _remove_tree(path: Path) -> bool:
+    if not path.exists():
+        return False
+    shutil.rmtree(path)
+    return True
+
+
+def leftovers(library: Library) -> list[tuple[Path, str]]:
+    """Where a forgotten face is still found: (file, what), for `facebatch check`."""
+    forgotten = set(library.read_forgotten()["face_id"].to_pylist())
+    if not forgotten:
+        return []
+    found: list[tuple[Path, str]] = []
+    faces = library.read_faces(["face_id"], pending=True)["face_id"].to_pylist()
+    if hits := forgotten & set(faces):
+        found.append((library.faces_dir, f"{len(hits)} forgotten faces still have rows (embeddings)"))
+    for path in [library.labels_path, *sorted(library.label_generations_dir.glob("labels-*.parquet"))]:
+        if path.exists():
+            table = library.read_labels() if path == library.labels_path else pq.read_table(path, columns=["face_id"])
+            if hits := forgotten & set(table["face_id"].to_pylist()):
+                found.append((path, f"{len(hits)} forgotten faces still have labels"))
+    if library.has_clusters() and (hits := forgotten & set(library.read_clusters()["face_id"].to_pylist())):
+        found.append((library.clusters_path, f"{len(hits)} forgotten faces are still in clusters"))
+    if thumbnails := [f for f in forgotten if thumbnail_path(library, f).exists()]:
+        found.append((thumbnail_path(library, thumbnails[0]).parent.parent,
+                      f"{len(thumbnails)} forgotten faces still have thumbnails"))
+    return found
