@@ -50,7 +50,8 @@ def build(library: Library, x, truth, shard: int = 10_000) -> None:
             "box": [[10.0, 10.0, 90.0, 90.0]] * len(ids), "score": [0.99] * len(ids),
             "landmarks": [[0.0] * 10] * len(ids),
             "embedding": pa.FixedSizeListArray.from_arrays(pa.array(x[start:start + len(ids)].ravel()), 512),
-            "model": [MODEL] * len(ids), "rotation": [None] * len(ids), "quality": [None] * len(ids)}).cast(FACES_SCHEMA)
+            "model": [MODEL] * len(ids), "rotation": [None] * len(ids), "quality": [None] * len(ids),
+            "video_time": [None] * len(ids), "video_span": [None] * len(ids)}).cast(FACES_SCHEMA)
         library.write_shard(photos, faces, {"kind": "synthetic"}, MODEL)
 
 

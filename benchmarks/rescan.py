@@ -66,7 +66,7 @@ def write_library(library: Library, paths: list[Path], model: str) -> None:
                                 ("path", str(path)), ("face_index", 0), ("box", [1.0, 1.0, 30.0, 30.0]),
                                 ("score", 0.99), ("landmarks", [10.0] * 10),
                                 ("embedding", vector / np.linalg.norm(vector)), ("model", model),
-                                ("rotation", None), ("quality", None)):
+                                ("rotation", None), ("quality", None), ("video_time", None), ("video_span", None)):
                 faces[name].append(value)
         library.write_shard(pa.Table.from_pylist(photos, PHOTOS_SCHEMA), pa.table(faces).cast(FACES_SCHEMA),
                             {"kind": "benchmark"}, model)

@@ -228,6 +228,7 @@ def scan_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--include", multiple=True, metavar="GLOB", help="Only photos matching GLOB (repeatable)."),
         click.option("--exclude", multiple=True, metavar="GLOB", help="Skip photos matching GLOB (repeatable)."),
         click.option("--force", is_flag=True, help="Run the models again on every photo, even unchanged ones."),
+        click.option("--no-videos", is_flag=True, help="Leave videos (mp4, mov, m4v, avi, mkv, 3gp) out."),
         click.option("--retry-errors", is_flag=True, help="Try again photos that failed last time though unchanged."),
         click.option("--strict", is_flag=True, help="Exit 1 when any photo failed."),
         click.option("-q", "--quiet", is_flag=True, help="No progress bar, no summary; errors only."),
@@ -256,6 +257,7 @@ def _scan_config(library: Any, folders: tuple[str, ...], options: dict[str, Any]
         exclude=options["exclude"],
         force=options["force"],
         retry_errors=options["retry_errors"],
+        videos=not options["no_videos"],
         models=ModelSettings.choose(options["runtime"], options["precision"], options["device"]),
     )
 

@@ -112,6 +112,7 @@ class ScanConfig:
     exclude: tuple[str, ...] = ()
     force: bool = False  # redo model work even for unchanged photos
     retry_errors: bool = False  # re-read photos whose last scan failed though the file is unchanged
+    videos: bool = True  # scan videos too (their keyframes: videoload)
     models: ModelSettings = field(default_factory=ModelSettings)
 
     def __post_init__(self) -> None:

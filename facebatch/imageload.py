@@ -4,9 +4,15 @@ Everything that can go wrong with a single photo becomes a `PhotoError` with a s
 (`empty_file`, `not_found`, `permission_denied`, `unreadable`, `not_an_image`, `truncated`,
 `too_large`, `unsupported_format`, `decode_failed`); no Pillow, OS or value error escapes.
 
+RAW files (CR2, CR3, NEF, ARW, DNG, RAF, ORF, RW2 and whatever else LibRaw reads) go through
+rawpy, recognised by their content: the camera's embedded JPEG preview when it is large enough
+and has the RAW's shape (fast), else a half-size demosaic. Either way the size is the RAW's own
+as displayed, so boxes (and the XMP regions written from them) land where Lightroom and digiKam
+show the photo.
+
 Thread safety: nothing here changes Pillow's global settings per call. The only global changes
 happen once, at import: Pillow's plugins are loaded, its decompression-bomb limit is set to ours
-and the optional HEIF opener is registered.
+and the HEIF opener is registered.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pillow_heif
+import rawpy
 from PIL import Image
 
 from facebatch.errors import PhotoError
@@ -71,6 +78,20 @@ _ORIENTATION_TRANSPOSE = {
 }
 _ORIENTATIONS_SWAPPING_AXES = frozenset({5, 6, 7, 8})
 _EXIF_ORIENTATION_TAG = 0x0112
+
+# RAW files by name (discovery lists them; export-xmp reads their frame through LibRaw).
+RAW_EXTENSIONS: frozenset[str] = frozenset(
+    {".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".dng", ".raf", ".orf", ".rw2", ".pef",
+     ".srw", ".x3f", ".3fr", ".erf", ".kdc", ".dcr", ".mrw", ".mos", ".iiq", ".rwl", ".raw"}
+)
+# What a RAW file starts with, besides TIFF's own signatures (CR2, NEF, ARW, DNG, PEF are TIFFs):
+# Olympus ORF, Panasonic RW2, Fujifilm RAF, Sigma X3F. Canon's CR3 is an ISO-BMFF box of brand crx.
+_RAW_SIGNATURES = (b"IIRO", b"IIRS", b"MMOR", b"IIU\x00", b"FUJIFILMCCD-RAW", b"FOVb")
+# LibRaw's flip (how to turn the sensor's frame upright) as the EXIF orientation it means.
+_RAW_FLIP_ORIENTATION = {0: 1, 3: 3, 5: 8, 6: 6}
+# A preview whose aspect differs more than this from the RAW's is another crop: boxes found on it
+# would not land on the RAW, so the RAW is demosaicked instead.
+_PREVIEW_ASPECT_TOLERANCE = 0.01
 
 _JPEG_DRAFT_REDUCTIONS = (8, 4, 2)
 _WHITE = (255, 255, 255, 255)
@@ -135,6 +156,8 @@ def decode_photo(data: bytes, *, min_long_side: int | None = None) -> DecodedPho
 
 
 def _decode(data: bytes, min_long_side: int | None) -> DecodedPhoto:
+    if _may_be_raw(data) and (raw := _decode_raw(data, min_long_side)) is not None:
+        return raw
     image = _open(data)
     try:
         _check_pixel_count(image.size)
@@ -154,6 +177,78 @@ def _decode(data: bytes, min_long_side: int | None) -> DecodedPhoto:
     if orientation in _ORIENTATIONS_SWAPPING_AXES:
         stored_width, stored_height = stored_height, stored_width
     return DecodedPhoto(image=rgb, width=stored_width, height=stored_height)
+
+
+def _may_be_raw(data: bytes) -> bool:
+    return (data.startswith((b"II*\x00", b"MM\x00*", *_RAW_SIGNATURES))
+            or (data[4:8] == b"ftyp" and data[8:11] == b"crx"))
+
+
+@dataclass(frozen=True)
+class RawFrame:
+    """A RAW file's frame: its size as stored and how to show it (EXIF orientation)."""
+
+    stored_width: int
+    stored_height: int
+    orientation: int
+
+
+def raw_frame(source: str | bytes) -> RawFrame | None:
+    """The frame of a RAW file (a path or its bytes); None when LibRaw does not read it."""
+    try:
+        with rawpy.imread(io.BytesIO(source) if isinstance(source, bytes) else source) as raw:
+            return _frame_of(raw)
+    except (rawpy.LibRawError, OSError):
+        return None
+
+
+def _frame_of(raw: rawpy.RawPy) -> RawFrame:
+    return RawFrame(raw.sizes.width, raw.sizes.height, _RAW_FLIP_ORIENTATION.get(raw.sizes.flip, 1))
+
+
+def _decode_raw(data: bytes, min_long_side: int | None) -> DecodedPhoto | None:
+    """A RAW photo upright: its preview when good enough, else a half-size demosaic. None when
+    LibRaw does not read the file (a plain TIFF): Pillow gets it."""
+    try:
+        with rawpy.imread(io.BytesIO(data)) as raw:
+            frame = _frame_of(raw)
+            width, height = frame.stored_width, frame.stored_height
+            if frame.orientation in _ORIENTATIONS_SWAPPING_AXES:
+                width, height = height, width
+            _check_pixel_count((width, height))
+            image = _raw_preview(raw, frame, width, height, min_long_side)
+            if image is None:
+                image = Image.fromarray(raw.postprocess(half_size=True, use_camera_wb=True, output_bps=8))
+    except rawpy.LibRawFileUnsupportedError:
+        return None
+    except rawpy.LibRawError as error:
+        raise PhotoError("decode_failed", f"cannot decode RAW file: {type(error).__name__}: {error}") from None
+    return DecodedPhoto(image=image, width=width, height=height)
+
+
+def _raw_preview(raw: rawpy.RawPy, frame: RawFrame, width: int, height: int,
+                 min_long_side: int | None) -> Image.Image | None:
+    """The camera's embedded preview, upright, when it is big enough (`min_long_side`; half the
+    RAW's long side when the caller wants full resolution) and has the RAW's shape."""
+    try:
+        thumb = raw.extract_thumb()
+    except (rawpy.LibRawNoThumbnailError, rawpy.LibRawUnsupportedThumbnailError):
+        return None
+    if thumb.format == rawpy.ThumbFormat.JPEG:
+        try:
+            with Image.open(io.BytesIO(thumb.data)) as jpeg:
+                preview = jpeg.convert("RGB")
+        except Exception:  # noqa: BLE001 - a damaged preview: the RAW itself is still there
+            return None
+    else:
+        preview = Image.fromarray(thumb.data).convert("RGB")
+    if frame.orientation in _ORIENTATION_TRANSPOSE:
+        preview = preview.transpose(_ORIENTATION_TRANSPOSE[frame.orientation])
+    needed = min_long_side if min_long_side is not None else max(width, height) // 2
+    aspect = (preview.width / preview.height) / (width / height)
+    if max(preview.size) < needed or abs(aspect - 1.0) > _PREVIEW_ASPECT_TOLERANCE:
+        return None
+    return preview
 
 
 def _open(data: bytes) -> Image.Image:

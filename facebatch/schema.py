@@ -28,8 +28,11 @@ PHOTOS_SCHEMA = pa.schema(
         pa.field("error_kind", pa.string(), nullable=True),  # empty_file, not_an_image, truncated, ...
         pa.field("error", pa.string(), nullable=True),
         pa.field("scanned_at", pa.timestamp("ms", tz="UTC"), nullable=False),
+        pa.field("kind", pa.string(), nullable=True),  # photo | video; null in parts written before videos
+        pa.field("duration", pa.float32(), nullable=True),  # a video's length in seconds
     ]
 )
+KIND_PHOTO, KIND_VIDEO = "photo", "video"
 
 FACES_SCHEMA = pa.schema(
     [
@@ -50,6 +53,10 @@ FACES_SCHEMA = pa.schema(
         # 0..1 from box, score and landmarks (models.quality); null in parts written before it was
         # recorded (Library.read_faces computes it there)
         pa.field("quality", pa.float32(), nullable=True),
+        # A face of a video is one person in it: the frame where it is seen best (seconds from the
+        # start; its box and embedding are that frame's) and the first and last frame it is seen in.
+        pa.field("video_time", pa.float32(), nullable=True),
+        pa.field("video_span", pa.list_(pa.float32(), 2), nullable=True),
     ]
 )
 

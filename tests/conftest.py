@@ -79,7 +79,7 @@ def add_photos(lib: Library, people: dict[str, int], centres: dict[str, np.ndarr
             for key, value in (("face_id", face_id), ("photo_id", photo_id), ("path", path), ("face_index", 0),
                                ("box", [20.0, 10.0, 60.0, 50.0]), ("score", 0.99), ("landmarks", [5.0] * 10),
                                ("embedding", (v / np.linalg.norm(v)).astype(np.float32)), ("model", model),
-                               ("rotation", None), ("quality", None)):
+                               ("rotation", None), ("quality", None), ("video_time", None), ("video_span", None)):
                 face_rows[key].append(value)
     lib.write_shard(pa.Table.from_pylist(photo_rows, PHOTOS_SCHEMA), pa.table(face_rows).cast(FACES_SCHEMA),
                     {"kind": "test"}, model)
@@ -105,7 +105,7 @@ def add_people(lib: Library, folder: Path, people: dict[str, int], tag: str) -> 
             for key, value in (("face_id", f"f{name}{tag}{k:03d}"), ("photo_id", photo_id), ("path", str(path)),
                                ("face_index", 0), ("box", [100.0, 60.0, 180.0, 150.0]), ("score", 0.99),
                                ("landmarks", [5.0] * 10), ("embedding", (v / np.linalg.norm(v)).astype(np.float32)),
-                               ("model", MODEL), ("rotation", None), ("quality", None)):
+                               ("model", MODEL), ("rotation", None), ("quality", None), ("video_time", None), ("video_span", None)):
                 faces[key].append(value)
     lib.write_shard(pa.Table.from_pylist(photos, PHOTOS_SCHEMA), pa.table(faces).cast(FACES_SCHEMA), {}, MODEL)
 

@@ -123,8 +123,9 @@ def test_an_empty_folder_says_what_was_looked_for(tmp_path):
     (tmp_path / "empty").mkdir()
     result = run("--library", tmp_path / "lib", "scan", tmp_path / "empty")
     assert result.exit_code == 0
-    assert (f"warning: no photos under {tmp_path / 'empty'} (looked for .bmp .gif .heic .heif .jpeg .jpg .png .tif "
-            ".tiff .webp, in any case)") in result.output
+    assert (f"warning: no photos under {tmp_path / 'empty'} (looked for photos (.bmp .gif .heic .heif .jpeg .jpg .png "
+            ".tif .tiff .webp), RAW files (.cr2 .nef .arw .dng and the others LibRaw reads) and videos (.3gp .avi .m4v "
+            ".mkv .mov .mp4), in any case)") in result.output
 
 
 def test_ctrl_c_says_that_running_again_resumes_and_exits_130(monkeypatch, capsys, tmp_path):

@@ -47,6 +47,8 @@ def faces(*rows: tuple[str, str, str]) -> pa.Table:
         table["model"].append(MODEL)
         table["rotation"].append(None)
         table["quality"].append(None)
+        table["video_time"].append(None)
+        table["video_span"].append(None)
     return pa.table(table).cast(FACES_SCHEMA)
 
 

@@ -1,10 +1,12 @@
 """Per-photo tags from the tables (no photo is opened): json, jsonl or parquet, to a file
 (written atomically, see facebatch.files) or to standard output ("-").
 
-json: {"photos": [{path, photo_id, width, height, faces: [...]}, ...]}; jsonl: one such photo per
-line; parquet: one row per face with the photo's columns repeated. A face is
-{face_id, box: [x1, y1, x2, y2] pixels, box_relative: the same / width, height, person, status
-(confirmed | suggested | unknown), confidence, cluster_id (null when unclustered)}.
+json: {"photos": [{path, photo_id, kind (photo | video), width, height, faces: [...]}, ...]};
+jsonl: one such photo per line; parquet: one row per face with the photo's columns repeated. A
+face is {face_id, box: [x1, y1, x2, y2] pixels, box_relative: the same / width, height, person,
+status (confirmed | suggested | unknown), confidence, cluster_id (null when unclustered),
+video_time and video_span (a video's face: the frame it is seen best in, and the first and last
+it is seen in, in seconds; null for photos)}.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from facebatch.errors import UsageError
 from facebatch.files import STDOUT, describe_output, output_file
 from facebatch.models.scale import NAME_CONFIDENCE
 from facebatch.exports.tagged import tagged_faces
-from facebatch.schema import LIVE_STATUSES
+from facebatch.schema import KIND_PHOTO, LIVE_STATUSES
 from facebatch.store import Library
 
 FORMATS = ("json", "jsonl", "parquet")
@@ -32,6 +34,7 @@ EXPORT_SCHEMA = pa.schema(
     [
         pa.field("path", pa.string()),
         pa.field("photo_id", pa.string()),
+        pa.field("kind", pa.string()),
         pa.field("width", pa.int32()),
         pa.field("height", pa.int32()),
         pa.field("face_id", pa.string()),
@@ -41,6 +44,8 @@ EXPORT_SCHEMA = pa.schema(
         pa.field("status", pa.string()),
         pa.field("confidence", pa.float32()),
         pa.field("cluster_id", pa.int64()),
+        pa.field("video_time", pa.float32()),
+        pa.field("video_span", pa.list_(pa.float32(), 2)),
     ]
 )
 
@@ -86,14 +91,15 @@ def _round(values: list[float]) -> list[float]:
     return [round(float(v), 4) for v in values]
 
 
-def live_photo_rows(library: Library) -> list[tuple[str, str, int, int]]:
-    """(path, photo_id, width, height) of each live photo, sorted by path, one row per path."""
-    photos = library.read_table("photos", ["path", "photo_id", "width", "height", "status"])
+def live_photo_rows(library: Library) -> list[tuple[str, str, int, int, str]]:
+    """(path, photo_id, width, height, kind) of each live photo or video, sorted by path, one row per path."""
+    photos = library.read_table("photos", ["path", "photo_id", "width", "height", "status", "kind"])
     rows, seen = [], set()
-    for path, photo_id, width, height, status in sorted(zip(*(c.to_pylist() for c in photos.columns))):
+    for path, photo_id, width, height, status, kind in sorted(zip(*(c.to_pylist() for c in photos.columns)),
+                                                              key=lambda row: row[0]):
         if status in LIVE_STATUSES and path not in seen:
             seen.add(path)
-            rows.append((path, photo_id, width, height))
+            rows.append((path, photo_id, width, height, kind or KIND_PHOTO))
     return rows
 
 
@@ -105,9 +111,10 @@ def photo_records(library: Library, settings: ExportSettings) -> list[dict[str, 
             continue
         by_photo[face.photo_id].append({"face_id": face.face_id, "box": face.box, "person": face.person,
                                         "status": face.status, "confidence": face.confidence,
-                                        "cluster_id": face.cluster_id})
+                                        "cluster_id": face.cluster_id, "video_time": face.video_time,
+                                        "video_span": face.video_span})
     records = []
-    for path, photo_id, width, height in live_photo_rows(library):
+    for path, photo_id, width, height, kind in live_photo_rows(library):
         photo_faces = by_photo.get(photo_id, [])
         if settings.only_named and not photo_faces:
             continue
@@ -116,7 +123,7 @@ def photo_records(library: Library, settings: ExportSettings) -> list[dict[str, 
             box = face["box"]
             relative = [box[0] / width, box[1] / height, box[2] / width, box[3] / height] if width and height else None
             out.append({**face, "box": _round(box), "box_relative": _round(relative) if relative else None})
-        records.append({"path": path, "photo_id": photo_id, "width": width, "height": height, "faces": out})
+        records.append({"path": path, "photo_id": photo_id, "kind": kind, "width": width, "height": height, "faces": out})
     return records
 
 
@@ -134,7 +141,7 @@ def _json_document(records: list[dict[str, Any]]) -> Iterator[str]:
 
 def _face_table(records: list[dict[str, Any]]) -> pa.Table:
     rows = [
-        {"path": r["path"], "photo_id": r["photo_id"], "width": r["width"], "height": r["height"], **face}
+        {"path": r["path"], "photo_id": r["photo_id"], "kind": r["kind"], "width": r["width"], "height": r["height"], **face}
         for r in records
         for face in r["faces"]
     ]

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,6 +73,8 @@ from facebatch.files import atomic_file
 from facebatch.models.scale import NAME_CONFIDENCE
 from facebatch.exports.tagged import tagged_faces
 from facebatch.exports.tags import live_photo_rows
+from facebatch.schema import KIND_PHOTO, KIND_VIDEO
+from facebatch.scan.discovery import renditions_of_raws
 from facebatch.store import Library
 
 SIDECAR_FULL = "photo.jpg.xmp"  # PHOTO.EXT.xmp: digiKam, darktable, Immich, PhotoPrism
@@ -137,30 +140,34 @@ class LivePhoto:
     photo_id: str
     width: int
     height: int
+    kind: str = KIND_PHOTO  # a video's sidecar lists its people, with no regions (MWG has none for video)
 
 
 def live_photos(library: Library, under: list[Path] | None = None) -> list[LivePhoto]:
     """Live photos (one row per path, sorted), optionally only those under some folders."""
-    return [LivePhoto(path, photo_id, width, height) for path, photo_id, width, height in live_photo_rows(library)
+    return [LivePhoto(path, photo_id, width, height, kind) for path, photo_id, width, height, kind in live_photo_rows(library)
             if width and height and (under is None or any(Path(path).is_relative_to(folder) for folder in under))]
 
 
 class FolderStems:
-    """How many files (sidecars aside) of each folder share a stem: PHOTO.xmp belongs to PHOTO.EXT
-    only when PHOTO.EXT is the only such file (IMG_1.CR2 + IMG_1.JPG share IMG_1.xmp)."""
+    """Which sidecar stems a folder's photos share: PHOTO.xmp belongs to PHOTO.EXT only when no
+    other photo of the folder has that stem. A RAW + JPEG pair is one photo, scanned as the RAW, so
+    IMG_1.xmp is the RAW's (as Lightroom reads it), never the JPEG's."""
 
     def __init__(self) -> None:
-        self._stems: dict[Path, Counter[str]] = {}
+        self._folders: dict[Path, tuple[Counter[str], set[str]]] = {}
 
     def shared(self, photo: Path) -> bool:
         folder = photo.parent
-        if folder not in self._stems:
+        if folder not in self._folders:
             try:
-                names = [e.name for e in os.scandir(folder)]
+                names = [e.name for e in os.scandir(folder) if not e.name.lower().endswith(".xmp")]
             except OSError:
                 names = []
-            self._stems[folder] = Counter(Path(n).stem for n in names if not n.lower().endswith(".xmp"))
-        return self._stems[folder][photo.stem] > 1
+            paired = renditions_of_raws(names)
+            self._folders[folder] = (Counter(Path(n).stem for n in names if n not in paired), paired)
+        stems, paired = self._folders[folder]
+        return photo.name in paired or stems[photo.stem] > 1
 
 
 def sidecar_paths(photo: Path, stems: FolderStems) -> list[Path]:
@@ -421,17 +428,19 @@ class MergeOutcome:
     disagreements: list[tuple[str, str]]  # (facebatch's name, the other tool's)
 
 
-def merge_sidecar(existing: bytes | None, regions: list[FaceRegion], stored_size: tuple[int, int] | None) -> MergeOutcome:
+def merge_sidecar(existing: bytes | None, regions: list[FaceRegion], stored_size: tuple[int, int] | None,
+                  names_only: Sequence[str] = ()) -> MergeOutcome:
     """The sidecar's new bytes: `existing` (None: a new sidecar) with facebatch's regions and
-    names replaced by `regions`; `stored_size` None leaves the regions' dimensions as they are.
-    Raises XmpError for a packet it can't merge (then left alone)."""
+    names replaced by `regions` (and `names_only`, listed without a region: a video's people);
+    `stored_size` None leaves the regions' dimensions as they are. Raises XmpError for a packet it
+    can't merge (then left alone)."""
     packet = parse_packet(existing if existing is not None else EMPTY_PACKET)
     others = [r for r in read_regions(packet)[0] if r.facebatch_status is None]
     to_write, same, differ = _split_covered(regions, others)
     merge = _Merge(packet)
     merge.regions(MWG_REGIONS, [_mwg_item(r) for r in to_write], [_dimensions(stored_size)] if stored_size else [])
     merge.regions(MP_REGIONS, [_mp_item(r) for r in to_write], [])
-    names = sorted({r.name for r in to_write} | same)
+    names = sorted({r.name for r in to_write} | same | set(names_only))
     for uri, prefix, local, kind, form in NAME_LISTS:
         merge.names(uri, prefix, local, kind, [form.format(n) for n in names])
     left_to_others = len(regions) - len(to_write) - len(differ)
@@ -442,10 +451,13 @@ def take_back(existing: bytes, face_ids: set[str], names: set[str]) -> bytes:
     """`existing` without the regions facebatch wrote for these faces or under these names, and
     without those names where facebatch added them to the people lists (`facebatch forget`).
     Every byte another tool wrote stays, its regions of the same person too."""
-    ours = [r for r in mwg_regions(parse_packet(existing))[0] if r.facebatch_status]
+    packet = parse_packet(existing)
+    ours = [r for r in mwg_regions(packet)[0] if r.facebatch_status]
     keep = [FaceRegion(r.facebatch_face or "", r.name, r.facebatch_status or "", r.box) for r in ours
             if r.facebatch_face not in face_ids and r.name not in names]
-    return merge_sidecar(existing, keep, None).data
+    # A video's sidecar lists its people with no region: those names stay, but the forgotten ones.
+    listed = {li.text for record in packet.properties(FACEBATCH, "PersonInImage") for li in array_items(record)}
+    return merge_sidecar(existing, keep, None, sorted(listed - names) if not ours else ()).data
 
 
 # --------------------------------------------------------------------------- the run
@@ -474,6 +486,10 @@ def _export_photo(photo: LivePhoto, faces: list[NamedFace], stems: FolderStems,
         return
     if not faces and (existing is None or FACEBATCH.encode() not in existing):
         return  # no names, and nothing of facebatch's to take back
+    if photo.kind == KIND_VIDEO:
+        _write_merged(sidecar, existing, lambda: merge_sidecar(existing, [], None, sorted({f.name for f in faces})),
+                      settings, result)
+        return
     try:
         frame = photo_frame(photo.path)
     except Exception as error:  # noqa: BLE001 - Pillow raises anything for a damaged header
@@ -483,8 +499,14 @@ def _export_photo(photo: LivePhoto, faces: list[NamedFace], stems: FolderStems,
         result.skipped.append((photo.path, f"it is {frame.shown_size[0]}x{frame.shown_size[1]} now, "
                                            f"{photo.width}x{photo.height} when scanned: scan it again"))
         return
+    _write_merged(sidecar, existing, lambda: merge_sidecar(existing, face_regions(faces, photo, frame),
+                                                           (frame.stored_width, frame.stored_height)), settings, result)
+
+
+def _write_merged(sidecar: Path, existing: bytes | None, merged: Callable[[], MergeOutcome],
+                  settings: XmpExportSettings, result: XmpExportResult) -> None:
     try:
-        outcome = merge_sidecar(existing, face_regions(faces, photo, frame), (frame.stored_width, frame.stored_height))
+        outcome = merged()
     except XmpError as error:
         result.skipped.append((str(sidecar), f"{error}; left as it is"))
         return

@@ -39,7 +39,7 @@ from facebatch.exports.xmp_packet import (
     struct_child,
     struct_fields,
 )
-from facebatch.imageload import _exif_orientation
+from facebatch.imageload import RAW_EXTENSIONS, _exif_orientation, raw_frame
 
 # A region facebatch wrote says whose face it was and whether the name was the user's or a guess.
 STATUS_CONFIRMED, STATUS_SUGGESTED = "confirmed", "suggested"
@@ -121,6 +121,8 @@ class PhotoFrame:
 def photo_frame(path: str | Path, with_xmp: bool = False) -> PhotoFrame:
     """Orientation and stored size from the photo's header (no pixel is decoded). Raises OSError
     or Pillow's errors for a file that can't be opened: callers skip that photo."""
+    if Path(path).suffix.lower() in RAW_EXTENSIONS and (raw := raw_frame(str(path))) is not None:
+        return PhotoFrame(raw.orientation, raw.stored_width, raw.stored_height, None)  # RAWs carry no XMP packet
     with Image.open(path) as image:
         xmp = embedded_xmp(image) if with_xmp else None
         return PhotoFrame(_exif_orientation(image), image.width, image.height, xmp)

@@ -104,6 +104,12 @@ class Photo:
     width: int
     height: int
     face_ids: list[str] = field(default_factory=list)
+    frame_time: float | None = None  # a video: the frame its page shows (its first face's)
+
+    def shows(self, face: Face) -> bool:
+        """Whether the face's box belongs on the image the page shows (a video's faces are each
+        in their own frame)."""
+        return face.source.video_time == self.frame_time
 
 
 @dataclass
@@ -141,11 +147,13 @@ class Scanned:
 
     @staticmethod
     def read(library: Library) -> Scanned:
-        faces = library.read_faces(["face_id", "photo_id", "path", "box", "rotation", "embedding", "quality"])  # once for both
+        faces = library.read_faces(["face_id", "photo_id", "path", "box", "rotation", "video_time", "embedding", "quality"])
         live = LiveFaces.of(library, faces)
         photos = _photos(library)
-        for face_id, photo_id in zip(live.face_ids, live.photo_ids):
+        for face_id, photo_id, time in zip(live.face_ids, live.photo_ids, faces["video_time"].to_pylist()):
             if photo_id in photos:
+                if not photos[photo_id].face_ids:
+                    photos[photo_id].frame_time = time
                 photos[photo_id].face_ids.append(face_id)
         return Scanned(live, photos, _face_boxes(faces, photos), library.failed_photos())
 
@@ -229,10 +237,10 @@ def _photos(library: Library) -> dict[str, Photo]:
 def _face_boxes(faces: pa.Table, photos: dict[str, Photo]) -> dict[str, FaceBox]:
     """face_id -> its box and photo, for the whole site."""
     long_side = {p: max(photo.width, photo.height) for p, photo in photos.items()}
-    columns = ("face_id", "photo_id", "path", "box", "rotation")
+    columns = ("face_id", "photo_id", "path", "box", "rotation", "video_time")
     return {
-        f: FaceBox(f, path, tuple(box), long_side.get(photo, 0), turn or 0)
-        for f, photo, path, box, turn in zip(*(faces[c].to_pylist() for c in columns))
+        f: FaceBox(f, path, tuple(box), long_side.get(photo, 0), turn or 0, time)
+        for f, photo, path, box, turn, time in zip(*(faces[c].to_pylist() for c in columns))
     }
 
 

@@ -36,7 +36,7 @@ from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Re
 from starlette.routing import Route
 
 from facebatch.errors import FacebatchError, InputError, LibraryBusy, PhotoError, UsageError
-from facebatch.imageload import decode_photo, read_photo_bytes
+from facebatch.imageload import DecodedPhoto, decode_photo, read_photo_bytes
 from facebatch.people import actions
 from facebatch.people.stored_adapter import METADATA_FILE
 from facebatch.review import pages
@@ -45,6 +45,7 @@ from facebatch.review.report import common
 from facebatch.review.rendering import ServerUrls, render
 from facebatch.review.thumbnails import make_thumbnails
 from facebatch.store import Library
+from facebatch.videoload import frame_at
 from facebatch.wording import counted
 
 DEFAULT_HOST = "127.0.0.1"
@@ -182,7 +183,15 @@ def create_app(review: Review, hosts: list[str] | None = None) -> Starlette:
         if photo is None:
             return not_found("no such photo in the library")
         try:
-            decoded = decode_photo(read_photo_bytes(photo.path), min_long_side=PHOTO_LONG_SIDE)
+            time = float(request.query_params["t"]) if "t" in request.query_params else None
+        except ValueError:
+            return not_found("t must be a time in seconds")
+        try:
+            if time is not None:  # a video: the frame a face was found in
+                frame = frame_at(photo.path, time)
+                decoded = DecodedPhoto(frame, frame.width, frame.height)
+            else:
+                decoded = decode_photo(read_photo_bytes(photo.path), min_long_side=PHOTO_LONG_SIDE)
         except PhotoError as error:
             return not_found(f"the photo can't be read now: {error.message}")
         image = decoded.image

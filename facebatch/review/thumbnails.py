@@ -17,10 +17,11 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from facebatch.errors import PhotoError
-from facebatch.imageload import decode_photo, read_photo_bytes
+from facebatch.imageload import DecodedPhoto, decode_photo, read_photo_bytes
 from facebatch.models.detection import UPRIGHT
 from facebatch.files import atomic_write_bytes
 from facebatch.store import Library
+from facebatch.videoload import frame_at
 
 THUMBNAIL_SIZE = 200  # px: sharp at 100 css px on a 2x phone screen
 CONTEXT = 0.35  # the box widened by this share on each side: hair and chin stay in view
@@ -34,6 +35,7 @@ class FaceBox:
     box: tuple[float, float, float, float]  # original pixels, after EXIF rotation
     photo_long_side: int  # of the photo at full resolution, from the photos table
     rotation: int = 0  # the turn that shows the face upright (--find-rotated): its thumbnail is turned so
+    video_time: float | None = None  # a video's face: the frame it was found in (seconds)
 
 
 def thumbnail_dir(library: Library) -> Path:
@@ -77,25 +79,30 @@ def make_thumbnails(
 ) -> dict[str, Path]:
     """face_id -> thumbnail file, making only those not cached yet; vanished photos get the placeholder."""
     result: dict[str, Path] = {}
-    todo: dict[str, list[FaceBox]] = defaultdict(list)
+    todo: dict[tuple[str, float | None], list[FaceBox]] = defaultdict(list)
     for face in faces:
         cached = thumbnail_path(library, face.face_id)
         if cached.exists():
             result[face.face_id] = cached
         else:
-            todo[face.path].append(face)
+            todo[face.path, face.video_time].append(face)
     total, done = sum(len(v) for v in todo.values()), 0
-    for path, photo_faces in todo.items():
-        result.update(_thumbnails_of_photo(library, path, photo_faces))
+    for (path, time), photo_faces in todo.items():
+        result.update(_thumbnails_of_photo(library, path, photo_faces, time))
         done += len(photo_faces)
         if progress:
             progress(done, total)
     return result
 
 
-def _thumbnails_of_photo(library: Library, path: str, faces: list[FaceBox]) -> dict[str, Path]:
+def _thumbnails_of_photo(library: Library, path: str, faces: list[FaceBox], video_time: float | None) -> dict[str, Path]:
+    """The faces of one photo (or of one frame of a video) cropped from one decode."""
     try:
-        photo = decode_photo(read_photo_bytes(path), min_long_side=_needed_long_side(faces))
+        if video_time is not None:
+            frame = frame_at(path, video_time)
+            photo = DecodedPhoto(frame, frame.width, frame.height)
+        else:
+            photo = decode_photo(read_photo_bytes(path), min_long_side=_needed_long_side(faces))
     except PhotoError:
         placeholder = missing_placeholder(library)
         return {face.face_id: placeholder for face in faces}

@@ -11,7 +11,9 @@ Walking rules:
 - symlinked folders are followed, but each folder is walked at most once (by (st_dev, st_ino)):
   link loops end, overlapping roots list each file once, and folders reachable without a link
   are walked first so that a file is listed under its real folder rather than a link's;
-- symlinked files are listed under their link's path.
+- symlinked files are listed under their link's path;
+- a JPEG or HEIC beside a RAW of the same name (a camera's RAW + JPEG mode) is one photo with it:
+  listed as the RAW only, and counted in `paired`.
 
 Include/exclude globs (fnmatch syntax, case-insensitive since photo names mix .JPG and .jpg):
 a pattern matches a file when it matches the file's path relative to its root ('/'-separated),
@@ -32,10 +34,14 @@ from pathlib import Path
 from typing import TypeVar
 
 from facebatch.errors import InputError
+from facebatch.imageload import RAW_EXTENSIONS
+from facebatch.videoload import VIDEO_EXTENSIONS
 
 PHOTO_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".heif"}
-)
+) | RAW_EXTENSIONS
+# What a camera writes beside its RAW (RAW + JPEG mode): one photo to the user, scanned as the RAW.
+RENDITION_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".heic", ".heif"})
 
 _T = TypeVar("_T")
 
@@ -51,11 +57,20 @@ class PhotoFile:
 class Discovery:
     photos: list[PhotoFile]  # sorted by path, each path once
     warnings: list[str]  # one line per thing skipped that the user may want to know about
+    paired: int = 0  # JPEGs (or HEICs) beside a RAW of the same name: the same photo, scanned as the RAW
 
 
-def photo_extensions() -> frozenset[str]:
+def renditions_of_raws(names: Iterable[str]) -> set[str]:
+    """The names among one folder's that are a RAW's rendition: IMG_1.JPG beside IMG_1.CR2."""
+    names = list(names)
+    raw_stems = {os.path.splitext(n)[0].lower() for n in names if os.path.splitext(n)[1].lower() in RAW_EXTENSIONS}
+    return {n for n in names if os.path.splitext(n)[1].lower() in RENDITION_EXTENSIONS
+            and os.path.splitext(n)[0].lower() in raw_stems}
+
+
+def photo_extensions(videos: bool = True) -> frozenset[str]:
     """Lower-case extensions (with the dot) that discover() lists."""
-    return PHOTO_EXTENSIONS
+    return PHOTO_EXTENSIONS | VIDEO_EXTENSIONS if videos else PHOTO_EXTENSIONS
 
 
 def discover(
@@ -64,6 +79,7 @@ def discover(
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
     skip_dirs: Sequence[str | Path] = (),
+    videos: bool = True,
 ) -> Discovery:
     """List the photo files under `roots` (folders, or single photo files).
 
@@ -71,7 +87,7 @@ def discover(
     """
     roots, skip_dirs = _as_list(roots), _as_list(skip_dirs)
     walker = _Walker(
-        extensions=photo_extensions(),
+        extensions=photo_extensions(videos),
         include=_GlobSet(include),
         exclude=_GlobSet(exclude),
         visited=_folder_identities(skip_dirs),  # skip folders count as already walked
@@ -225,8 +241,12 @@ class _Walker:
                 self._walk_folder(self.linked_folders.pop())
 
     def result(self) -> Discovery:
-        photos = [self.photos[path] for path in sorted(self.photos)]
-        return Discovery(photos=photos, warnings=list(self.warnings))
+        by_folder: dict[str, list[str]] = {}
+        for path in self.photos:
+            by_folder.setdefault(os.path.dirname(path), []).append(os.path.basename(path))
+        paired = {os.path.join(folder, name) for folder, names in by_folder.items() for name in renditions_of_raws(names)}
+        photos = [self.photos[path] for path in sorted(self.photos) if path not in paired]
+        return Discovery(photos=photos, warnings=list(self.warnings), paired=len(paired))
 
     def _walk_folder(self, folder: _Folder) -> None:
         try:

@@ -24,7 +24,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from facebatch.config import require_device, DEFAULT_SHARD_SIZE, ScanConfig
+from facebatch.imageload import RAW_EXTENSIONS
 from facebatch.scan.discovery import Discovery, PhotoFile, discover, photo_extensions
+from facebatch.videoload import VIDEO_EXTENSIONS
 from facebatch.models.catalog import DEFAULT_MODEL, model_for, model_named
 from facebatch.models.embedding import model_of_tag, model_tag, same_model, split_model_tag
 from facebatch.models.faces import PipelineBuilder, facenet_weights, prepare_builder
@@ -113,9 +115,12 @@ def scan(config: ScanConfig, progress: ProgressCallback | None = None) -> ScanSu
     if config.scheduler is None:  # a cluster's workers have their own devices
         require_device(config.device)
     summary = ScanSummary(library=str(library.root), warnings=list(discovery.warnings))
+    if discovery.paired:
+        summary.warnings.append(f"{counted(discovery.paired, 'JPEG')} beside a RAW of the same name: one photo with it, "
+                                "scanned as the RAW")
     if not discovery.photos:
-        looked_for = " ".join(sorted(photo_extensions()))
-        summary.warnings.append(f"no photos under {', '.join(config.roots)} (looked for {looked_for}, in any case)")
+        summary.warnings.append(f"no photos under {', '.join(config.roots)} (looked for {looked_for(config.videos)}, "
+                                "in any case)")
     with library.lock():
         chosen = choose_model(config, library.model())
         rotated = library.finds_rotated(config.detection.find_rotated)
@@ -200,8 +205,16 @@ def _set_aside(library: Library, damaged: DamagedPart, summary: ScanSummary) -> 
                             f"its photos are scanned again ({len(moved)} files set aside)")
 
 
+def looked_for(videos: bool) -> str:
+    """The files a scan lists, in words: the photo extensions, RAW files, videos."""
+    photos = " ".join(sorted(photo_extensions(videos=False) - RAW_EXTENSIONS))
+    kinds = f"photos ({photos}), RAW files (.cr2 .nef .arw .dng and the others LibRaw reads)"
+    return kinds + (f" and videos ({' '.join(sorted(VIDEO_EXTENSIONS))})" if videos else "")
+
+
 def _discover(config: ScanConfig, library: Library) -> Discovery:
-    return discover(config.roots, include=config.include, exclude=config.exclude, skip_dirs=[library.root])
+    return discover(config.roots, include=config.include, exclude=config.exclude, skip_dirs=[library.root],
+                    videos=config.videos)
 
 
 def plan_scan(photos: pa.Table, found: Sequence[PhotoFile], config: ScanConfig) -> ScanPlan:
@@ -436,7 +449,7 @@ def worker_arguments(cores: int, threads_per_model: int = 1) -> list[str]:
 # its faces are pending: Library.read_faces leaves them out of the people commands.
 
 REEMBED_COLUMNS = ["face_id", "photo_id", "path", "face_index", "box", "score", "landmarks", "model", "rotation",
-                   "quality"]
+                   "quality", "video_time", "video_span"]
 
 
 def _reembed_notice(library: Library, previous: str, model: str) -> str:
@@ -460,9 +473,10 @@ def plan_reembed(faces: pa.Table, model: str, shard_size: int | None) -> list[li
         if photo_id in stale:
             by_photo.setdefault(photo_id, []).append(i)
     face_ids, paths, boxes, points = (faces[c].to_pylist() for c in ("face_id", "path", "box", "landmarks"))
-    turns = faces["rotation"].to_pylist()
+    turns, times = faces["rotation"].to_pylist(), faces["video_time"].to_pylist()
     photos = [KnownPhoto(paths[rows[0]], photo_id, tuple(face_ids[i] for i in rows), tuple(tuple(boxes[i]) for i in rows),
-                         tuple(tuple(points[i]) for i in rows), tuple(turns[i] or 0 for i in rows))
+                         tuple(tuple(points[i]) for i in rows), tuple(turns[i] or 0 for i in rows),
+                         tuple(times[i] for i in rows))
               for photo_id, rows in by_photo.items()]
     size = shard_size or DEFAULT_SHARD_SIZE
     return [photos[i : i + size] for i in range(0, len(photos), size)]

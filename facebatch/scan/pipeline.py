@@ -10,6 +10,7 @@ boxes and landmarks (no detection), when a library moves to another model, runti
 from __future__ import annotations
 
 import hashlib
+import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,12 +21,23 @@ import numpy as np
 import pyarrow as pa
 
 from facebatch.errors import PhotoError
-from facebatch.imageload import decode_photo, read_photo_bytes
+from facebatch.imageload import DecodedPhoto, decode_photo, read_photo_bytes
 from facebatch.models.detection import Face
 from facebatch.models.embedding import FaceGeometry
 from facebatch.models.faces import Crops, FacePipeline, PipelineBuilder, StageClock, pipeline_for
 from facebatch.scan.discovery import PhotoFile
-from facebatch.schema import FACES_SCHEMA, PHOTOS_SCHEMA, embedding_column, STATUS_ERROR, STATUS_NO_FACES, STATUS_OK
+from facebatch.scan.video import video_people
+from facebatch.videoload import VIDEO_EXTENSIONS, frame_at, sample_frames, video_id
+from facebatch.schema import (
+    FACES_SCHEMA,
+    KIND_PHOTO,
+    KIND_VIDEO,
+    PHOTOS_SCHEMA,
+    STATUS_ERROR,
+    STATUS_NO_FACES,
+    STATUS_OK,
+    embedding_column,
+)
 
 STAGES = ("read", "decode", "detect", "crop", "embed")
 
@@ -62,6 +74,7 @@ class KnownPhoto:
     boxes: tuple[tuple[float, float, float, float], ...]
     landmarks: tuple[tuple[float, ...], ...]
     rotations: tuple[int, ...]
+    times: tuple[float | None, ...] = ()  # a video's faces: the frame each was found in
 
 
 @dataclass
@@ -83,8 +96,9 @@ def reembed_shard(builder: PipelineBuilder, photos: Sequence[KnownPhoto]) -> Ree
 @dataclass
 class _ShardRows:
     photos: list[dict] = field(default_factory=list)
-    faces: list[dict] = field(default_factory=list)
+    faces: list[dict] = field(default_factory=list)  # photos' faces, to embed from `crops`
     crops: list[Crops] = field(default_factory=list)
+    video_faces: list[dict] = field(default_factory=list)  # videos' people, embedded already
     reused: list[tuple[PhotoFile, str]] = field(default_factory=list)
     seconds: Counter = field(default_factory=Counter)
     errors: Counter = field(default_factory=Counter)
@@ -94,14 +108,15 @@ def process_shard(pipeline: FacePipeline, files: Sequence[PhotoFile], known_ids:
                   forgotten: Forgotten | None = None) -> ShardResult:
     rows = _ShardRows()
     for file in files:
-        _process_photo(pipeline, file, known_ids, rows, forgotten or {})
+        is_video = os.path.splitext(file.path)[1].lower() in VIDEO_EXTENSIONS
+        (_process_video if is_video else _process_photo)(pipeline, file, known_ids, rows, forgotten or {})
     with StageClock(rows.seconds)("embed"):
         embeddings = pipeline.embed(rows.crops)
     for face, embedding in zip(rows.faces, embeddings):
         face["embedding"] = embedding
     return ShardResult(
         photos=pa.Table.from_pylist(rows.photos, PHOTOS_SCHEMA),
-        faces=_faces_table(rows.faces),
+        faces=_faces_table(rows.faces + rows.video_faces),
         reused=rows.reused,
         stage_seconds={stage: rows.seconds[stage] for stage in STAGES},
         errors=dict(rows.errors),
@@ -116,6 +131,11 @@ def reembed_photos(pipeline: FacePipeline, photos: Sequence[KnownPhoto]) -> Reem
     skipped: dict[str, str] = {}
     for known in photos:
         try:
+            faces = [FaceGeometry(box, points, turn) for box, points, turn in zip(known.boxes, known.landmarks, known.rotations)]
+            if any(t is not None for t in known.times):
+                crops += _video_crops(pipeline, known, faces, clock)
+                face_ids += known.face_ids
+                continue
             with clock("read"):
                 data = read_photo_bytes(known.path)
             if photo_id_of(data) != known.photo_id:
@@ -124,8 +144,6 @@ def reembed_photos(pipeline: FacePipeline, photos: Sequence[KnownPhoto]) -> Reem
             with clock("decode"):
                 photo = decode_photo(data, min_long_side=pipeline.detector.settings.max_side)
             with clock("crop"):
-                faces = [FaceGeometry(box, points, turn)
-                         for box, points, turn in zip(known.boxes, known.landmarks, known.rotations)]
                 crops += pipeline.crops_of(data, photo, faces)
         except PhotoError as exc:
             skipped[known.path] = exc.message
@@ -139,6 +157,20 @@ def reembed_photos(pipeline: FacePipeline, photos: Sequence[KnownPhoto]) -> Reem
     return ReembedResult(face_ids, embeddings, skipped, {stage: seconds[stage] for stage in STAGES})
 
 
+def _video_crops(pipeline: FacePipeline, known: KnownPhoto, faces: list[FaceGeometry], clock: StageClock) -> list[Crops]:
+    """A video's faces cropped again from the frames they were found in."""
+    with clock("read"):
+        if video_id(known.path) != known.photo_id:
+            raise PhotoError("unreadable", "changed since it was scanned")
+    crops = []
+    for face, time in zip(faces, known.times):
+        with clock("decode"):
+            frame = frame_at(known.path, time or 0.0)
+        with clock("crop"):
+            crops.append(pipeline.embedder.crops(DecodedPhoto(frame, frame.width, frame.height), face))
+    return crops
+
+
 def _process_photo(pipeline: FacePipeline, file: PhotoFile, known_ids: frozenset[str], rows: _ShardRows,
                    forgotten: Forgotten) -> None:
     photo_id = None
@@ -150,22 +182,49 @@ def _process_photo(pipeline: FacePipeline, file: PhotoFile, known_ids: frozenset
             rows.reused.append((file, photo_id))
             return
         photo, faces, crops = pipeline.find_faces(data, rows.seconds)
-        if forgotten.get(photo_id):
-            kept = [i for i, face in enumerate(faces) if not any(iou(face.box, b) >= 0.5 for b in forgotten[photo_id])]
-            faces, crops = [faces[i] for i in kept], [crops[i] for i in kept]
-    except PhotoError as exc:
-        rows.errors[exc.kind] += 1
-        rows.photos.append(photo_row(file, photo_id, error=exc))
-        return
+        kept = [i for i, face in enumerate(faces) if not _forgotten(face.box, forgotten.get(photo_id, ()))]
     except Exception as exc:  # noqa: BLE001 - one bad photo must never end the scan
-        error = PhotoError("internal", f"{type(exc).__name__}: {exc}")
-        rows.errors[error.kind] += 1
-        rows.photos.append(photo_row(file, photo_id, error=error))
+        _failed(file, photo_id, exc, rows)
         return
-    rows.photos.append(photo_row(file, photo_id, photo=photo, n_faces=len(faces)))
-    for index, (face, crop) in enumerate(zip(faces, crops)):
-        rows.faces.append(_face_row(photo_id, file.path, index, face, pipeline.model))
-        rows.crops.append(crop)
+    rows.photos.append(photo_row(file, photo_id, photo=photo, n_faces=len(kept)))
+    for index, i in enumerate(kept):
+        rows.faces.append(_face_row(photo_id, file.path, index, faces[i], pipeline.model))
+        rows.crops.append(crops[i])
+
+
+def _process_video(pipeline: FacePipeline, file: PhotoFile, known_ids: frozenset[str], rows: _ShardRows,
+                   forgotten: Forgotten) -> None:
+    """A video: its keyframes detected and embedded, its faces one row per person (scan.video)."""
+    photo_id = None
+    try:
+        with StageClock(rows.seconds)("read"):
+            photo_id = video_id(file.path)
+        if photo_id in known_ids:
+            rows.reused.append((file, photo_id))
+            return
+        with StageClock(rows.seconds)("decode"):
+            video = sample_frames(file.path)
+        people = [p for p in video_people(pipeline, video, rows.seconds)
+                  if not _forgotten(p.best.face.box, forgotten.get(photo_id, ()))]
+    except Exception as exc:  # noqa: BLE001 - one bad video must never end the scan
+        _failed(file, photo_id, exc, rows)
+        return
+    rows.photos.append(photo_row(file, photo_id, photo=video, n_faces=len(people), kind=KIND_VIDEO,
+                                 duration=video.duration))
+    for index, person in enumerate(people):
+        row = _face_row(photo_id, file.path, index, person.best.face, pipeline.model, person.best.time)
+        row.update(embedding=person.best.embedding, video_span=[person.first, person.last])
+        rows.video_faces.append(row)
+
+
+def _forgotten(box: Sequence[float], forgotten_boxes: Sequence[Sequence[float]]) -> bool:
+    return any(iou(box, b) >= 0.5 for b in forgotten_boxes)
+
+
+def _failed(file: PhotoFile, photo_id: str | None, exc: Exception, rows: _ShardRows) -> None:
+    error = exc if isinstance(exc, PhotoError) else PhotoError("internal", f"{type(exc).__name__}: {exc}")
+    rows.errors[error.kind] += 1
+    rows.photos.append(photo_row(file, photo_id, error=error))
 
 
 def iou(a: Sequence[float], b: Sequence[float]) -> float:
@@ -191,6 +250,8 @@ def photo_row(
     photo: Any = None,
     n_faces: int = 0,
     error: PhotoError | None = None,
+    kind: str = KIND_PHOTO,
+    duration: float | None = None,
 ) -> dict:
     status = STATUS_ERROR if error else (STATUS_OK if n_faces else STATUS_NO_FACES)
     return {
@@ -205,12 +266,15 @@ def photo_row(
         "error_kind": error.kind if error else None,
         "error": error.message if error else None,
         "scanned_at": datetime.now(timezone.utc),
+        "kind": kind,
+        "duration": duration,
     }
 
 
-def _face_row(photo_id: str, path: str, index: int, face: Face, model: str) -> dict:
+def _face_row(photo_id: str, path: str, index: int, face: Face, model: str, video_time: float | None = None) -> dict:
     return {
-        "face_id": face_id(photo_id, face.box),
+        # A video's face is keyed by its frame too: two people may sit in one place at two times.
+        "face_id": face_id(photo_id if video_time is None else f"{photo_id}@{video_time:.3f}", face.box),
         "photo_id": photo_id,
         "path": path,
         "face_index": index,
@@ -219,6 +283,8 @@ def _face_row(photo_id: str, path: str, index: int, face: Face, model: str) -> d
         "landmarks": list(face.landmarks),
         "model": model,
         "rotation": face.rotation or None,
+        "video_time": video_time,
+        "video_span": None,
     }
 
 

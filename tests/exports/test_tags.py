@@ -49,7 +49,7 @@ def test_json_has_every_photo_with_its_tagged_faces(lib, tmp_path):
     assert (result.exit_code, result.output) == (0, f"10 photos, 10 faces (6 with a person) -> {out}\n")
     document = json.loads(out.read_text())
     photo = document["photos"][0]
-    assert set(photo) == {"path", "photo_id", "width", "height", "faces"}
+    assert set(photo) == {"path", "photo_id", "kind", "width", "height", "faces"} and photo["kind"] == "photo"
     assert (photo["path"], photo["width"], photo["height"]) == ("/photos/a/ann/0.jpg", 200, 100)
     faces = faces_of(document)
     ann = faces["f-ann-a-0"]
@@ -78,8 +78,8 @@ def test_parquet_is_one_row_per_face(lib, tmp_path):
     assert export(lib, out).exit_code == 0
     table = pq.read_table(out)
     assert table.num_rows == 10
-    assert table.column_names == ["path", "photo_id", "width", "height", "face_id", "box", "box_relative", "person",
-                                  "status", "confidence", "cluster_id"]
+    assert table.column_names == ["path", "photo_id", "kind", "width", "height", "face_id", "box", "box_relative",
+                                  "person", "status", "confidence", "cluster_id", "video_time", "video_span"]
     assert table.column("person").null_count == 4
 
 

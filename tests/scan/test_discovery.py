@@ -10,6 +10,7 @@ import pytest
 
 from conftest import dataset, hard_manifest
 from facebatch.scan import discovery
+from facebatch.imageload import RAW_EXTENSIONS
 from facebatch.scan.discovery import PHOTO_EXTENSIONS, Discovery, PhotoFile, discover
 from facebatch.errors import FacebatchError
 
@@ -47,7 +48,8 @@ def relative_paths(result: Discovery, root: Path) -> list[str]:
 
 
 def test_extension_sets() -> None:
-    assert PHOTO_EXTENSIONS == {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".heif"}
+    assert PHOTO_EXTENSIONS == {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".heif"} | RAW_EXTENSIONS
+    assert {".cr2", ".cr3", ".nef", ".arw", ".dng", ".raf", ".orf", ".rw2"} <= RAW_EXTENSIONS
 
 
 def test_finds_photos_recursively_sorted_with_any_extension_case(tmp_path: Path) -> None:
@@ -59,10 +61,20 @@ def test_finds_photos_recursively_sorted_with_any_extension_case(tmp_path: Path)
     )  # fmt: skip
     result = discover([tmp_path])
     assert relative_paths(result, tmp_path) == [
-        "a.JPG", "b.jpeg", "c.Png", "d.webp", "e.bmp", "f.TIF", "g.tiff", "h.gif",
-        "sub/deep/i.JpEg", "sub/j.png", "z.jpg",
+        "a.JPG", "b.jpeg", "c.Png", "d.webp", "e.bmp", "f.TIF", "g.tiff", "h.gif", "movie.mp4",
+        "sub/deep/i.JpEg", "sub/j.png", "sub/raw.cr2", "z.jpg",
     ]  # fmt: skip
     assert result.warnings == []
+    assert "movie.mp4" not in relative_paths(discover([tmp_path], videos=False), tmp_path)
+
+
+def test_a_jpeg_beside_its_raw_is_one_photo_listed_as_the_raw(tmp_path: Path) -> None:
+    make_files(tmp_path, "IMG_1.CR2", "IMG_1.JPG", "IMG_2.nef", "img_2.jpg", "IMG_3.JPG", "IMG_4.dng", "IMG_4.png",
+               "other/IMG_1.JPG")  # fmt: skip
+    result = discover([tmp_path])
+    assert relative_paths(result, tmp_path) == ["IMG_1.CR2", "IMG_2.nef", "IMG_3.JPG", "IMG_4.dng", "IMG_4.png",
+                                                "other/IMG_1.JPG"]  # fmt: skip
+    assert result.paired == 2
 
 
 def test_photo_file_records_absolute_path_size_and_mtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
