@@ -84,3 +84,20 @@ def test_a_model_change_embeds_a_turned_face_upright_again(tmp_path):
     assert faces["sideways.jpg"]["model"] == faces["upright.jpg"]["model"] == library.model().tag
     distance = np.linalg.norm(np.array(faces["sideways.jpg"]["embedding"]) - np.array(faces["upright.jpg"]["embedding"]))
     assert distance < 0.4  # the turned face was cropped upright again: the same face
+
+
+def test_find_rotated_on_a_library_scanned_without_it_looks_again_at_photos_with_no_face(tmp_path):
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    upright = Image.open(SAMPLE_DATA / "people/joe_biden/1.jpg").convert("RGB")
+    (folder / "upright.jpg").write_bytes(jpeg(upright))
+    (folder / "sideways.jpg").write_bytes(jpeg(upright.transpose(Image.Transpose.ROTATE_90)))
+    library = Library(tmp_path / "lib")
+    first = run("--library", library.root, "scan", folder)
+    assert first.exit_code == 0 and "1 new face;" in first.output, first.output  # the sideways one missed
+    again = run("--library", library.root, "scan", folder, "--find-rotated")  # no --force needed
+    assert again.exit_code == 0 and "1 scanned" in again.output and "1 new face;" in again.output, again.output
+    faces = {Path(f["path"]).name: f["rotation"] for f in library.read_faces().to_pylist()}
+    assert faces == {"upright.jpg": None, "sideways.jpg": 90}
+    third = run("--library", library.root, "scan", folder, "--find-rotated")
+    assert "0 scanned" in third.output  # asked once: nothing is looked at again after that
