@@ -226,9 +226,14 @@ def _forgotten(library: Library, repair: bool) -> list[Finding]:
         found = leftovers(library)
     except (LibraryDamaged, DamagedPart):
         return []  # reported by the checks of those files
-    findings = [Finding(path, what, "--repair forgets them again") for path, what in found]
+    findings = [Finding(path, what, "--repair finishes forgetting them") for path, what in found]
     if repair and findings:
-        erase(library, set(library.read_forgotten()["face_id"].to_pylist()), set())
+        faces, names = set(library.read_forgotten()["face_id"].to_pylist()), set()
+        if library.forgetting_path.exists():  # the forget cut short: its faces and names
+            pending = json.loads(library.forgetting_path.read_text())
+            faces, names = faces | set(pending.get("faces", [])), set(pending.get("names", []))
+        erase(library, faces, names)
+        library.forgetting_path.unlink(missing_ok=True)
         for finding in findings:
             finding.repair, finding.repaired = "forgotten again", True
     return findings

@@ -1007,14 +1007,16 @@ def eval_clusters(library: Any, truth_csv: str, root: str, as_json: bool) -> Non
 @click.argument("name", required=False)
 @click.option("--face", "face_ids", multiple=True, metavar="FACE_ID", help="A face to forget (repeatable).")
 @click.option("--photo", "photo_paths", multiple=True, metavar="PATH", help="Every face of this photo (repeatable).")
+@click.option("--with-suggested", is_flag=True, help="With NAME: also the faces only suggested as NAME (a guess).")
 @click.option("--yes", is_flag=True, help="Do not ask: forget is for good, there is no undo.")
 @with_library
-def forget(library: Any, name: str | None, face_ids: tuple[str, ...], photo_paths: tuple[str, ...], yes: bool) -> None:
+def forget(library: Any, name: str | None, face_ids: tuple[str, ...], photo_paths: tuple[str, ...],
+           with_suggested: bool, yes: bool) -> None:
     """Remove a person (NAME), faces or photos' faces from the library for good: embeddings,
     labels (and their kept generations), clusters, thumbnails, the report and contact sheets, the
-    adapter when it learned from them, and the regions facebatch wrote into XMP sidecars. Each
-    face leaves a tombstone (id, photo, box; no embedding, no name) so that no re-scan embeds it
-    again. `facebatch check` proves nothing else of them is left.
+    adapter when it learned from them, and the regions and names facebatch wrote into XMP
+    sidecars. Each face leaves a tombstone (id, photo, path, box; no embedding, no name) so that no
+    re-scan embeds it again. `facebatch check` finds a forget cut short; --repair finishes it.
 
     \b
     Example:
@@ -1029,9 +1031,11 @@ def forget(library: Any, name: str | None, face_ids: tuple[str, ...], photo_path
         raise UsageError("say what to forget: a NAME, --face FACE_ID or --photo PATH")
     library.require()
     names = {clean_name(name)} if name else set()
-    faces = set()
+    faces, kept_suggested = set(), 0
     if name:
-        faces |= faces_of_person(library, name)
+        person = faces_of_person(library, name)
+        faces |= person.confirmed | (person.suggested if with_suggested else set())
+        kept_suggested = 0 if with_suggested else len(person.suggested)
     if face_ids:
         faces |= known_faces(library, list(face_ids))
     if photo_paths:
@@ -1046,15 +1050,21 @@ def forget(library: Any, name: str | None, face_ids: tuple[str, ...], photo_path
     click.echo(f"forgot {what}: {counted(result.faces, 'face')} (embeddings and boxes), "
                f"{counted(result.labels, 'label')}, {counted(result.thumbnails, 'thumbnail')}, "
                f"regions in {counted(result.sidecars, 'sidecar')}")
+    if kept_suggested:
+        click.echo(f"{counted(kept_suggested, 'face')} only suggested as {name} (a guess, maybe someone else) "
+                   "stay, with no name now: --with-suggested forgets them too")
     for folder in result.derived:
         click.echo(f"removed {library.root / folder}: it showed these faces (`facebatch {'report' if folder == 'report' else 'show'}` "
                    "writes it again)")
     if result.adapter:
         click.echo("removed the adapter: it learned from these labels (`facebatch train` learns a new one)")
+    if result.set_aside:
+        click.echo(f"{library.damaged_dir} holds {counted(result.set_aside, 'file')} set aside as damaged, which "
+                   "may hold them too: delete it when you no longer need it")
     for sidecar, why in result.sidecar_errors:
         click.echo(f"sidecar {sidecar} still holds them: {why}", err=True)
-    click.echo("each face is kept as a tombstone (id, photo, box) so no re-scan embeds it again; "
-               "`facebatch check` proves nothing else is left")
+    click.echo("each face is kept as a tombstone (id, photo, path, box) so no re-scan embeds it again; "
+               "`facebatch check` finds anything of them left in the tables or thumbnails")
 
 
 # --------------------------------------------------------------------------- the review site

@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 from facebatch.errors import NotFound
 from facebatch.exports.xmp import FolderStems, sidecar_paths, take_back
 from facebatch.exports.xmp_packet import FACEBATCH, XmpError
-from facebatch.files import atomic_file
+from facebatch.files import atomic_file, atomic_write_json
 from facebatch.people.labels import KIND_NAME, KIND_NOT, clean_name, replay
 from facebatch.review.thumbnails import thumbnail_path
 from facebatch.schema import LIVE_STATUSES
@@ -46,24 +46,37 @@ class ForgetResult:
     thumbnails: int
     sidecars: int  # sidecars facebatch's regions were taken out of
     sidecar_errors: list[tuple[str, str]]  # (sidecar, why it was left as it is)
-    adapter: bool  # the adapter was removed (it learned from a forgotten name)
+    adapter: bool  # the adapter was removed (it learned from a forgotten label)
     derived: list[str]  # derived folders removed
+    set_aside: int = 0  # files in LIBRARY/damaged/ (set aside by `check` or a scan) that may hold them
 
 
-def faces_of_person(library: Library, name: str) -> set[str]:
-    """Every face named `name` (by the user, a cluster or a sidecar) or tagged so now."""
+@dataclass(frozen=True)
+class PersonFaces:
+    confirmed: set[str]  # the faces that are the person by what the user said
+    suggested: set[str]  # the faces only suggested as the person (a guess: kept unless asked)
+
+
+def faces_of_person(library: Library, name: str) -> PersonFaces:
+    """The faces that are `name` now: named so by the user (a face's own name wins over its
+    cluster's) or confirmed so in the tags; and the faces only suggested as `name`."""
     name = clean_name(name)
     labels = replay(library.read_labels())
-    faces = {f for f, (n, _) in labels.face_names.items() if n == name}
-    faces |= {f for f, n in labels.cluster_names.items() if n == name}
+    confirmed = {f for f, (n, _) in labels.face_names.items() if n == name}
+    suggested: set[str] = set()
     if library.has_clusters():
-        from facebatch.people.suggestions import face_tags
+        from facebatch.people.suggestions import STATUS_CONFIRMED, face_tags
 
         tags = face_tags(library)
-        faces |= {f for f, person in zip(tags.face_ids, tags.person) if person == name}
-    if not faces:
+        for face_id, person, status in zip(tags.face_ids, tags.person, tags.status):
+            if person == name:
+                (confirmed if status == STATUS_CONFIRMED else suggested).add(face_id)
+    else:  # no clusters to check a cluster name against: the labels say who
+        confirmed |= {f for f in labels.cluster_names if labels.name_of(f) == name}
+    mentioned = name in labels.names() or any(name in nots for nots in labels.nots.values())
+    if not confirmed and not suggested and not mentioned:
         raise NotFound(f"nobody is named {name}: `facebatch people` lists the names")
-    return faces
+    return PersonFaces(confirmed, suggested - confirmed)
 
 
 def faces_of_photos(library: Library, paths: list[str]) -> set[str]:
@@ -88,29 +101,42 @@ def known_faces(library: Library, face_ids: list[str]) -> set[str]:
 
 
 def forget(library: Library, face_ids: set[str], names: set[str], wait: float = 0.0) -> ForgetResult:
-    """Take these faces, and every label of these names, out of the library for good."""
+    """Take these faces, and every label of these names, out of the library for good. What is to
+    be forgotten is written down first (LIBRARY/forgetting.json), so that a forget cut short is
+    finished by `check --repair`, names included; it goes when everything else is done."""
     library.require()
     with library.lock(wait):
-        return erase(library, face_ids, names)
+        atomic_write_json(library.forgetting_path, {"faces": sorted(face_ids), "names": sorted(names)})
+        result = erase(library, face_ids, names)
+        library.forgetting_path.unlink()
+    return result
 
 
 def erase(library: Library, face_ids: set[str], names: set[str]) -> ForgetResult:
-    """`forget` under the lock (`check --repair` finishes an interrupted one with it). Tombstones
-    first: a kill half way leaves faces that a second run finishes."""
-    faces = library.read_faces(["face_id", "photo_id", "box"], pending=True)
+    """`forget` under the lock. Tombstones first: no scan embeds these faces again from then on."""
+    faces = library.read_faces(["face_id", "photo_id", "path", "box", "video_span"], pending=True)
     rows = faces.filter(pc.is_in(faces["face_id"], pa.array(sorted(face_ids), pa.string())))
+    their_names = _current_names(library, face_ids)
     _add_tombstones(library, rows)
     tombstones = library.read_forgotten()
     tombstones = tombstones.filter(pc.is_in(tombstones["face_id"], pa.array(sorted(face_ids), pa.string())))
     photo_ids = set(tombstones["photo_id"].to_pylist())
-    sidecars, errors = _clean_sidecars(library, photo_ids, face_ids, names)
+    sidecars, errors = _clean_sidecars(library, photo_ids, face_ids, names, their_names)
     removed = library.purge_labels(lambda t: _forgotten_labels(t, face_ids, names))
     _clean_clusters(library, face_ids)
     library.drop_faces(face_ids)
     thumbnails = sum(_unlink(thumbnail_path(library, f)) for f in face_ids)
     derived = [name for name in DERIVED if _remove_tree(library.root / name)]
-    adapter = removed > 0 and _remove_tree(library.adapter_dir)  # it learned from those labels
-    return ForgetResult(len(face_ids), removed, thumbnails, sidecars, errors, adapter, derived)
+    adapter = (removed > 0 or bool(names)) and _remove_tree(library.adapter_dir)  # it learned from those labels
+    set_aside = len(list(library.damaged_dir.iterdir())) if library.damaged_dir.exists() else 0
+    return ForgetResult(len(face_ids), removed, thumbnails, sidecars, errors, adapter, derived, set_aside)
+
+
+def _current_names(library: Library, face_ids: set[str]) -> dict[str, set[str]]:
+    """The names the labels give these faces, by face (to take them out of a video's sidecar,
+    which lists its people with no region to find them by)."""
+    labels = replay(library.read_labels())
+    return {f: {name} for f in face_ids if (name := labels.name_of(f))}
 
 
 def _add_tombstones(library: Library, rows: pa.Table) -> None:
@@ -144,14 +170,17 @@ def _clean_clusters(library: Library, face_ids: set[str]) -> None:
     library.write_clustering(table, None, {**state, "moves": moves} if "moves" in state else state)
 
 
-def _clean_sidecars(library: Library, photo_ids: set[str], face_ids: set[str],
-                    names: set[str]) -> tuple[int, list[tuple[str, str]]]:
+def _clean_sidecars(library: Library, photo_ids: set[str], face_ids: set[str], names: set[str],
+                    their_names: dict[str, set[str]]) -> tuple[int, list[tuple[str, str]]]:
     """Take facebatch's regions of the faces out of the sidecars of their photos (every live
     photo's when a person is forgotten: the name may have been exported on any of them)."""
     photos = library.read_table("photos", ["path", "photo_id", "status"])
+    faces = library.read_faces(["face_id", "photo_id"], pending=True)
+    names_of_photo: dict[str, set[str]] = {}
+    for face_id, photo_id in zip(faces["face_id"].to_pylist(), faces["photo_id"].to_pylist()):
+        names_of_photo.setdefault(photo_id, set()).update(their_names.get(face_id, ()))
     stems = FolderStems()
     cleaned, errors = 0, []
-    needles = [n.encode() for n in names] + [f.encode() for f in face_ids]
     for path, photo_id, status in zip(*(photos[c].to_pylist() for c in ("path", "photo_id", "status"))):
         if status not in LIVE_STATUSES or not (names or photo_id in photo_ids):
             continue
@@ -163,10 +192,10 @@ def _clean_sidecars(library: Library, photo_ids: set[str], face_ids: set[str],
             except OSError as error:
                 errors.append((str(sidecar), f"cannot read it: {error.strerror or error}"))
                 continue
-            if FACEBATCH.encode() not in data or not any(n in data for n in needles):
-                continue
+            if FACEBATCH.encode() not in data:
+                continue  # nothing of facebatch's in it
             try:
-                new = take_back(data, face_ids, names)
+                new = take_back(data, face_ids, names, names_of_photo.get(photo_id, set()))
                 if new != data:
                     target = sidecar.resolve() if sidecar.is_symlink() else sidecar
                     with atomic_file(target, make_parents=False) as f:
@@ -193,19 +222,24 @@ def _remove_tree(path: Path) -> bool:
 
 
 def leftovers(library: Library) -> list[tuple[Path, str]]:
-    """Where a forgotten face is still found: (file, what), for `facebatch check`."""
+    """Where a forgotten face is still found in the library's tables and thumbnails (file, what),
+    for `facebatch check`; and a forget cut short."""
+    found: list[tuple[Path, str]] = []
+    if library.forgetting_path.exists():
+        found.append((library.forgetting_path, "a forget was cut short"))
     forgotten = set(library.read_forgotten()["face_id"].to_pylist())
     if not forgotten:
-        return []
-    found: list[tuple[Path, str]] = []
+        return found
     faces = library.read_faces(["face_id"], pending=True)["face_id"].to_pylist()
     if hits := forgotten & set(faces):
         found.append((library.faces_dir, f"{len(hits)} forgotten faces still have rows (embeddings)"))
     for path in [library.labels_path, *sorted(library.label_generations_dir.glob("labels-*.parquet"))]:
-        if path.exists():
-            table = library.read_labels() if path == library.labels_path else pq.read_table(path, columns=["face_id"])
-            if hits := forgotten & set(table["face_id"].to_pylist()):
-                found.append((path, f"{len(hits)} forgotten faces still have labels"))
+        try:
+            table = pq.read_table(path, columns=["face_id"]) if path.exists() else None
+        except (OSError, pa.ArrowException):
+            continue  # an unreadable generation is the labels check's to report
+        if table is not None and (hits := forgotten & set(table["face_id"].to_pylist())):
+            found.append((path, f"{len(hits)} forgotten faces still have labels"))
     if library.has_clusters() and (hits := forgotten & set(library.read_clusters()["face_id"].to_pylist())):
         found.append((library.clusters_path, f"{len(hits)} forgotten faces are still in clusters"))
     if thumbnails := [f for f in forgotten if thumbnail_path(library, f).exists()]:

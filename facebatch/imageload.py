@@ -85,8 +85,10 @@ RAW_EXTENSIONS: frozenset[str] = frozenset(
      ".srw", ".x3f", ".3fr", ".erf", ".kdc", ".dcr", ".mrw", ".mos", ".iiq", ".rwl", ".raw"}
 )
 # What a RAW file starts with, besides TIFF's own signatures (CR2, NEF, ARW, DNG, PEF are TIFFs):
-# Olympus ORF, Panasonic RW2, Fujifilm RAF, Sigma X3F. Canon's CR3 is an ISO-BMFF box of brand crx.
-_RAW_SIGNATURES = (b"IIRO", b"IIRS", b"MMOR", b"IIU\x00", b"FUJIFILMCCD-RAW", b"FOVb")
+# Olympus ORF, Panasonic RW2, Fujifilm RAF, Sigma X3F, Canon CRW, Minolta MRW. Canon's CR3 is an
+# ISO-BMFF box of brand crx.
+_RAW_SIGNATURES = (b"IIRO", b"IIRS", b"MMOR", b"IIU\x00", b"FUJIFILMCCD-RAW", b"FOVb", b"II\x1a\x00\x00\x00HEAPCCDR",
+                   b"\x00MRM")
 # LibRaw's flip (how to turn the sensor's frame upright) as the EXIF orientation it means.
 _RAW_FLIP_ORIENTATION = {0: 1, 3: 3, 5: 8, 6: 6}
 # A preview whose aspect differs more than this from the RAW's is another crop: boxes found on it

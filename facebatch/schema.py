@@ -75,7 +75,9 @@ FORGOTTEN_SCHEMA = pa.schema(
     [
         pa.field("face_id", pa.string(), nullable=False),
         pa.field("photo_id", pa.string(), nullable=False),
+        pa.field("path", pa.string(), nullable=False),  # an edited photo (new content) at that path too
         pa.field("box", pa.list_(pa.float32(), 4), nullable=False),
+        pa.field("video_span", pa.list_(pa.float32(), 2), nullable=True),  # a video's: when it was seen
         pa.field("forgotten_at", pa.timestamp("ms", tz="UTC"), nullable=False),
     ]
 )

@@ -207,6 +207,14 @@ class Library:
             atomic_write_json(self.info_path, {**info, "find_rotated": True})
         return asked or bool((info or {}).get("find_rotated"))
 
+    def turned_no_face_photos(self, done: bool = False) -> bool:
+        """Whether a scan that looks at sideways photos finished over this library (its photos with
+        no upright face were looked at turned); `done` records that one just did."""
+        info = self.read_info() or {}
+        if done and not info.get("no_face_photos_turned"):
+            atomic_write_json(self.info_path, {**info, "no_face_photos_turned": True})
+        return bool(info.get("no_face_photos_turned")) or done
+
     def add_roots(self, roots: list[str]) -> None:
         """Remember the folders scanned into this library (listings show paths relative to them)."""
         info = self.read_info() or {}
@@ -527,6 +535,11 @@ class Library:
     @property
     def forgotten_path(self) -> Path:
         return self.root / "forgotten.parquet"
+
+    @property
+    def forgetting_path(self) -> Path:
+        """What a `forget` under way is forgetting (faces and names): there only until it is done."""
+        return self.root / "forgetting.json"
 
     def read_forgotten(self) -> pa.Table:
         return read_table_file(self.forgotten_path, FORGOTTEN_SCHEMA)

@@ -23,6 +23,9 @@ VIDEO_EXTENSIONS: frozenset[str] = frozenset({".mp4", ".mov", ".m4v", ".avi", ".
 FRAME_GAP = 2.0  # seconds: at most one frame this often
 MAX_FRAMES = 150  # a video's frames looked at: 5 minutes at FRAME_GAP, spread thinner over longer ones
 _CHUNK = 1 << 20
+# A frame's time as the faces table keeps it (float32: 30 microseconds apart at 10 minutes) finds
+# its keyframe again: anything closer than this is that frame (frames are 10+ ms apart).
+TIME_TOLERANCE = 0.005
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,7 @@ def sample_frames(path: str) -> VideoFrames:
 
 
 def frame_at(path: str, time: float) -> Image.Image:
-    """The keyframe at or before `time` (where a face was found: thumbnails, re-embedding)."""
+    """The keyframe at `time` (where a face was found: thumbnails, re-embedding), or the first after."""
     try:
         with av.open(path) as container:
             stream = _video_stream(container)
@@ -133,7 +136,7 @@ def _keyframes_from(container: av.container.InputContainer, stream: av.video.str
         if frame.pts is None or stream.time_base is None:
             continue
         seconds = float(frame.pts * stream.time_base)
-        if seconds + 1e-6 < time and time > 0:
+        if seconds + TIME_TOLERANCE < time and time > 0:
             continue  # before the target: the seek lands on the keyframe before it
         yield VideoFrame(seconds, _upright(frame))
 

@@ -67,12 +67,13 @@ def test_forget_a_person_leaves_no_trace_and_survives_a_rescan(named):
     assert lines[0].startswith(f"forgot {OBAMA}: 4 faces (embeddings and boxes), ")
     assert "regions in 4 sidecars" in lines[0]
     assert f"removed {lib.root / 'report'}: it showed these faces (`facebatch report` writes it again)" in lines
-    assert lines[-1] == ("each face is kept as a tombstone (id, photo, box) so no re-scan embeds it again; "
-                         "`facebatch check` proves nothing else is left")
+    assert lines[-1] == ("each face is kept as a tombstone (id, photo, path, box) so no re-scan embeds it again; "
+                         "`facebatch check` finds anything of them left in the tables or thumbnails")
 
     assert traces(lib.root, [OBAMA, *obama_faces], but=lib.forgotten_path) == []
     assert traces(lib.root, [OBAMA]) == []  # the tombstones hold no name
-    assert set(pq.read_table(lib.forgotten_path).column_names) == {"face_id", "photo_id", "box", "forgotten_at"}
+    assert set(pq.read_table(lib.forgotten_path).column_names) == {"face_id", "photo_id", "path", "box", "video_span",
+                                                                     "forgotten_at"}
     # The sidecars facebatch wrote (the photos' own embedded XMP, another tool's, is never written to).
     assert traces(photos, [OBAMA, *obama_faces], "*.xmp") == []
     assert "Joe Biden" in repr(lib.read_labels().to_pylist())  # the others keep theirs
@@ -103,11 +104,11 @@ def test_check_finds_a_forget_cut_short_and_repair_finishes_it(named):
     biden = [f for f, p in zip(*(lib.read_faces(["face_id", "path"])[c].to_pylist() for c in ("face_id", "path")))
              if "joe_biden" in p]
     # Killed right after the tombstones: every other trace is still there.
-    faces = lib.read_faces(["face_id", "photo_id", "box"])
+    faces = lib.read_faces(["face_id", "photo_id", "path", "box", "video_span"])
     with lib.lock():
         _add_tombstones(lib, faces.filter(pa.array([f in biden for f in faces["face_id"].to_pylist()])))
     report = run("--library", lib.root, "check").output.splitlines()
-    assert any("forgotten faces still have rows (embeddings); --repair forgets them again" in line for line in report)
+    assert any("forgotten faces still have rows (embeddings); --repair finishes forgetting them" in line for line in report)
     assert run("--library", lib.root, "check", "--repair").exit_code == 0
     assert run("--library", lib.root, "check").output.splitlines()[-1].startswith(f"library {lib.root} is whole")
     assert not set(biden) & set(lib.read_faces(["face_id"])["face_id"].to_pylist())

@@ -447,17 +447,21 @@ def merge_sidecar(existing: bytes | None, regions: list[FaceRegion], stored_size
     return MergeOutcome(merge.finish(), len(to_write), left_to_others, differ)
 
 
-def take_back(existing: bytes, face_ids: set[str], names: set[str]) -> bytes:
+def take_back(existing: bytes, face_ids: set[str], names: set[str], their_names: set[str] = frozenset()) -> bytes:
     """`existing` without the regions facebatch wrote for these faces or under these names, and
-    without those names where facebatch added them to the people lists (`facebatch forget`).
-    Every byte another tool wrote stays, its regions of the same person too."""
+    without the names facebatch added to the people lists for them: `names`, the names of the
+    regions taken out, and `their_names` (the faces' own names: a video's sidecar lists its people
+    with no region to find them by), unless a region kept still shows that name. Every byte
+    another tool wrote stays, its regions of the same person too (`facebatch forget`)."""
     packet = parse_packet(existing)
     ours = [r for r in mwg_regions(packet)[0] if r.facebatch_status]
-    keep = [FaceRegion(r.facebatch_face or "", r.name, r.facebatch_status or "", r.box) for r in ours
-            if r.facebatch_face not in face_ids and r.name not in names]
-    # A video's sidecar lists its people with no region: those names stay, but the forgotten ones.
+    removed = [r for r in ours if r.facebatch_face in face_ids or r.name in names]
+    keep = [FaceRegion(r.facebatch_face or "", r.name, r.facebatch_status or "", r.box) for r in ours if r not in removed]
+    dropped = (set(names) | {r.name for r in removed} | set(their_names)) - {r.name for r in keep}
     listed = {li.text for record in packet.properties(FACEBATCH, "PersonInImage") for li in array_items(record)}
-    return merge_sidecar(existing, keep, None, sorted(listed - names) if not ours else ()).data
+    if not removed and not listed & dropped:
+        return existing  # nothing of them here: not even rewritten (regions read back would round anew)
+    return merge_sidecar(existing, keep, None, sorted(listed - dropped)).data
 
 
 # --------------------------------------------------------------------------- the run

@@ -123,6 +123,9 @@ def label_cluster(library: Library, cluster_id: int, name: str, wait: float = 0.
         imported = [f for f, (_, source) in other.items() if source == SOURCE_XMP]
         facts = [Fact(f, KIND_NAME, name, SOURCE_CLUSTER) for f in named]
         facts += [Fact(f, KIND_NAME, other[f][0], SOURCE_XMP, active=False) for f in imported]
+        # Renamed: the edge's old cluster name goes too (it waits for a look under the new one).
+        facts += [Fact(f, KIND_NAME, view.labels.cluster_names[f], SOURCE_CLUSTER, active=False) for f in waiting
+                  if view.labels.cluster_names.get(f, name) != name]
         action = _write(library, view, facts)
     return ActionResult(action, "name-cluster", len(named), name, cluster_id, (cluster_id,), info.size,
                         kept_own=len(other) - len(imported), replaced_imported=len(imported), refused=len(refused),

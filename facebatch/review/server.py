@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import io
+import math
 import secrets
 import socket
 import threading
@@ -185,6 +186,8 @@ def create_app(review: Review, hosts: list[str] | None = None) -> Starlette:
         try:
             time = float(request.query_params["t"]) if "t" in request.query_params else None
         except ValueError:
+            time = math.nan
+        if time is not None and not (math.isfinite(time) and time >= 0):
             return not_found("t must be a time in seconds")
         try:
             if time is not None:  # a video: the frame a face was found in

@@ -29,7 +29,7 @@ import os
 import re
 import stat
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -51,6 +51,7 @@ class PhotoFile:
     path: str  # absolute path as found (symlinked files keep their link path)
     size_bytes: int
     mtime_ns: int  # st_mtime_ns
+    rendition: str | None = None  # a RAW's JPEG beside it: what the scan reads when LibRaw can't read the RAW
 
 
 @dataclass(frozen=True)
@@ -245,7 +246,9 @@ class _Walker:
         for path in self.photos:
             by_folder.setdefault(os.path.dirname(path), []).append(os.path.basename(path))
         paired = {os.path.join(folder, name) for folder, names in by_folder.items() for name in renditions_of_raws(names)}
-        photos = [self.photos[path] for path in sorted(self.photos) if path not in paired]
+        rendition_of = {os.path.splitext(path)[0].lower(): path for path in paired}  # by folder and stem
+        photos = [replace(self.photos[path], rendition=rendition_of.get(os.path.splitext(path)[0].lower()))
+                  for path in sorted(self.photos) if path not in paired]
         return Discovery(photos=photos, warnings=list(self.warnings), paired=len(paired))
 
     def _walk_folder(self, folder: _Folder) -> None:

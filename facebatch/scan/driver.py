@@ -12,6 +12,7 @@ import logging
 import os
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -31,7 +32,17 @@ from facebatch.models.catalog import DEFAULT_MODEL, model_for, model_named
 from facebatch.models.embedding import model_of_tag, model_tag, same_model, split_model_tag
 from facebatch.models.faces import PipelineBuilder, facenet_weights, prepare_builder
 from facebatch.errors import DamagedPart, FacebatchError, PhotoError
-from facebatch.scan.pipeline import KnownPhoto, ReembedResult, ShardResult, iou, photo_row, reembed_shard, run_shard
+from facebatch.scan.pipeline import (
+    Forgotten,
+    ForgottenFace,
+    KnownPhoto,
+    ReembedResult,
+    ShardResult,
+    iou,
+    photo_row,
+    reembed_shard,
+    run_shard,
+)
 from facebatch.schema import FACES_SCHEMA, LIVE_STATUSES, embedding_column, PHOTOS_SCHEMA, STATUS_ERROR, STATUS_GONE, STATUS_NO_FACES
 from facebatch.store import Library, LibraryModel
 from facebatch.wording import counted
@@ -111,6 +122,18 @@ def scan(config: ScanConfig, progress: ProgressCallback | None = None) -> ScanSu
     """Bring the library up to date with the photo folders; safe to kill and run again."""
     started = time.monotonic()
     library = Library(config.library)
+    # A new library (or --force) always has work: its workers start while the folders are walked
+    # and the models prepared. A re-scan starts them only once its plan has work.
+    early = EarlyCluster(config) if config.scheduler is None and (config.force or not library.exists()) else None
+    try:
+        return _scan(config, library, started, early, progress)
+    finally:
+        if early is not None:
+            early.close_unused()
+
+
+def _scan(config: ScanConfig, library: Library, started: float, early: EarlyCluster | None,
+          progress: ProgressCallback | None) -> ScanSummary:
     discovery = _discover(config, library)
     if config.scheduler is None:  # a cluster's workers have their own devices
         require_device(config.device)
@@ -125,7 +148,7 @@ def scan(config: ScanConfig, progress: ProgressCallback | None = None) -> ScanSu
         chosen = choose_model(config, library.model())
         # Turned on for a library scanned without it: photos where no upright face was found are
         # looked at again (turned), though unchanged; photos with faces never are turned.
-        newly_rotated = config.detection.find_rotated and library.exists() and not library.finds_rotated(False)
+        newly_rotated = config.detection.find_rotated and library.exists() and not library.turned_no_face_photos()
         rotated = library.finds_rotated(config.detection.find_rotated)
         config = replace(config, detection=replace(config.detection, find_rotated=rotated))
         weights = facenet_weights(chosen.embedding, chosen.weights)
@@ -149,10 +172,12 @@ def scan(config: ScanConfig, progress: ProgressCallback | None = None) -> ScanSu
             _write_gone(library, plan.gone, model)
             summary.gone = len(plan.gone)
         if plan.todo:
-            _run_shards(config, library, builder(), model, plan, summary, progress)
+            _run_shards(config, library, builder(), model, plan, summary, progress, early)
         if plan.gone or plan.todo:  # otherwise the tables are as the first reconcile left them
             library.reconcile()
         _reembed(config, library, builder, model, summary, progress)
+        if rotated:
+            library.turned_no_face_photos(done=True)  # only now: a scan killed before it looks again next time
     summary.elapsed = time.monotonic() - started
     return summary
 
@@ -322,11 +347,12 @@ def _run_shards(
     plan: ScanPlan,
     summary: ScanSummary,
     progress: ProgressCallback | None,
+    early: EarlyCluster | None = None,
 ) -> None:
     known_ids = frozenset(plan.previous)
     forgotten = _forgotten_boxes(library)
     done = 0
-    with dask_client(config) as client:
+    with dask_client(config, early) as client:
         info = client.scheduler_info().get("workers", {})
         resources, warning = task_resources(info)
         if warning:
@@ -347,13 +373,14 @@ def _run_shards(
                 progress(done, len(plan.todo), summary.faces, summary.failed)
 
 
-def _forgotten_boxes(library: Library) -> dict[str, list[list[float]]]:
-    """The boxes of the faces the user had forgotten, by photo (scan.pipeline.Forgotten)."""
+def _forgotten_boxes(library: Library) -> Forgotten:
+    """The faces the user had forgotten, by photo id and by path (scan.pipeline.Forgotten)."""
     tombstones = library.read_forgotten()
-    boxes: dict[str, list[list[float]]] = {}
-    for photo_id, box in zip(tombstones["photo_id"].to_pylist(), tombstones["box"].to_pylist()):
-        boxes.setdefault(photo_id, []).append(box)
-    return boxes
+    found: dict[str, list[ForgottenFace]] = {}
+    for photo_id, path, box, span in zip(*(tombstones[c].to_pylist() for c in ("photo_id", "path", "box", "video_span"))):
+        for key in (photo_id, path):
+            found.setdefault(key, []).append(ForgottenFace(tuple(box), tuple(span) if span else None))
+    return found
 
 
 def _finished(
@@ -543,10 +570,10 @@ def _write_reembedded(library: Library, faces: pa.Table, rows: dict[str, int], r
 
 
 @contextmanager
-def dask_client(config: ScanConfig) -> Iterator[Any]:
-    """A client of the given scheduler, or of a local cluster of worker processes that dies with us."""
-    import dask
-    from distributed import Client, LocalCluster
+def dask_client(config: ScanConfig, early: EarlyCluster | None = None) -> Iterator[Any]:
+    """A client of the given scheduler, or of a local cluster of worker processes that dies with us
+    (the one `early` started, when given)."""
+    from distributed import Client
 
     if config.scheduler:
         try:
@@ -556,16 +583,48 @@ def dask_client(config: ScanConfig) -> Iterator[Any]:
         with client:
             yield client
         return
-    # Worker processes load torch once each; one Dask thread each unless asked, torch uses the rest.
-    with dask.config.set(WORKER_DASK_CONFIG), LocalCluster(
-        n_workers=config.local_workers(),
-        threads_per_worker=config.threads_per_worker,
-        processes=True,
-        dashboard_address=":0",  # any free port: None does not disable it, and 8787 may be taken
-        # Errors of our tasks come back to the client as rows; a worker's own ERROR logs are noise
-        # here, e.g. a heartbeat racing the scheduler's close printed a traceback after a finished scan.
-        silence_logs=logging.CRITICAL,
-        resources={MODEL_RESOURCE: 1},
-    ) as cluster, Client(cluster) as client:
+    with early.take() if early is not None else local_cluster(config) as cluster, Client(cluster) as client:
         yield client
+
+
+def local_cluster(config: ScanConfig) -> Any:
+    """This machine's workers: processes that load the models once each."""
+    import dask
+    from distributed import LocalCluster
+
+    # Worker processes load torch once each; one Dask thread each unless asked, torch uses the rest.
+    with dask.config.set(WORKER_DASK_CONFIG):
+        return LocalCluster(
+            n_workers=config.local_workers(),
+            threads_per_worker=config.threads_per_worker,
+            processes=True,
+            dashboard_address=":0",  # any free port: None does not disable it, and 8787 may be taken
+            # Errors of our tasks come back to the client as rows; a worker's own ERROR logs are noise
+            # here, e.g. a heartbeat racing the scheduler's close printed a traceback after a finished scan.
+            silence_logs=logging.CRITICAL,
+            resources={MODEL_RESOURCE: 1},
+        )
+
+
+class EarlyCluster:
+    """The local cluster started in a thread as the scan begins (1.4 s of process start-up that
+    then overlaps discovery, the library's read and the models' preparation)."""
+
+    def __init__(self, config: ScanConfig) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facebatch-cluster")
+        self._future = self._executor.submit(local_cluster, config)
+        self._taken = False
+
+    def take(self) -> Any:
+        self._taken = True
+        return self._future.result()
+
+    def close_unused(self) -> None:
+        """Close it when the scan had nothing for it (an empty folder) or failed before using it."""
+        if not self._taken:
+            try:
+                self._future.result().close()
+            except Exception:  # noqa: BLE001 - it failed to start: nothing to close, the scan says why
+                pass
+        self._executor.shutdown(wait=False)
 

@@ -27,7 +27,7 @@ from facebatch.models.embedding import FaceGeometry
 from facebatch.models.faces import Crops, FacePipeline, PipelineBuilder, StageClock, pipeline_for
 from facebatch.scan.discovery import PhotoFile
 from facebatch.scan.video import video_people
-from facebatch.videoload import VIDEO_EXTENSIONS, frame_at, sample_frames, video_id
+from facebatch.videoload import FRAME_GAP, VIDEO_EXTENSIONS, frame_at, sample_frames, video_id
 from facebatch.schema import (
     FACES_SCHEMA,
     KIND_PHOTO,
@@ -51,9 +51,24 @@ class ShardResult:
     errors: dict[str, int]
 
 
-# A photo's forgotten faces (`facebatch forget`): their boxes, by photo id. A face detected again
-# within IoU 0.5 of one is not embedded nor kept: detection settings move boxes a little.
-Forgotten = Mapping[str, Sequence[Sequence[float]]]
+@dataclass(frozen=True)
+class ForgottenFace:
+    """A face the user had forgotten (`facebatch forget`): found again within IoU 0.5 of its box
+    (detection settings move boxes a little), in a video while it was seen, it is not embedded."""
+
+    box: tuple[float, ...]
+    video_span: tuple[float, ...] | None = None
+
+    def is_found_again(self, box: Sequence[float], video_time: float | None = None) -> bool:
+        if iou(box, self.box) < 0.5:
+            return False
+        if self.video_span is None or video_time is None:
+            return True
+        return self.video_span[0] - FRAME_GAP <= video_time <= self.video_span[1] + FRAME_GAP
+
+
+# The forgotten faces by photo id and by path (an edited photo keeps its path, not its id).
+Forgotten = Mapping[str, Sequence[ForgottenFace]]
 
 
 def run_shard(builder: PipelineBuilder, files: Sequence[PhotoFile], known_ids: frozenset[str],
@@ -181,8 +196,15 @@ def _process_photo(pipeline: FacePipeline, file: PhotoFile, known_ids: frozenset
         if photo_id in known_ids:
             rows.reused.append((file, photo_id))
             return
-        photo, faces, crops = pipeline.find_faces(data, rows.seconds)
-        kept = [i for i, face in enumerate(faces) if not _forgotten(face.box, forgotten.get(photo_id, ()))]
+        try:
+            photo, faces, crops = pipeline.find_faces(data, rows.seconds)
+        except PhotoError:
+            if file.rendition is None:
+                raise
+            # A RAW LibRaw can't read (a camera newer than it): the camera's JPEG of it instead.
+            photo, faces, crops = pipeline.find_faces(read_photo_bytes(file.rendition), rows.seconds)
+        gone = [*forgotten.get(photo_id, ()), *forgotten.get(file.path, ())]
+        kept = [i for i, face in enumerate(faces) if not any(f.is_found_again(face.box) for f in gone)]
     except Exception as exc:  # noqa: BLE001 - one bad photo must never end the scan
         _failed(file, photo_id, exc, rows)
         return
@@ -204,8 +226,9 @@ def _process_video(pipeline: FacePipeline, file: PhotoFile, known_ids: frozenset
             return
         with StageClock(rows.seconds)("decode"):
             video = sample_frames(file.path)
+        gone = [*forgotten.get(photo_id, ()), *forgotten.get(file.path, ())]
         people = [p for p in video_people(pipeline, video, rows.seconds)
-                  if not _forgotten(p.best.face.box, forgotten.get(photo_id, ()))]
+                  if not any(f.is_found_again(p.best.face.box, p.best.time) for f in gone)]
     except Exception as exc:  # noqa: BLE001 - one bad video must never end the scan
         _failed(file, photo_id, exc, rows)
         return
@@ -215,10 +238,6 @@ def _process_video(pipeline: FacePipeline, file: PhotoFile, known_ids: frozenset
         row = _face_row(photo_id, file.path, index, person.best.face, pipeline.model, person.best.time)
         row.update(embedding=person.best.embedding, video_span=[person.first, person.last])
         rows.video_faces.append(row)
-
-
-def _forgotten(box: Sequence[float], forgotten_boxes: Sequence[Sequence[float]]) -> bool:
-    return any(iou(box, b) >= 0.5 for b in forgotten_boxes)
 
 
 def _failed(file: PhotoFile, photo_id: str | None, exc: Exception, rows: _ShardRows) -> None:

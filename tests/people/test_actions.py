@@ -355,6 +355,12 @@ def test_naming_a_cluster_confirms_its_core_and_its_edge_waits_for_a_look(tmp_pa
     for face in edge:  # named, but as a suggestion with its calibrated confidence, never confirmed
         name, status, confidence = tags[face]
         assert (name, status) == ("Ann", "suggested") and 0.8 <= confidence < 1.0
+    label_faces(library, [next(iter(edge))], "Ann")  # looked at: confirmed
+    renamed = label_cluster(library, ann, "Ann Lee")  # a rename reaches the edge's old cluster name too
+    assert (renamed.faces, renamed.waiting) == (18, 1)
+    tags = tags_by_face(library)
+    assert [tags[f][:2] for f in sorted(edge)].count(("Ann Lee", "suggested")) == 1
+    assert not build_view(library).cluster(ann).conflict
 
 
 def test_a_face_of_low_quality_never_anchors_a_cluster_nor_gets_a_name_by_itself(tmp_path, centres):

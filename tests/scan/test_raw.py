@@ -84,3 +84,16 @@ def test_xmp_regions_of_a_raw_land_on_its_faces_in_its_stored_frame(raw_library,
     stored = [box[1], width - box[2], box[3], width - box[0]]  # the shown box in the sensor's frame
     written = [region.box.x1 * height, region.box.y1 * width, region.box.x2 * height, region.box.y2 * width]
     assert iou(written, stored) > 0.95
+
+
+def test_a_raw_libraw_cannot_read_is_scanned_from_its_jpeg(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    raw = bytearray(b"II*\x00" + b"\x08\x00\x00\x00" + b"\x00" * 200)  # a TIFF header LibRaw makes nothing of
+    (photos / "IMG_9.NEF").write_bytes(bytes(raw))
+    Image.open(OBAMA).save(photos / "IMG_9.JPG", quality=95)
+    result = run("--library", tmp_path / "lib", "scan", photos)
+    assert result.exit_code == 0, result.output
+    [row] = Library(tmp_path / "lib").read_photos().to_pylist()
+    assert (Path(row["path"]).name, row["status"], row["width"]) == ("IMG_9.NEF", "ok", Image.open(OBAMA).width)
+    assert Library(tmp_path / "lib").read_faces(["face_id"]).num_rows >= 1
