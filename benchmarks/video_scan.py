@@ -13,55 +13,18 @@ from __future__ import annotations
 
 import argparse
 import re
-import subprocess
 import sys
 import tempfile
-import time
-from fractions import Fraction
 from pathlib import Path
-
-import av
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from raw_photos import cpu_flags  # noqa: E402
+sys.path.insert(0, str(ROOT / "tests"))
+from clips import on_canvas, write_clip  # noqa: E402
+from raw_photos import cpu_flags, scan_seconds  # noqa: E402
 
 PEOPLE = sorted((ROOT / "sample_data" / "people").glob("*/*.*"))
 SIZE, FPS, GOP_SECONDS, SCENE_SECONDS = (1280, 720), 30, 2, 20
-
-
-def canvas(photo: Path) -> Image.Image:
-    image = Image.open(photo).convert("RGB")
-    image.thumbnail(SIZE)
-    frame = Image.new("RGB", SIZE, (40, 40, 40))
-    frame.paste(image, ((SIZE[0] - image.width) // 2, (SIZE[1] - image.height) // 2))
-    return frame
-
-
-def write_clip(path: Path, scenes: list[Path]) -> None:
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=FPS)
-        stream.width, stream.height, stream.pix_fmt, stream.bit_rate = *SIZE, "yuv420p", 6_000_000
-        stream.codec_context.gop_size = GOP_SECONDS * FPS
-        n = 0
-        for scene in scenes:
-            frame_image = canvas(scene)
-            for _ in range(SCENE_SECONDS * FPS):
-                frame = av.VideoFrame.from_image(frame_image)
-                frame.pts, frame.time_base = n, Fraction(1, FPS)
-                n += 1
-                for packet in stream.encode(frame):
-                    container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-
-
-def scan(folder: Path, library: Path) -> tuple[float, str]:
-    started = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "facebatch.cli", "--library", str(library), "scan", str(folder)],
-                         check=True, capture_output=True, text=True)
-    return time.perf_counter() - started, out.stdout.strip().splitlines()[-1]
 
 
 def main() -> None:
@@ -77,21 +40,21 @@ def main() -> None:
         shown = 0
         for k in range(args.clips):
             scenes = [PEOPLE[(k * scenes_per_clip + i) % len(PEOPLE)] for i in range(scenes_per_clip)]
-            write_clip(root / "videos" / f"clip{k}.mp4", scenes)
+            write_clip(root / "videos" / f"clip{k}.mp4", scenes, SCENE_SECONDS, SIZE, FPS, GOP_SECONDS, 6_000_000)
             shown += len({p.parent.name for p in scenes})
             # The keyframes a scan looks at (one per 2 s), as photos: the same detection work.
             for i in range(args.minutes * 60 // GOP_SECONDS):
-                canvas(scenes[i * GOP_SECONDS // SCENE_SECONDS]).save(root / "frames" / f"c{k}-{i:03d}.jpg", quality=92)
+                on_canvas(scenes[i * GOP_SECONDS // SCENE_SECONDS], SIZE).save(root / "frames" / f"c{k}-{i:03d}.jpg", quality=92)
         minutes = args.clips * args.minutes
         print(f"{args.clips} clips of {args.minutes} min, {SIZE[0]}x{SIZE[1]} at {FPS} fps, a keyframe every "
               f"{GOP_SECONDS} s; {cpu_flags()}; `facebatch scan`, whole commands, fresh libraries\n")
         print("| scanned | s | video minutes per second | faces (people shown) |\n|---|---|---|---|")
-        seconds, summary = scan(root / "videos", root / "lib-videos")
+        seconds, summary = scan_seconds(root / "videos", root / "lib-videos")
         faces = re.search(r"(\d+) new faces", summary)
         print(f"| {minutes} min of video | {seconds:.1f} | {minutes / seconds:.2f} | "
               f"{faces.group(1) if faces else summary} ({shown}) |", flush=True)
         count = len(list((root / "frames").iterdir()))
-        seconds, summary = scan(root / "frames", root / "lib-frames")
+        seconds, summary = scan_seconds(root / "frames", root / "lib-frames")
         faces = re.search(r"(\d+) new faces", summary)
         print(f"| its {count} keyframes as JPEG photos | {seconds:.1f} | | {faces.group(1) if faces else summary} |")
 

@@ -5,13 +5,12 @@ tags, XMP, thumbnails and forget follow."""
 from __future__ import annotations
 
 import json
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import pytest
 from PIL import Image
 
+from clips import write_clip
 from conftest import SAMPLE_DATA, run
 from facebatch.review.pages import Scanned
 from facebatch.review.thumbnails import make_thumbnails
@@ -23,34 +22,12 @@ SCENES = [PEOPLE / "barack_obama" / f"{k}.jpg" for k in (1, 2, 3, 4)] + [PEOPLE 
 SIZE = (960, 720)
 
 
-def write_clip(path: Path, scenes: list[Path], seconds_each: int, fps: int = 2) -> None:
-    """An MPEG-4 clip, a keyframe every 2 seconds (as phones write them, about)."""
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=fps)
-        stream.width, stream.height, stream.pix_fmt, stream.bit_rate = *SIZE, "yuv420p", 4_000_000
-        stream.codec_context.gop_size = 2 * fps
-        n = 0
-        for scene in scenes:
-            image = Image.open(scene).convert("RGB")
-            image.thumbnail(SIZE)
-            canvas = Image.new("RGB", SIZE, (40, 40, 40))
-            canvas.paste(image, ((SIZE[0] - image.width) // 2, (SIZE[1] - image.height) // 2))
-            for _ in range(seconds_each * fps):
-                frame = av.VideoFrame.from_image(canvas)
-                frame.pts, frame.time_base = n, Fraction(1, fps)
-                n += 1
-                for packet in stream.encode(frame):
-                    container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-
-
 @pytest.fixture(scope="module")
 def video_library(tmp_path_factory) -> tuple[Library, Path]:
     root = tmp_path_factory.mktemp("video")
     folder = root / "home movies"
     folder.mkdir()
-    write_clip(folder / "clip.mp4", SCENES, 20)
+    write_clip(folder / "clip.mp4", SCENES, 20, SIZE, fps=2)
     result = run("--library", root / "lib", "scan", "-q", folder)
     assert result.exit_code == 0, result.output
     return Library(root / "lib"), folder
