@@ -786,15 +786,16 @@ def group_faces(
 ) -> Grouping:
     """Faces (unit vectors) into people. `photo`: an integer code per face (same photo, same code).
     `settings` are on the model's scale (GroupingSettings.on_scale). Faces smaller than the minimum
-    size or below MIN_QUALITY (models.quality) stay out: they never anchor a group."""
+    size, or below MIN_QUALITY (models.quality) unless the user named them, stay out: they never
+    anchor a group."""
     if settings.member_distance is None or settings.merge_distance is None or settings.member_growth is None:
         raise ValueError("grouping settings without distances: put them on the model's scale first (on_scale)")
     n = len(x)
     constraints = Constraints.none(n) if constraints is None else constraints
     x = np.asarray(x, np.float32)  # float32: a million faces in 2 GB; sums are kept in float64
     trusted = sides >= settings.min_face_size
-    if quality is not None:
-        trusted &= quality >= MIN_QUALITY
+    if quality is not None:  # a face the user named stays whatever its quality: their word, not a guess
+        trusted &= (quality >= MIN_QUALITY) | (constraints.group >= 0)
     eligible = np.flatnonzero(trusted)
     labels = np.full(n, UNCLUSTERED, np.int64)
     steps: dict[str, Any] = {}

@@ -386,3 +386,16 @@ def test_a_face_of_low_quality_never_anchors_a_cluster_nor_gets_a_name_by_itself
     assert all(tags[f][0] == "Ann" for f in ids)
     label_faces(library, [profile], "Ann")  # the user can still name it
     assert tags_by_face(library)[profile][:2] == ("Ann", "confirmed")
+
+
+def test_a_face_named_through_its_cluster_keeps_its_name_whatever_its_quality(tmp_path, centres):
+    library = Library(tmp_path / "lib")
+    library.create(LIBRARY_MODEL)
+    ids = add_photos(library, {"ann": 8}, centres, "a")
+    cluster_library(library, GroupingSettings())
+    label_cluster(library, cluster_of(library, "ann"), "Ann")  # named before quality was measured
+    table = library.read_part("faces", 1)
+    poor = pa.array([0.1] + [None] * (table.num_rows - 1), pa.float32())  # as a library upgraded would read one
+    pq.write_table(table.set_column(table.schema.get_field_index("quality"), "quality", poor), library.part_path("faces", 1))
+    cluster_library(library, GroupingSettings())
+    assert tags_by_face(library)[ids[0]][:2] == ("Ann", "confirmed")
