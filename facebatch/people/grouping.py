@@ -373,10 +373,11 @@ class _Groups:
     """
 
     def __init__(self, x: np.ndarray, labels: np.ndarray, photo: np.ndarray, constraints: Constraints,
-                 member_growth: float = 0.0, member_spread: float | None = None) -> None:
+                 member_growth: float = 0.0, member_spread: float | None = None, radius_floor: float = 0.0) -> None:
         self.x = x
         self.member_growth = member_growth  # the member distance's growth per doubling (GroupingSettings)
-        self.member_spread = member_spread  # a group's own radius in robust deviations (GroupingSettings)
+        self.member_spread = member_spread  # a group's own radius over its 90th percentile (GroupingSettings)
+        self.radius_floor = radius_floor  # a group's own radius is never less (a burst of near-identical shots)
         self.photo = photo
         self.constraints = constraints
         self.user = constraints.group
@@ -495,7 +496,9 @@ class _Groups:
 
     def radius(self, faces: np.ndarray, distance: np.ndarray) -> np.ndarray:
         """Each group's own radius, from its members `faces` and their `distance` to the centre of
-        their group's other faces: `member_spread` times their 90th percentile. Infinite for
+        their group's other faces: `member_spread` times their 90th percentile, never under the
+        floor (the merge distance: a burst of near-identical shots would shut the person's other
+        photos out). Infinite for
         groups of fewer than SPREAD_MIN_SIZE faces, and for all when no spread is set."""
         count = len(self.size)
         radius = np.full(count, np.inf)
@@ -504,7 +507,8 @@ class _Groups:
         if self.member_spread is None or not len(label):
             return radius
         spread_known = np.bincount(label, minlength=count) >= SPREAD_MIN_SIZE
-        radius[spread_known] = self.member_spread * _group_quantiles(label, distance, count, SPREAD_QUANTILE)[spread_known]
+        spread = self.member_spread * _group_quantiles(label, distance, count, SPREAD_QUANTILE)
+        radius[spread_known] = np.maximum(spread[spread_known], self.radius_floor)
         return radius
 
     # --- cannot-links --------------------------------------------------------------------
@@ -808,7 +812,8 @@ def group_faces(
         labels[eligible] = hdbscan_proposals(sub, settings, (near, sims))
         del sub
     steps["proposed"] = int(len(np.unique(labels[labels >= 0])))
-    groups = _Groups(x, labels, photo, constraints, settings.member_growth, settings.member_spread)
+    groups = _Groups(x, labels, photo, constraints, settings.member_growth, settings.member_spread,
+                     settings.merge_distance)
     steps["separated"] = _separate(groups)
     steps["misfits"] = _take_out_misfits(groups, settings.member_distance, settings.min_cluster_size)
     steps["user_joins"] = _join_user_groups(groups, settings.member_distance)

@@ -206,3 +206,17 @@ def test_a_stranger_within_the_cap_but_outside_the_clusters_own_spread_stays_out
 def test_member_spread_is_validated():
     with pytest.raises(UsageError, match="--member-spread must be positive, got 0"):
         GroupingSettings(member_spread=0)
+
+
+def test_a_burst_of_near_identical_shots_keeps_a_radius_the_persons_other_photos_fit():
+    from facebatch.people.grouping import _Groups
+
+    x, _ = faces_of([1, 12], seed=5)
+    burst = x[0] + 0.002 * np.random.default_rng(1).normal(size=(6, 512))  # six shots of one moment
+    faces = np.vstack([burst / np.linalg.norm(burst, axis=1, keepdims=True), x[1:]])
+    labels = np.r_[np.zeros(6, np.int64), np.ones(12, np.int64)]
+    groups = _Groups(faces, labels, np.arange(18), Constraints.none(18), 0.0, member_spread=1.3, radius_floor=0.75)
+    members = np.arange(18)
+    radius = groups.radius(members, groups.own_distance(members))
+    assert radius[0] == 0.75  # 1.3 x the burst's own spread (about 0.06) would shut out every other photo
+    assert radius[1] > 0.75  # a person's photos taken over time set their own, wider radius
