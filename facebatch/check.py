@@ -63,7 +63,8 @@ class CheckReport:
         lines = [f.line() for f in self.findings]
         open_ = sum(not f.repaired for f in self.findings)
         if open_:
-            lines.append(f"library {root}: {open_} problems; `facebatch check --repair` mends them")
+            lines.append(f"library {root}: {counted(open_, 'problem')}; `facebatch check --repair` mends "
+                         f"{'it' if open_ == 1 else 'them'}")
         else:
             lines.append(f"library {root} is whole: {counted(self.parts, 'part')}, {counted(self.photos, 'photo')}, "
                          f"{counted(self.faces, 'face')}, {counted(self.label_actions, 'label action')}")

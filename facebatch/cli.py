@@ -1045,14 +1045,17 @@ def forget(library: Any, name: str | None, face_ids: tuple[str, ...], photo_path
     if not yes:
         if not sys.stdin.isatty():
             raise UsageError("forget removes for good, with no undo: add --yes to confirm")
-        click.confirm(f"Forget {what} ({counted(len(faces), 'face')}) for good? There is no undo", abort=True)
+        if not click.confirm(f"Forget {what} ({counted(len(faces), 'face')}) for good? There is no undo"):
+            click.echo("nothing forgotten")
+            return
     result = forget_faces(library, faces, names)
     click.echo(f"forgot {what}: {counted(result.faces, 'face')} (embeddings and boxes), "
                f"{counted(result.labels, 'label')}, {counted(result.thumbnails, 'thumbnail')}, "
                f"regions in {counted(result.sidecars, 'sidecar')}")
     if kept_suggested:
+        they = "it" if kept_suggested == 1 else "them"
         click.echo(f"{counted(kept_suggested, 'face')} only suggested as {name} (a guess, maybe someone else) "
-                   "stay, with no name now: --with-suggested forgets them too")
+                   f"{'stays' if kept_suggested == 1 else 'stay'}, with no name now: --with-suggested forgets {they} too")
     for folder in result.derived:
         click.echo(f"removed {library.root / folder}: it showed these faces (`facebatch {'report' if folder == 'report' else 'show'}` "
                    "writes it again)")
@@ -1063,8 +1066,9 @@ def forget(library: Any, name: str | None, face_ids: tuple[str, ...], photo_path
                    "may hold them too: delete it when you no longer need it")
     for sidecar, why in result.sidecar_errors:
         click.echo(f"sidecar {sidecar} still holds them: {why}", err=True)
-    click.echo("each face is kept as a tombstone (id, photo, path, box) so no re-scan embeds it again; "
-               "`facebatch check` finds anything of them left in the tables or thumbnails")
+    if result.faces:
+        click.echo("each face is kept as a tombstone (id, photo, path, box) so no re-scan embeds it again; "
+                   "`facebatch check` finds anything of them left in the tables or thumbnails")
 
 
 # --------------------------------------------------------------------------- the review site

@@ -33,6 +33,7 @@ from facebatch.exports.xmp_packet import FACEBATCH, XmpError
 from facebatch.files import atomic_file, atomic_write_json
 from facebatch.people.labels import KIND_NAME, KIND_NOT, clean_name, replay
 from facebatch.review.thumbnails import thumbnail_path
+from facebatch.scan.discovery import renditions_of_raws
 from facebatch.schema import LIVE_STATUSES
 from facebatch.store import Library
 
@@ -41,7 +42,7 @@ DERIVED = ("report", "sheets")  # folders of LIBRARY that show faces and names, 
 
 @dataclass
 class ForgetResult:
-    faces: int
+    faces: int  # faces whose rows were removed (an already forgotten one is not counted again)
     labels: int  # label rows removed from the history
     thumbnails: int
     sidecars: int  # sidecars facebatch's regions were taken out of
@@ -81,14 +82,27 @@ def faces_of_person(library: Library, name: str) -> PersonFaces:
 
 def faces_of_photos(library: Library, paths: list[str]) -> set[str]:
     photos = library.read_table("photos", ["path", "photo_id", "status"])
-    wanted = {os.path.abspath(p) for p in paths}
+    known = set(photos["path"].to_pylist())
+    wanted = {_as_scanned(os.path.abspath(p), known) for p in paths}
     ids = {i for p, i, s in zip(*(photos[c].to_pylist() for c in ("path", "photo_id", "status")))
            if p in wanted and i and s in LIVE_STATUSES}
-    missing = wanted - set(photos["path"].to_pylist())
+    missing = wanted - known
     if missing:
         raise NotFound(f"no photo {sorted(missing)[0]} in the library: `facebatch export` lists them")
     faces = library.read_faces(["face_id", "photo_id"], pending=True)
     return {f for f, p in zip(faces["face_id"].to_pylist(), faces["photo_id"].to_pylist()) if p in ids}
+
+
+def _as_scanned(path: str, known: set[str]) -> str:
+    """The path the library knows a photo by: a RAW + JPEG pair's JPEG is scanned as its RAW."""
+    if path in known:
+        return path
+    folder, name = os.path.split(path)
+    if name in renditions_of_raws([name, *(os.path.basename(k) for k in known if os.path.dirname(k) == folder)]):
+        stem = os.path.splitext(name)[0].lower()
+        return next((k for k in known if os.path.dirname(k) == folder
+                     and os.path.splitext(os.path.basename(k))[0].lower() == stem), path)
+    return path
 
 
 def known_faces(library: Library, face_ids: list[str]) -> set[str]:
@@ -129,7 +143,7 @@ def erase(library: Library, face_ids: set[str], names: set[str]) -> ForgetResult
     derived = [name for name in DERIVED if _remove_tree(library.root / name)]
     adapter = (removed > 0 or bool(names)) and _remove_tree(library.adapter_dir)  # it learned from those labels
     set_aside = len(list(library.damaged_dir.iterdir())) if library.damaged_dir.exists() else 0
-    return ForgetResult(len(face_ids), removed, thumbnails, sidecars, errors, adapter, derived, set_aside)
+    return ForgetResult(rows.num_rows, removed, thumbnails, sidecars, errors, adapter, derived, set_aside)
 
 
 def _current_names(library: Library, face_ids: set[str]) -> dict[str, set[str]]:

@@ -68,7 +68,7 @@ def sample_frames(path: str) -> VideoFrames:
     except PhotoError:
         raise
     except av.error.FFmpegError as error:
-        raise PhotoError("decode_failed", f"cannot decode video: {error}") from None
+        raise PhotoError("decode_failed", f"cannot decode video: {_reason(error)}") from None
     if not frames:
         raise PhotoError("decode_failed", "the video has no frame that could be decoded")
     return VideoFrames(frames[0].image.width, frames[0].image.height, duration, frames)
@@ -81,10 +81,15 @@ def frame_at(path: str, time: float) -> Image.Image:
             stream = _video_stream(container)
             frame = next(_keyframes_from(container, stream, time), None)
     except av.error.FFmpegError as error:
-        raise PhotoError("decode_failed", f"cannot decode video: {error}") from None
+        raise PhotoError("decode_failed", f"cannot decode video: {_reason(error)}") from None
     if frame is None:
         raise PhotoError("decode_failed", f"no frame at {time:.1f} s")
     return frame.image
+
+
+def _reason(error: av.error.FFmpegError) -> str:
+    """FFmpeg's words for what went wrong, without its error number and the path (said already)."""
+    return (getattr(error, "strerror", None) or str(error)).strip().lower()
 
 
 def _video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream:

@@ -46,7 +46,7 @@ def test_a_part_cut_in_half_is_named_and_set_aside(lib):
     assert result.exit_code == 2
     lines = result.output.splitlines()
     assert lines[0].startswith(f"damaged: {part}: ") and "--repair sets its shard aside" in lines[0]
-    assert lines[-1] == f"library {lib.root}: 1 problems; `facebatch check --repair` mends them"
+    assert lines[-1] == f"library {lib.root}: 1 problem; `facebatch check --repair` mends it"
     result = run("--library", lib.root, "check", "--repair")
     assert result.exit_code == 0 and result.output.startswith(f"repaired: {part}: ")
     assert sorted(p.name for p in lib.damaged_dir.iterdir()) == [

@@ -138,9 +138,6 @@ def _scan(config: ScanConfig, library: Library, started: float, early: EarlyClus
     if config.scheduler is None:  # a cluster's workers have their own devices
         require_device(config.device)
     summary = ScanSummary(library=str(library.root), warnings=list(discovery.warnings))
-    if discovery.paired:
-        summary.warnings.append(f"{counted(discovery.paired, 'JPEG')} beside a RAW of the same name: one photo with it, "
-                                "scanned as the RAW")
     if not discovery.photos:
         summary.warnings.append(f"no photos under {', '.join(config.roots)} (looked for {looked_for(config.videos)}, "
                                 "in any case)")
@@ -168,6 +165,9 @@ def _scan(config: ScanConfig, library: Library, started: float, early: EarlyClus
         library.remove_unfinished_parts()
         plan = _plan_setting_aside_damage(library, discovery, config, summary, newly_rotated)
         summary.found, summary.unchanged, summary.still_failing = plan.total, plan.unchanged, plan.still_failing
+        if pairs := sum(1 for file in plan.todo if file.rendition):
+            summary.warnings.append(f"{counted(pairs, 'RAW + JPEG pair')} scanned as one photo each (the RAW, or its "
+                                    "JPEG where LibRaw can't read the RAW)")
         if plan.gone:
             _write_gone(library, plan.gone, model)
             summary.gone = len(plan.gone)

@@ -51,7 +51,7 @@ def raw_library(tmp_path_factory) -> tuple[Path, Path, str]:
 
 def test_raws_are_scanned_in_their_displayed_size_and_a_pair_is_one_photo(raw_library):
     library, originals, output = raw_library
-    assert "1 JPEG beside a RAW of the same name: one photo with it, scanned as the RAW" in output
+    assert "1 RAW + JPEG pair scanned as one photo each (the RAW, or its JPEG where LibRaw can't read the RAW)" in output
     photos = Library(library).read_photos()
     sizes = {Path(p).name: (w, h, s) for p, w, h, s in zip(*(photos[c].to_pylist() for c in ("path", "width", "height", "status")))}
     width, height = Image.open(OBAMA).size
@@ -97,3 +97,13 @@ def test_a_raw_libraw_cannot_read_is_scanned_from_its_jpeg(tmp_path):
     [row] = Library(tmp_path / "lib").read_photos().to_pylist()
     assert (Path(row["path"]).name, row["status"], row["width"]) == ("IMG_9.NEF", "ok", Image.open(OBAMA).width)
     assert Library(tmp_path / "lib").read_faces(["face_id"]).num_rows >= 1
+
+
+def test_forget_photo_knows_a_pairs_jpeg_as_its_raw(raw_library):
+    from facebatch.forget import faces_of_photos
+
+    library, _, _ = raw_library
+    faces = Library(library).read_faces(["face_id", "path"])
+    photos = Path(faces["path"][0].as_py()).parent
+    raw_faces = {f for f, p in zip(faces["face_id"].to_pylist(), faces["path"].to_pylist()) if p.endswith("IMG_7.dng")}
+    assert raw_faces and faces_of_photos(Library(library), [str(photos / "IMG_7.jpg")]) == raw_faces
