@@ -802,8 +802,11 @@ def export_xmp_command(library: Any, dry_run: bool, only_confirmed: bool, sideca
     for path, ours, theirs in result.disagreements:
         click.echo(f"kept {path}: another tool names a face {theirs!r} that facebatch names {ours!r}")
     verb = ("would be created", "would change") if dry_run else ("created", "updated")
-    click.echo(f"{result.created + result.updated + result.unchanged} sidecars: {result.created} {verb[0]}, "
-               f"{result.updated} {verb[1]}, {result.unchanged} unchanged; {result.regions} face regions"
+    click.echo(f"{result.created + result.updated + result.removed + result.unchanged} sidecars: {result.created} "
+               f"{verb[0]}, {result.updated} {verb[1]}, {result.unchanged} unchanged"
+               + (f", {result.removed} {'would be removed' if dry_run else 'removed'} (they held only facebatch's names)"
+                  if result.removed else "")
+               + f"; {result.regions} face regions"
                + (f", {result.left_to_others} already named by another tool" if result.left_to_others else "")
                + (f"; {len(result.skipped)} skipped" if result.skipped else "")
                + ("; nothing written (dry run)" if dry_run else ""))

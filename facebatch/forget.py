@@ -28,9 +28,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from facebatch.errors import NotFound
-from facebatch.exports.xmp import FolderStems, sidecar_paths, take_back
+from facebatch.exports.xmp import FolderStems, sidecar_paths, take_back, write_sidecar
 from facebatch.exports.xmp_packet import FACEBATCH, XmpError
-from facebatch.files import atomic_file, atomic_write_json
+from facebatch.files import atomic_write_json
 from facebatch.people.labels import KIND_NAME, KIND_NOT, clean_name, replay
 from facebatch.review.thumbnails import thumbnail_path
 from facebatch.scan.discovery import renditions_of_raws
@@ -211,9 +211,7 @@ def _clean_sidecars(library: Library, photo_ids: set[str], face_ids: set[str], n
             try:
                 new = take_back(data, face_ids, names, names_of_photo.get(photo_id, set()))
                 if new != data:
-                    target = sidecar.resolve() if sidecar.is_symlink() else sidecar
-                    with atomic_file(target, make_parents=False) as f:
-                        f.write(new)
+                    write_sidecar(sidecar, new)  # removed when nothing is left in it
                     cleaned += 1
             except (XmpError, OSError) as error:
                 errors.append((str(sidecar), f"{error}; left as it is"))

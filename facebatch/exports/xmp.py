@@ -124,6 +124,7 @@ class XmpExportResult:
     created: int = 0
     updated: int = 0
     unchanged: int = 0
+    removed: int = 0  # sidecars that held only what facebatch had written, now taken back
     regions: int = 0  # regions facebatch's sidecars hold after this run (would hold, on a dry run)
     left_to_others: int = 0  # faces another tool's region already covers with the same name
     disagreements: list[tuple[str, str, str]] = field(default_factory=list)  # (sidecar, our name, theirs)
@@ -474,10 +475,17 @@ def _read_sidecar(path: Path) -> bytes | None:
         return None
 
 
-def _write_sidecar(path: Path, data: bytes) -> None:
+def write_sidecar(path: Path, data: bytes) -> bool:
+    """Write a sidecar's new bytes (a link's target, atomically); one left with nothing at all, as
+    facebatch makes a new one before adding to it, is removed instead (a link is written, never
+    removed). Returns whether the file was removed."""
+    if data == EMPTY_PACKET and not path.is_symlink():
+        path.unlink(missing_ok=True)
+        return True
     target = path.resolve() if path.is_symlink() else path
     with atomic_file(target, make_parents=False) as f:
         f.write(data)
+    return False
 
 
 def _export_photo(photo: LivePhoto, faces: list[NamedFace], stems: FolderStems,
@@ -520,14 +528,20 @@ def _write_merged(sidecar: Path, existing: bytes | None, merged: Callable[[], Me
     if outcome.data == existing:
         result.unchanged += 1
         return
+    if outcome.data == EMPTY_PACKET and existing is None:
+        return  # nothing to write and no file: nothing made
     if not settings.dry_run:
         try:
-            _write_sidecar(sidecar, outcome.data)
+            removed = write_sidecar(sidecar, outcome.data)
         except OSError as error:
             result.skipped.append((str(sidecar), f"cannot write it: {error.strerror or error}"))
             return
+    else:
+        removed = outcome.data == EMPTY_PACKET and not sidecar.is_symlink()
     if existing is None:
         result.created += 1
+    elif removed:
+        result.removed += 1
     else:
         result.updated += 1
 

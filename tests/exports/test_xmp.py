@@ -642,3 +642,21 @@ def test_regions_written_into_a_sidecar_with_another_size_take_the_photos_stored
     assert sorted(r.name for r in read_regions(parse_packet(merged))[0]) == ["Alice", "Alice", "Stranger", "Stranger"]
     assert merge_sidecar(DIGIKAM_SIDECAR, [ALICE], SIZE).data.count(b"AppliedToDimensions") == \
         DIGIKAM_SIDECAR.count(b"AppliedToDimensions")  # the right size: left as it is
+
+
+def test_a_sidecar_left_with_nothing_is_removed_but_a_link_is_written(tmp_path):
+    from facebatch.exports.xmp import write_sidecar
+    from facebatch.exports.xmp_packet import EMPTY_PACKET
+
+    region = FaceRegion("f1", "Ann", "confirmed", Box(0.1, 0.1, 0.3, 0.3))
+    ours = merge_sidecar(None, [region], (100, 100)).data
+    emptied = merge_sidecar(ours, [], None).data
+    assert emptied == EMPTY_PACKET  # everything facebatch wrote, taken back
+    plain = tmp_path / "a.jpg.xmp"
+    plain.write_bytes(ours)
+    assert write_sidecar(plain, emptied) and not plain.exists()
+    target, link = tmp_path / "store" / "b.xmp", tmp_path / "b.jpg.xmp"
+    target.parent.mkdir()
+    target.write_bytes(ours)
+    link.symlink_to(target)
+    assert not write_sidecar(link, emptied) and link.is_symlink() and target.read_bytes() == EMPTY_PACKET
