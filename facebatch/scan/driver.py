@@ -77,7 +77,8 @@ class ScanSummary:
     touched: int = 0  # ... of them the same path with a new mtime: counted as unchanged
     gone: int = 0
     still_failing: int = 0
-    faces: int = 0
+    faces: int = 0  # new faces: found for the first time
+    found_again: int = 0  # --force: faces detected again, keeping their ids (and labels)
     reembedded: int = 0  # faces embedded again after a model change (no detection)
     errors: Counter = field(default_factory=Counter)
     stage_seconds: Counter = field(default_factory=Counter)
@@ -100,7 +101,8 @@ class ScanSummary:
         done = self.processed + self.reused
         rate = f" ({done / self.elapsed:.2f} photos/s)" if done and self.elapsed > 0 else ""
         # The faces of the photos scanned now: on a re-scan with nothing new, "0 new faces", not "0 faces".
-        again = f", {self.reembedded} embedded again" if self.reembedded else ""
+        again = (f", {self.found_again} found again" if self.found_again else "") + (
+            f", {self.reembedded} embedded again" if self.reembedded else "")
         return (
             f"{counted(self.found, 'photo')}: {self.processed} scanned, {self.reused - self.copied - self.touched} moved, "
             + (f"{self.copied} copied, " if self.copied else "") + f"{self.unchanged + self.touched} unchanged, "
@@ -436,13 +438,17 @@ def _write_result(library: Library, result: ShardResult, plan: ScanPlan, summary
         "model": model,
         "finished_at": now.isoformat(),
     }
-    library.write_shard(photos, keep_face_ids(result.faces, plan.old_faces), stats, model)
+    faces = keep_face_ids(result.faces, plan.old_faces)
+    library.write_shard(photos, faces, stats, model)
     summary.processed += result.photos.num_rows
     summary.reused += len(reused_rows)
     before = [(file.path, plan.previous_row(photo_id)["path"]) for file, photo_id in result.reused]
     summary.touched += sum(1 for path, old in before if old == path)
     summary.copied += sum(1 for path, old in before if old != path and os.path.exists(old))
-    summary.faces += result.faces.num_rows
+    again = sum(1 for face_id, photo_id in zip(faces["face_id"].to_pylist(), faces["photo_id"].to_pylist())
+                if any(face_id == old_id for old_id, _ in plan.old_faces.get(photo_id, ())))
+    summary.faces += faces.num_rows - again
+    summary.found_again += again
     summary.errors.update(result.errors)
     summary.stage_seconds.update(result.stage_seconds)
 

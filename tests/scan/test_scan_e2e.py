@@ -24,7 +24,8 @@ from facebatch.store import Library
 from conftest import SAMPLE_DATA, dataset, hard_manifest, run
 
 SUMMARY = re.compile(
-    r"^(\d+) photos?: (\d+) scanned, (\d+) moved, (\d+) unchanged, (\d+) gone; (\d+) new faces?; (\d+) errors?.*; "
+    r"^(\d+) photos?: (\d+) scanned, (\d+) moved, (\d+) unchanged, (\d+) gone; (\d+) new faces?(?:, \d+ found again)?; "
+    r"(\d+) errors?.*; "
     r"[\d.]+s( \([\d.]+ photos/s\))?$"
 )
 
@@ -143,8 +144,9 @@ def test_forced_rescan_with_other_settings_keeps_face_ids(tmp_path):
     library = Library(tmp_path / "lib")
     scan(library.root, str(folder), "--workers", "1")
     before = library.read_faces()
-    _, match = scan(library.root, str(folder), "--workers", "1", "--force", "--detect-size", "1000")
+    output, match = scan(library.root, str(folder), "--workers", "1", "--force", "--detect-size", "1000")
     assert match.group(2) == "1"  # the models ran again
+    assert f"; 0 new faces, {before.num_rows} found again;" in output  # the same faces: none is new
     after = library.read_faces()
     assert sorted(after["face_id"].to_pylist()) == sorted(before["face_id"].to_pylist())
     assert after["box"].to_pylist() != before["box"].to_pylist()  # new boxes, same ids
