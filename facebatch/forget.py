@@ -10,9 +10,9 @@ A face library is biometric data. For each forgotten face this removes:
 - the adapter, when it learned from a forgotten label;
 - the regions facebatch wrote for it, or under a forgotten name, in XMP sidecars, and that name
   where facebatch added it to the people lists (regions other tools wrote stay: not ours).
-What stays is a tombstone per face (LIBRARY/forgotten.parquet: face id, photo id, box; no
-embedding, no name), so that no re-scan, not even --force, embeds the face again; and the photos'
-rows. `leftovers` is what `facebatch check` runs to prove nothing else of them is left.
+What stays is a tombstone per face (LIBRARY/forgotten.parquet: face id, photo id, path, box, a
+video's span; no embedding, no name), so that no re-scan, not even --force, embeds the face again;
+and the photos' rows. `leftovers` is what `facebatch check` runs to prove nothing else of them is left.
 """
 
 from __future__ import annotations
@@ -129,13 +129,13 @@ def forget(library: Library, face_ids: set[str], names: set[str], wait: float = 
 def erase(library: Library, face_ids: set[str], names: set[str]) -> ForgetResult:
     """`forget` under the lock. Tombstones first: no scan embeds these faces again from then on."""
     faces = library.read_faces(["face_id", "photo_id", "path", "box", "video_span"], pending=True)
-    rows = faces.filter(pc.is_in(faces["face_id"], pa.array(sorted(face_ids), pa.string())))
-    their_names = _current_names(library, face_ids)
+    rows = faces.filter(pc.is_in(faces["face_id"], _ids(face_ids)))
+    names_of_photo = _names_by_photo(library, rows)
     _add_tombstones(library, rows)
     tombstones = library.read_forgotten()
-    tombstones = tombstones.filter(pc.is_in(tombstones["face_id"], pa.array(sorted(face_ids), pa.string())))
-    photo_ids = set(tombstones["photo_id"].to_pylist())
-    sidecars, errors = _clean_sidecars(library, photo_ids, face_ids, names, their_names)
+    tombstones = tombstones.filter(pc.is_in(tombstones["face_id"], _ids(face_ids)))
+    photo_ids = set(tombstones["photo_id"].to_pylist())  # those forgotten before too (a repair)
+    sidecars, errors = _clean_sidecars(library, photo_ids, face_ids, names, names_of_photo)
     removed = library.purge_labels(lambda t: _forgotten_labels(t, face_ids, names))
     _clean_clusters(library, face_ids)
     library.drop_faces(face_ids)
@@ -146,16 +146,24 @@ def erase(library: Library, face_ids: set[str], names: set[str]) -> ForgetResult
     return ForgetResult(rows.num_rows, removed, thumbnails, sidecars, errors, adapter, derived, set_aside)
 
 
-def _current_names(library: Library, face_ids: set[str]) -> dict[str, set[str]]:
-    """The names the labels give these faces, by face (to take them out of a video's sidecar,
-    which lists its people with no region to find them by)."""
+def _ids(face_ids: set[str]) -> pa.Array:
+    return pa.array(sorted(face_ids), pa.string())
+
+
+def _names_by_photo(library: Library, rows: pa.Table) -> dict[str, set[str]]:
+    """The names the labels give the faces of `rows`, by photo (to take them out of a video's
+    sidecar, which lists its people with no region to find them by)."""
     labels = replay(library.read_labels())
-    return {f: {name} for f in face_ids if (name := labels.name_of(f))}
+    out: dict[str, set[str]] = {}
+    for face_id, photo_id in zip(rows["face_id"].to_pylist(), rows["photo_id"].to_pylist()):
+        if name := labels.name_of(face_id):
+            out.setdefault(photo_id, set()).add(name)
+    return out
 
 
 def _add_tombstones(library: Library, rows: pa.Table) -> None:
     known = set(library.read_forgotten()["face_id"].to_pylist())
-    new = rows.filter(pc.invert(pc.is_in(rows["face_id"], pa.array(sorted(known), pa.string()))))
+    new = rows.filter(pc.invert(pc.is_in(rows["face_id"], _ids(known))))
     if new.num_rows:
         now = datetime.now(timezone.utc)
         library.add_forgotten(new.append_column("forgotten_at", pa.array([now] * new.num_rows, pa.timestamp("ms", tz="UTC"))))
@@ -163,7 +171,7 @@ def _add_tombstones(library: Library, rows: pa.Table) -> None:
 
 def _forgotten_labels(history: pa.Table, face_ids: set[str], names: set[str]) -> pa.Array:
     """Rows about a forgotten face, and names / "not"s of a forgotten person on any face."""
-    about_face = pc.is_in(history["face_id"], pa.array(sorted(face_ids), pa.string()))
+    about_face = pc.is_in(history["face_id"], _ids(face_ids))
     naming = pc.and_(pc.is_in(history["kind"], pa.array([KIND_NAME, KIND_NOT])),
                      pc.is_in(history["value"], pa.array(sorted(names), pa.string())))
     return pc.fill_null(pc.or_(about_face, naming), False)
@@ -173,7 +181,7 @@ def _clean_clusters(library: Library, face_ids: set[str]) -> None:
     if not library.has_clusters():
         return
     table = library.read_clusters()
-    table = table.filter(pc.invert(pc.is_in(table["face_id"], pa.array(sorted(face_ids), pa.string()))))
+    table = table.filter(pc.invert(pc.is_in(table["face_id"], _ids(face_ids))))
     state = library.read_cluster_state()
     moves = []
     for move in state.get("moves", []):
@@ -185,14 +193,10 @@ def _clean_clusters(library: Library, face_ids: set[str]) -> None:
 
 
 def _clean_sidecars(library: Library, photo_ids: set[str], face_ids: set[str], names: set[str],
-                    their_names: dict[str, set[str]]) -> tuple[int, list[tuple[str, str]]]:
+                    names_of_photo: dict[str, set[str]]) -> tuple[int, list[tuple[str, str]]]:
     """Take facebatch's regions of the faces out of the sidecars of their photos (every live
     photo's when a person is forgotten: the name may have been exported on any of them)."""
     photos = library.read_table("photos", ["path", "photo_id", "status"])
-    faces = library.read_faces(["face_id", "photo_id"], pending=True)
-    names_of_photo: dict[str, set[str]] = {}
-    for face_id, photo_id in zip(faces["face_id"].to_pylist(), faces["photo_id"].to_pylist()):
-        names_of_photo.setdefault(photo_id, set()).update(their_names.get(face_id, ()))
     stems = FolderStems()
     cleaned, errors = 0, []
     for path, photo_id, status in zip(*(photos[c].to_pylist() for c in ("path", "photo_id", "status"))):

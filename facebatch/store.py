@@ -202,18 +202,19 @@ class Library:
     def finds_rotated(self, asked: bool) -> bool:
         """Whether scans look at sideways photos (--find-rotated): once asked, always, so that a
         later scan (a --force one too) never loses the faces only the turned passes find."""
-        info = self.read_info()
-        if asked and info is not None and not info.get("find_rotated"):  # a new library records it once made
-            atomic_write_json(self.info_path, {**info, "find_rotated": True})
-        return asked or bool((info or {}).get("find_rotated"))
+        return self._sticky_flag("find_rotated", asked)
 
     def turned_no_face_photos(self, done: bool = False) -> bool:
         """Whether a scan that looks at sideways photos finished over this library (its photos with
         no upright face were looked at turned); `done` records that one just did."""
-        info = self.read_info() or {}
-        if done and not info.get("no_face_photos_turned"):
-            atomic_write_json(self.info_path, {**info, "no_face_photos_turned": True})
-        return bool(info.get("no_face_photos_turned")) or done
+        return self._sticky_flag("no_face_photos_turned", done)
+
+    def _sticky_flag(self, key: str, now: bool) -> bool:
+        """A flag of library.json that, once set, stays set; `now` sets it (once the library is made)."""
+        info = self.read_info()
+        if now and info is not None and not info.get(key):
+            atomic_write_json(self.info_path, {**info, key: True})
+        return now or bool((info or {}).get(key))
 
     def add_roots(self, roots: list[str]) -> None:
         """Remember the folders scanned into this library (listings show paths relative to them)."""
