@@ -1,7 +1,8 @@
-"""Make facebatch/models/calibration_faces.npz: the FaceNet crops int8 quantisation is calibrated on.
+"""Make facebatch/models/calibration_faces.npz: the crops int8 quantisation is calibrated on.
 
-Every face MTCNN finds in sample_data/ (redistributable photos), cropped as the scan crops it. The
-quantiser (facebatch.models.quantize) reads the file; a test checks it still matches sample_data/.
+Every face MTCNN finds in sample_data/ (redistributable photos), cropped as the scan crops it for
+FaceNet (`faces`) and aligned for SFace (`sface`). The quantisers (facebatch.models.quantize and
+sface_int8) read the file; a test checks it still matches sample_data/.
 
     .venv/bin/python benchmarks/calibration_faces.py sample_data
 """
@@ -21,10 +22,10 @@ from facebatch.models.quantize import CALIBRATION_FILE, calibration_crops_from  
 def main(argv: list[str]) -> None:
     if len(argv) != 1:
         raise SystemExit("usage: python benchmarks/calibration_faces.py SAMPLE_DATA_FOLDER")
-    faces = calibration_crops_from(Path(argv[0]))
+    faces, sface = (calibration_crops_from(Path(argv[0]), model) for model in ("facenet", "sface"))
     target = Path(__file__).resolve().parent.parent / "facebatch" / "models" / CALIBRATION_FILE
-    np.savez_compressed(target, faces=faces)
-    print(f"{len(faces)} faces -> {target}")
+    np.savez_compressed(target, faces=faces, sface=sface)
+    print(f"{len(faces)} faces, {len(sface)} aligned for SFace -> {target}")
 
 
 if __name__ == "__main__":

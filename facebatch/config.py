@@ -49,7 +49,8 @@ class DetectionSettings:
 
 # Where the models run and at which precision (README "Weights"). ONNX Runtime needs no torch in
 # the process; int8 is FaceNet statically quantised (per-channel, QDQ), measured against fp32 in
-# benchmarks/model_runtimes.py (BENCHMARKS.md, "Models"). MTCNN always runs in fp32.
+# benchmarks/model_runtimes.py (BENCHMARKS.md, "Models"), and SFace when it runs alone
+# (models.sface_int8, BENCHMARKS.md section 18). MTCNN always runs in fp32.
 RUNTIMES = ("onnx", "torch")
 PRECISIONS = ("fp32", "int8")
 DEFAULT_RUNTIME = "onnx"
@@ -80,6 +81,13 @@ class ModelSettings:
     def variant(self) -> str:
         """How the embeddings were computed, as recorded in their model tag: onnx-int8, torch-fp32..."""
         return f"{self.runtime}-{self.precision}"
+
+    @property
+    def sface_precision(self) -> str:
+        """SFace runs in ONNX Runtime whatever the runtime: alone, at --precision; beside FaceNet (whose
+        precision the tag records) and with --runtime torch, in fp32."""
+        alone = "facenet" not in model_named(self.embedding).nets
+        return self.precision if alone and self.runtime == "onnx" else "fp32"
 
     @classmethod
     def choose(cls, runtime: str | None, precision: str | None, device: str = "cpu",

@@ -15,5 +15,6 @@
     onnx_models.py   the nets exported to ONNX once, cached and checksummed, run in ONNX Runtime (no torch)
     mtcnn_graph.py   exported graphs with their PReLUs split for ONNX Runtime's kernels (exact; MTCNN, SFace)
     quantize.py      FaceNet statically quantised to int8, calibrated on the shipped sample faces
-    calibration_faces.npz   those faces: the 21 crops of sample_data/ (package data)
+    sface_int8.py    SFace reshaped for int8 kernels (PReLU as z + relu(-(1 - a) z)) and quantised the same way
+    calibration_faces.npz   those faces: sample_data/'s 21, cropped for FaceNet and aligned for SFace (package data)
 """

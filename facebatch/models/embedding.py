@@ -52,9 +52,9 @@ class FaceGeometry:
 # --------------------------------------------------------------------------- tags
 
 
-# SFace runs in ONNX Runtime in fp32 whatever --runtime and --precision say (they are FaceNet's and
-# MTCNN's): a model without FaceNet always has this variant, so those options never re-embed it.
-SFACE_VARIANT = "onnx-fp32"
+# SFace always runs in ONNX Runtime (config.ModelSettings.sface_precision): a model without FaceNet is
+# onnx-int8 or onnx-fp32, whatever --runtime says.
+SFACE_VARIANTS = ("onnx-int8", "onnx-fp32")
 
 
 def net_tags(model: EmbeddingModel, weights: Weights | None) -> list[str]:
@@ -73,8 +73,8 @@ def model_tag(model: EmbeddingModel, weights: Weights | None, variant: str = LEG
     (`casia-webface@9549dbb482ce/box-margin44-182-centre160/onnx-int8`), so no library moves.
     `weights`: FaceNet's, None for a model that does not run it."""
     nets = net_tags(model, weights)
-    if "facenet" not in model.nets:
-        variant = SFACE_VARIANT
+    if "facenet" not in model.nets and variant not in SFACE_VARIANTS:
+        variant = "onnx-fp32"  # torch-fp32: SFace in fp32, in ONNX Runtime
     if model.name == "facenet":
         return f"{nets[0]}/{variant}"
     means = f";mean@{means_key(model, weights)}" if model.centred else ""

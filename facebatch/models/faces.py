@@ -112,7 +112,7 @@ def prepare_builder(
     onnx = prepare_onnx_models(weights, models.precision) if models.runtime == "onnx" else None
     if model.centred:
         model_tag(model, weights)  # a model whose means are missing is refused here, not on every worker
-    sface = prepare_sface() if "sface" in model.nets else None
+    sface = prepare_sface(models.sface_precision) if "sface" in model.nets else None
     return PipelineBuilder(detection, weights, batch_size, device, threads, models, onnx, sface)
 
 

@@ -98,17 +98,18 @@ def _unit(x: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- making the calibration file
 
 
-def calibration_crops_from(folder: Path) -> np.ndarray:
-    """The 160x160 crop of every face MTCNN finds in the photos under `folder`, in path order, made
-    as the scan makes them (torch detection, so the file doesn't depend on the ONNX export).
+def calibration_crops_from(folder: Path, model: str = "facenet") -> np.ndarray:
+    """The crop of every face MTCNN finds in the photos under `folder`, in path order, made as the
+    scan makes them for `model` (FaceNet's 160x160 box crop; SFace's 112x112 aligned face), with
+    torch detection, so the file doesn't depend on the ONNX export.
     benchmarks/calibration_faces.py writes them as the package's calibration file."""
     from facebatch.config import DetectionSettings
     from facebatch.imageload import read_photo_bytes
-    from facebatch.models.catalog import FACENET
+    from facebatch.models.catalog import model_named
     from facebatch.models.detection import FaceDetector
     from facebatch.models.embedding import ModelEmbedder
     from facebatch.models.faces import FacePipeline
 
-    cropper = FacePipeline(FaceDetector(DetectionSettings()), ModelEmbedder(FACENET, None, [], "crops only"))  # type: ignore[arg-type]
+    cropper = FacePipeline(FaceDetector(DetectionSettings()), ModelEmbedder(model_named(model), None, [], "crops only"))  # type: ignore[arg-type]
     photos = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     return np.stack([crops[0] for photo in photos for crops in cropper.find_faces(read_photo_bytes(str(photo)))[2]])

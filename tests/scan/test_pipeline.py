@@ -61,9 +61,16 @@ def test_switching_precision_re_embeds_every_face_keeping_ids_boxes_and_names(fa
     assert "embedded again" not in again.output and "11 unchanged" in again.output
 
 
-def test_sfaces_embeddings_do_not_depend_on_facenets_runtime(sample_library):
-    again = run("--library", sample_library.root, "scan", SAMPLE_DATA, "--runtime", "torch", "--precision", "fp32")
-    assert again.exit_code == 0 and "embedded again" not in again.output and "11 unchanged" in again.output
+def test_sface_follows_precision_but_not_facenets_runtime(sample_library):
+    """SFace alone runs in int8 by default; --precision fp32 embeds it again in fp32 and says how to
+    stay; --runtime torch then changes nothing (SFace runs in ONNX Runtime either way)."""
+    assert {split_model_tag(f["model"])[1] for f in faces_by_id(sample_library).values()} == {"onnx-int8"}
+    again = run("--library", sample_library.root, "scan", SAMPLE_DATA, "--precision", "fp32")
+    assert again.exit_code == 0 and "11 unchanged" in again.output
+    assert "embedded again with onnx-fp32 (were onnx-int8; `--precision int8` keeps them)" in again.output
+    assert {split_model_tag(f["model"])[1] for f in faces_by_id(sample_library).values()} == {"onnx-fp32"}
+    torch = run("--library", sample_library.root, "scan", SAMPLE_DATA, "--runtime", "torch")
+    assert torch.exit_code == 0 and "embedded again" not in torch.output and "11 unchanged" in torch.output
 
 
 def test_a_killed_re_embed_resumes(facenet_library, monkeypatch):
