@@ -14,7 +14,7 @@ it is rewritten first:
    ranges measured on the calibration faces: one int8 scale per tensor then fits its channels
    better (mean cosine to fp32 on lfw-dev 0.9879 -> 0.9905; the full power 1.0 starves the second
    convolution's weights: 0.9862).
-3. PReLU(z) = z + relu(-(1 - a) z), exactly for a per-channel slope a <= 1: the second term is a
+3. PReLU(z) = z + relu(-(1 - a) z) (to float rounding) for a per-channel slope a <= 1: the second term is a
    depthwise 1x1 convolution with its ReLU (one int8 kernel), and the sum an int8 Add. The two
    first PReLUs have a few slopes above 1; there it is z + (1 - a) relu(-z), two convolutions.
 
@@ -25,8 +25,8 @@ for SFace, and their mirror images.
 
 Measured (one thread, AMD EPYC with AVX-512 VNNI, batches of 16; lfw-dev's 3,729 faces against
 fp32): 6.0 ms a face against 14.3 ms in fp32 (int8 FaceNet: 7.7 ms); cosine to fp32 mean 0.990,
-min 0.886; 10-fold pair accuracy 99.70% against 99.77%. BENCHMARKS.md section 18 has the people
-figures.
+min 0.886; 10-fold pair accuracy 99.67% against 99.77% (benchmarks/sface_int8.py).
+BENCHMARKS.md section 18 has the people figures.
 """
 
 from __future__ import annotations
