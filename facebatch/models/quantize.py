@@ -38,8 +38,13 @@ MIN_COSINE = 0.99
 
 def calibration_faces() -> np.ndarray:
     """(N, 160, 160, 3) uint8: the faces of sample_data/, shipped with the package."""
+    return shipped_crops("faces")
+
+
+def shipped_crops(key: str) -> np.ndarray:
+    """One array of the calibration file: `faces` (FaceNet's crops) or `sface` (aligned for SFace)."""
     with resources.files("facebatch.models").joinpath(CALIBRATION_FILE).open("rb") as handle:
-        return np.load(handle)["faces"]
+        return np.load(handle)[key]
 
 
 def quantize_facenet(fp32: OnnxModel) -> bytes:

@@ -36,7 +36,6 @@ import hashlib
 import importlib.util
 import math
 from collections.abc import Sequence
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -205,7 +204,7 @@ def check_conversion(original: bytes, converted: bytes) -> float | None:
     output), run as shipped in ONNX Runtime on the calibration faces; FacebatchError above
     CONVERSION_TOLERANCE. None when this ONNX Runtime cannot run the shipped graph (opset 21 needs
     a newer one than the converted graph does): tests/models/test_sface.py checks it then."""
-    faces = sample_faces()
+    faces = calibration_faces()[:6]
     try:
         expected = np.concatenate([run_original(original, face[None]) for face in faces])
     except Exception:  # noqa: BLE001 - ONNX Runtime's own error types (an opset or kernel it lacks)
@@ -231,13 +230,9 @@ def calibration_faces() -> np.ndarray:
     """(21, 112, 112, 3) uint8: the faces of sample_data/ aligned for SFace, shipped with the package
     beside FaceNet's crops (models.quantize): the int8 model's calibration, and real faces to compare
     two graphs on."""
-    with resources.files("facebatch.models").joinpath("calibration_faces.npz").open("rb") as handle:
-        return np.load(handle)["sface"]
+    from facebatch.models.quantize import shipped_crops
 
-
-def sample_faces(count: int = 6) -> np.ndarray:
-    """The first `count` calibration faces."""
-    return calibration_faces()[:count]
+    return shipped_crops("sface")
 
 
 def _session(data: bytes) -> Any:

@@ -40,6 +40,8 @@ from typing import Any
 import numpy as np
 
 from facebatch.errors import FacebatchError
+from facebatch.models.quantize import _unit
+from facebatch.models.sface import _INPUT, _fp32, _session, to_model_input
 
 # Part of the int8 file's name: another recipe makes a new file.
 RECIPE = "eq05-prelu-residual-qdq-p9999-r7"
@@ -48,15 +50,12 @@ PERCENTILE = 99.99
 # The int8 model must keep the calibration faces this close to fp32 (mean cosine), or it is
 # refused (they measure 0.99 on lfw-dev's faces, which the calibration never saw).
 MIN_MEAN_COSINE = 0.98
-_INPUT = "data"
 
 
 def quantize_sface(plain: bytes, faces: np.ndarray) -> bytes:
     """The int8 model's bytes from the plain fp32 graph (models.sface.plain_sface), calibrated on
     `faces` ((N, 112, 112, 3) aligned RGB crops) and their mirrors, checked against fp32."""
     import onnx
-
-    from facebatch.models.sface import to_model_input
 
     inputs = to_model_input(np.concatenate([faces, faces[:, :, ::-1]]))
     model = onnx.load_from_string(plain)
@@ -229,21 +228,8 @@ def _replace(graph: Any, nodes: list[Any], tensors: dict[str, np.ndarray]) -> No
     from onnx import numpy_helper
 
     used = {name for node in nodes for name in node.input}
-    initializers = [numpy_helper.from_array(np.asarray(value, np.float32) if value.dtype == np.float64 else value, name)
-                    for name, value in tensors.items() if name in used]
+    initializers = [numpy_helper.from_array(_fp32(value), name) for name, value in tensors.items() if name in used]
     graph.ClearField("node")
     graph.node.extend(nodes)
     graph.ClearField("initializer")
     graph.initializer.extend(initializers)
-
-
-def _session(data: bytes) -> Any:
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.log_severity_level = 3
-    return onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
