@@ -25,6 +25,17 @@ def jpeg(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
+def photo_folder(tmp_path: Path, turn: Image.Transpose, upright_too: bool = True) -> Path:
+    """A folder with Joe Biden's photo turned by `turn` (sideways.jpg), and upright (upright.jpg)."""
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    upright = Image.open(SAMPLE_DATA / "people/joe_biden/1.jpg").convert("RGB")
+    if upright_too:
+        (folder / "upright.jpg").write_bytes(jpeg(upright))
+    (folder / "sideways.jpg").write_bytes(jpeg(upright.transpose(turn)))
+    return folder
+
+
 @pytest.mark.parametrize("model", ["sface", "facenet"])
 def test_a_sideways_portrait_gives_the_upright_face_back(model):
     upright = Image.open(SAMPLE_DATA / "people/barack_obama/1.jpg").convert("RGB")
@@ -54,10 +65,7 @@ def test_without_the_option_a_sideways_photo_keeps_no_face_and_upright_photos_ar
 
 
 def test_scan_find_rotated_records_the_turn(tmp_path):
-    folder = tmp_path / "scans"
-    folder.mkdir()
-    upright = Image.open(SAMPLE_DATA / "people/joe_biden/1.jpg").convert("RGB")
-    (folder / "sideways.jpg").write_bytes(jpeg(upright.transpose(Image.Transpose.ROTATE_90)))
+    folder = photo_folder(tmp_path, Image.Transpose.ROTATE_90, upright_too=False)
     result = run("--library", tmp_path / "lib", "scan", folder, "--find-rotated")
     assert result.exit_code == 0 and "1 new face;" in result.output, result.output
     library = Library(tmp_path / "lib")
@@ -70,11 +78,7 @@ def test_scan_find_rotated_records_the_turn(tmp_path):
 
 
 def test_a_model_change_embeds_a_turned_face_upright_again(tmp_path):
-    folder = tmp_path / "scans"
-    folder.mkdir()
-    upright = Image.open(SAMPLE_DATA / "people/joe_biden/1.jpg").convert("RGB")
-    (folder / "upright.jpg").write_bytes(jpeg(upright))
-    (folder / "sideways.jpg").write_bytes(jpeg(upright.transpose(Image.Transpose.ROTATE_270)))
+    folder = photo_folder(tmp_path, Image.Transpose.ROTATE_270)
     library = Library(tmp_path / "lib")
     assert run("--library", library.root, "scan", folder, "--find-rotated", "-q").exit_code == 0
     moved = run("--library", library.root, "scan", folder, "--model", "facenet")  # FaceNet crops by the box
@@ -87,11 +91,7 @@ def test_a_model_change_embeds_a_turned_face_upright_again(tmp_path):
 
 
 def test_find_rotated_on_a_library_scanned_without_it_looks_again_at_photos_with_no_face(tmp_path):
-    folder = tmp_path / "scans"
-    folder.mkdir()
-    upright = Image.open(SAMPLE_DATA / "people/joe_biden/1.jpg").convert("RGB")
-    (folder / "upright.jpg").write_bytes(jpeg(upright))
-    (folder / "sideways.jpg").write_bytes(jpeg(upright.transpose(Image.Transpose.ROTATE_90)))
+    folder = photo_folder(tmp_path, Image.Transpose.ROTATE_90)
     library = Library(tmp_path / "lib")
     first = run("--library", library.root, "scan", folder)
     assert first.exit_code == 0 and "1 new face;" in first.output, first.output  # the sideways one missed
