@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pillow_heif
@@ -116,6 +117,12 @@ class DecodedPhoto:
         """image.width / width: 1.0 at full resolution, about 1/2, 1/4 or 1/8 after draft."""
         return self.image.width / self.width
 
+    @cached_property
+    def pixels(self) -> np.ndarray:
+        """The image as a read-only (H, W, 3) uint8 array, made once (detection and every crop share it:
+        9 MB for a photo drafted to 2016x1512)."""
+        return np.asarray(self.image)
+
 
 def read_photo_bytes(path: str) -> bytes:
     """Read a whole photo file; every OS failure becomes a PhotoError."""
@@ -161,6 +168,7 @@ def _decode(data: bytes, min_long_side: int | None) -> DecodedPhoto:
     if _may_be_raw(data) and (raw := _decode_raw(data, min_long_side)) is not None:
         return raw
     image = _open(data)
+    rgb = None
     try:
         _check_pixel_count(image.size)
         _check_complete(data, image)
@@ -173,7 +181,8 @@ def _decode(data: bytes, min_long_side: int | None) -> DecodedPhoto:
         orientation = _exif_orientation(image)
         rgb = _to_rgb(image)
     finally:
-        image.close()
+        if rgb is not image:
+            image.close()
     if orientation in _ORIENTATION_TRANSPOSE:
         rgb = rgb.transpose(_ORIENTATION_TRANSPOSE[orientation])
     if orientation in _ORIENTATIONS_SWAPPING_AXES:
@@ -348,13 +357,14 @@ def _request_jpeg_reduction(image: Image.Image, min_long_side: int) -> None:
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
-    """Convert any decoded mode to a new RGB image (never the decoder's own object)."""
+    """Any decoded mode in RGB: the decoded image itself when it is RGB already (a copy would cost
+    31 ms on a 12 MP photo), else a new image."""
     mode = image.mode
     if mode.startswith("I;16") or mode in ("I", "F"):
         return _high_bit_depth_to_rgb(image)
     if image.has_transparency_data:  # an alpha band, or palette/colour-key transparency
         return _composite_on_white(image)
-    return image.convert("RGB")
+    return image if mode == "RGB" else image.convert("RGB")
 
 
 def _composite_on_white(image: Image.Image) -> Image.Image:

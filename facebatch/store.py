@@ -59,6 +59,7 @@ from facebatch.schema import (
     PHOTOS_SCHEMA,
     STATUS_ERROR,
     STATUS_OK,
+    empty_table,
 )
 
 PART_NAME = re.compile(r"^part-(\d{6,})\.(parquet|json)$")
@@ -92,7 +93,7 @@ def read_table_file(path: Path, schema: pa.Schema | None) -> pa.Table:
     schema None: as stored (for files an older version wrote, upgraded by the caller).
     """
     if not path.exists():
-        return schema.empty_table() if schema is not None else pa.table({})
+        return empty_table(schema) if schema is not None else pa.table({})
     try:
         return pq.read_table(path, schema=schema)
     except (OSError, pa.ArrowException) as exc:
@@ -317,7 +318,7 @@ class Library:
             empty = schema if columns is None else pa.schema([schema.field(c) for c in columns])
             if with_part:
                 empty = empty.append(pa.field("part", pa.int64()))
-            return empty.empty_table()
+            return empty_table(empty)
         return pa.concat_tables(pieces)
 
     def finished_parts(self, table: str) -> list[int]:
@@ -471,7 +472,7 @@ class Library:
             table = table.append_column("mode", table["cluster_id"])
         if table.num_rows and "core" not in table.column_names:  # written before cores: every member
             table = table.append_column("core", pc.greater_equal(table["cluster_id"], 0))
-        return table.select(CLUSTERS_SCHEMA.names).cast(CLUSTERS_SCHEMA) if table.num_rows else CLUSTERS_SCHEMA.empty_table()
+        return table.select(CLUSTERS_SCHEMA.names).cast(CLUSTERS_SCHEMA) if table.num_rows else empty_table(CLUSTERS_SCHEMA)
 
     def read_cluster_pairs(self) -> pa.Table:
         return read_table_file(self.cluster_pairs_path, CLUSTER_PAIRS_SCHEMA)
@@ -494,7 +495,7 @@ class Library:
     def read_labels(self) -> pa.Table:
         """The whole history of what the user said (oldest first); empty before the first label."""
         table = read_table_file(self.labels_path, None)
-        return _upgrade_labels(table) if table.num_rows else LABELS_SCHEMA.empty_table()
+        return _upgrade_labels(table) if table.num_rows else empty_table(LABELS_SCHEMA)
 
     def append_labels(self, rows: pa.Table) -> pa.Table:
         """Add one action's rows to the history; the file before it is kept as a generation.
@@ -522,7 +523,7 @@ class Library:
             if not path.exists():
                 continue
             table = read_table_file(path, None)
-            table = _upgrade_labels(table) if table.num_rows else LABELS_SCHEMA.empty_table()
+            table = _upgrade_labels(table) if table.num_rows else empty_table(LABELS_SCHEMA)
             gone = forgotten(table)
             count = pc.sum(gone).as_py() or 0
             if count:

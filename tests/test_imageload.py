@@ -115,6 +115,14 @@ def test_decodes_rgb_jpeg_at_full_resolution() -> None:
     assert photo.scale == 1.0
 
 
+def test_pixels_are_the_images_made_once() -> None:
+    written = gradient_rgb(64, 48)
+    photo = decode_photo(encode(written, "PNG"))  # lossless: the pixels come back as written
+    assert photo.pixels is photo.pixels and photo.pixels.shape == (48, 64, 3)
+    np.testing.assert_array_equal(photo.pixels, np.asarray(written))
+    np.testing.assert_array_equal(np.asarray(photo.image), np.asarray(written))  # the image is still open
+
+
 def test_empty_bytes_are_an_empty_file() -> None:
     assert photo_error(b"").kind == "empty_file"
 

@@ -44,41 +44,42 @@ class FaceDetector:
 
     def detect(self, photo: DecodedPhoto) -> list[Face]:
         """Every face in the photo with score >= min_score and size >= min_face, best first."""
-        image, to_original = detection_copy(photo, self.settings.max_side)
+        pixels, to_original = detection_copy(photo, self.settings.max_side)
         min_size = max(MTCNN_MIN_SIZE, self.settings.min_face / to_original)
-        if min(image.size) < min_size:  # smaller than the smallest face: MTCNN has no scale to run
+        if min(pixels.shape[:2]) < min_size:  # smaller than the smallest face: MTCNN has no scale to run
             return []
-        faces = self._detect_turned(image, 0, min_size, to_original, photo)
+        faces = self._detect_turned(pixels, 0, min_size, to_original, photo)
         if faces or not self.settings.find_rotated:
             return faces
         # Both turns: MTCNN also finds some faces upside down (score 0.99 on a sample_data portrait
         # turned the wrong way); the turn that shows them upright finds more, or surer ones.
-        found = [self._detect_turned(image, turn, min_size, to_original, photo) for turn in ROTATIONS]
+        found = [self._detect_turned(pixels, turn, min_size, to_original, photo) for turn in ROTATIONS]
         return max(found, key=lambda turned: (len(turned), max((f.score for f in turned), default=0.0)))
 
-    def _detect_turned(self, image: Image.Image, turn: int, min_size: float, to_original: float,
+    def _detect_turned(self, pixels: np.ndarray, turn: int, min_size: float, to_original: float,
                        photo: DecodedPhoto) -> list[Face]:
         """The faces kept in the detection copy turned `turn` degrees clockwise, best first, in the
         photo's own original pixels."""
-        turned = image.transpose(UPRIGHT[turn]) if turn else image
-        boxes, points = detect_faces(np.asarray(turned), min_size, self.nets)
+        height, width = pixels.shape[:2]
+        boxes, points = detect_faces(np.rot90(pixels, -turn // 90), min_size, self.nets)
         faces = []
         for box, landmarks in zip(boxes.astype(float), points.astype(float)):
-            box[:4], landmarks = _unturn(box[:4], landmarks, turn, image.width, image.height)
+            box[:4], landmarks = _unturn(box[:4], landmarks, turn, width, height)
             faces.append(_to_face(box, landmarks, to_original, photo.width, photo.height, turn))
         kept = [f for f in faces if f.score >= self.settings.min_score and f.short_side >= self.settings.min_face]
         return sorted(kept, key=lambda f: -f.score)
 
 
-def detection_copy(photo: DecodedPhoto, max_side: int) -> tuple[Image.Image, float]:
-    """The photo with its long side capped at max_side, and the factor back to original pixels."""
+def detection_copy(photo: DecodedPhoto, max_side: int) -> tuple[np.ndarray, float]:
+    """The photo's (H, W, 3) pixels with the long side capped at max_side, and the factor back to
+    original pixels."""
     image = photo.image
     long_side = max(image.size)
-    if long_side > max_side:
-        ratio = max_side / long_side
-        size = (max(1, round(image.width * ratio)), max(1, round(image.height * ratio)))
-        image = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
-    return image, photo.width / image.width
+    if long_side <= max_side:
+        return photo.pixels, photo.width / image.width
+    ratio = max_side / long_side
+    size = (max(1, round(image.width * ratio)), max(1, round(image.height * ratio)))
+    return np.asarray(image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)), photo.width / size[0]
 
 
 # The turns tried after an upright pass found nobody: a quarter clockwise and counter-clockwise.

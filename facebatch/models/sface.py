@@ -277,8 +277,7 @@ def aligned_face(photo: DecodedPhoto, landmarks: Sequence[float]) -> np.ndarray:
 
     points = (np.asarray(landmarks, np.float64) + 0.5) * photo.scale - 0.5
     matrix = similarity_transform(points)
-    pixels = np.asarray(photo.image)
-    return cv2.warpAffine(pixels, matrix, (INPUT_SIZE, INPUT_SIZE), flags=cv2.INTER_LINEAR)
+    return cv2.warpAffine(photo.pixels, matrix, (INPUT_SIZE, INPUT_SIZE), flags=cv2.INTER_LINEAR)
 
 
 def needed_scale(landmarks: Sequence[float]) -> float:

@@ -92,6 +92,20 @@ def test_batched_glue_and_onnx_nets_on_the_shared_datasets(torch_nets, onnx_nets
     assert assert_same_faces(shared_photos(), torch_nets, torch_nets, onnx_nets) > 60
 
 
+@pytest.mark.parametrize("wide", [False, True], ids=["int32", "float64"])
+def test_summed_area_table_holds_every_rectangles_exact_sum(monkeypatch, wide):
+    rng = np.random.default_rng(2)
+    pixels = rng.integers(0, 256, (61, 83, 3), np.uint8)
+    if wide:  # the table a photo over 8.4 megapixels gets, whose sums outgrow int32
+        monkeypatch.setattr(M, "_INT32_TABLE_PIXELS", 100)
+    table = M.summed_area_table(pixels)
+    assert table.shape == (3, 62, 84) and table.dtype == (np.float64 if wide else np.int32)
+    expected = np.zeros((3, 62, 84), np.int64)
+    expected[:, 1:, 1:] = pixels.transpose(2, 0, 1).cumsum(axis=1).cumsum(axis=2)
+    np.testing.assert_array_equal(table, expected)
+    assert table[:, 61, 83].tolist() == pixels.reshape(-1, 3).sum(axis=0).tolist()
+
+
 def test_area_resize_is_torchs_area_interpolation():
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 256, (97, 131, 3), np.uint8)
