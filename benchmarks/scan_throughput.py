@@ -19,9 +19,9 @@ Methods, each in its own process tree, alternating over --rounds:
   `pip install dlib-bin face_recognition_models && pip install --no-deps face_recognition`).
 
 Prints a markdown table (photos/s, faces/s, ratio to naive and to face_recognition, peak memory
-per process, faces found of those placed), facebatch's time per stage, where detection's time goes
-(each net against the glue around them, on 6 of the 12mp photos, one thread), the model-only
-ceiling, and the reproducing command.
+per process, faces found of those placed), each facebatch method's worker time per stage on each
+set, where detection's time goes (each net against the glue around them, on 6 of the 12mp photos,
+one thread), the model-only ceiling, and the reproducing command.
 
     .venv/bin/python benchmarks/scan_throughput.py [--photos 24] [--small 200] [--rounds 1] [--before DIR] [--tree LABEL=DIR]
 """
@@ -374,7 +374,8 @@ def main() -> None:
         facebatch_runs[f"facebatch {label}"] = (Path(folder).resolve(), [])
     me = [sys.executable, __file__, "--child"]
     methods = [*facebatch_runs, "naive"] + (["face_recognition"] if face_recognition_available() else [])
-    rows, stage_totals = [], Counter()
+    rows: list[tuple] = []
+    stage_totals: dict[tuple[str, str], Counter] = {}  # (photo set, facebatch method): worker seconds per stage
     with tempfile.TemporaryDirectory() as tmp:
         sets = {"12mp": make_12mp(Path(tmp) / "12mp", args.photos), "lfw": make_small(Path(tmp) / "lfw", args.small)}
         # The photos just written are flushed, and each tree scans a few photos untimed, so that the
@@ -395,8 +396,7 @@ def main() -> None:
                         seconds, peak, _ = measure([*cli, "--library", str(library), "scan", str(folder), "-q",
                                                     *options], tree)
                         found, stages = facebatch_found(library)
-                        if name == "12mp" and method == "facebatch":
-                            stage_totals.update(stages)
+                        stage_totals.setdefault((name, method), Counter()).update(stages)
                     else:
                         seconds, peak, out = measure([*me, method, str(folder)])
                         found = json.loads(out)
@@ -418,27 +418,36 @@ def main() -> None:
         print(f"| {name} | {method} | {photos} | {seconds:.1f} | {pps:.2f} | {fps:.2f} | {pps / naive[name]:.1f} | "
               f"{versus_dlib} | {peak:.0f} | {hits}/{placed} |")
 
-    total = sum(stage_totals.values())
-    print("\nfacebatch on 12mp, worker time per stage (all workers):\n")
-    print("| stage | seconds | share |\n|---|---|---|")
-    for stage, seconds in stage_totals.items():
-        print(f"| {stage} | {seconds:.1f} | {seconds / total:.0%} |")
+    for name in sets:
+        print_stages(name, {method: totals for (set_name, method), totals in stage_totals.items() if set_name == name})
     print("\nwhere detection's time goes, 6 of the 12mp photos at the detection size, one thread:\n")
     print("| detection | s/photo | P-Net | R-Net | O-Net | glue (pyramid, crops, NMS) |\n|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for name, per_photo, shares in detection_breakdown(_six_12mp(Path(tmp))):
             nets = [shares.get(net, 0.0) for net in ("pnet", "rnet", "onet")]
             print(f"| {name} | {per_photo:.3f} | " + " | ".join(f"{x:.0%}" for x in nets) + f" | {1 - sum(nets):.0%} |")
+    ours = stage_totals[("12mp", "facebatch")]
     faces_per_s, detect_s = ceiling(32)
     print(f"\nmodel-only ceiling on this machine (default models, all cores): the embedding net {faces_per_s:.1f} "
           f"faces/s at batch 32; MTCNN {detect_s:.2f} s per face-less photo at the detection size")
     print(f"model forward share (detect + embed) of worker time: "
-          f"{(stage_totals['detect'] + stage_totals['embed']) / total:.0%}")
+          f"{(ours['detect'] + ours['embed']) / sum(ours.values()):.0%}")
     before = (f" --before {args.before}" if args.before else "") + "".join(f" --tree {t}" for t in args.tree)
     before += "".join(f" --model {m}" for m in args.model) + (" --no-torch" if args.no_torch else "")
     print(f"\nmachine: {os.cpu_count()} cores, CPU flags {cpu_flags()}, load {os.getloadavg()[0]:.1f} at the end; "
           "reproduce: .venv/bin/python "
           f"benchmarks/scan_throughput.py --photos {args.photos} --small {args.small} --rounds {args.rounds}{before}")
+
+
+def print_stages(name: str, by_method: dict[str, Counter]) -> None:
+    """Worker seconds per stage (summed over the workers, over the rounds) and their share, a column pair per method."""
+    print(f"\nworker time per stage on {name} (all workers, all rounds):\n")
+    print("| stage | " + " | ".join(f"{method} s | share" for method in by_method) + " |")
+    print("|---|" + "---|---|" * len(by_method))
+    for stage in ("read", "decode", "detect", "crop", "embed"):
+        cells = [f"{t[stage]:.1f} | {t[stage] / max(sum(t.values()), 1e-9):.0%}" for t in by_method.values()]
+        print(f"| {stage} | " + " | ".join(cells) + " |")
+    print("| all | " + " | ".join(f"{sum(t.values()):.1f} | 100%" for t in by_method.values()) + " |")
 
 
 def cpu_flags() -> str:
