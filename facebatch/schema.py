@@ -62,12 +62,6 @@ FACES_SCHEMA = pa.schema(
 
 
 
-def empty_table(schema: pa.Schema) -> pa.Table:
-    """A table of `schema` with no rows. (pyarrow's Schema.empty_table imports pandas: 0.56 s of a
-    scan's start-up, on every new library.)"""
-    return pa.Table.from_batches([], schema=schema)
-
-
 def embedding_column(embeddings: np.ndarray) -> pa.Array:
     """An (n, d) array as the faces table's `embedding` column, without a Python object per row."""
     x = np.ascontiguousarray(embeddings, np.float32)

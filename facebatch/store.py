@@ -59,7 +59,6 @@ from facebatch.schema import (
     PHOTOS_SCHEMA,
     STATUS_ERROR,
     STATUS_OK,
-    empty_table,
 )
 
 PART_NAME = re.compile(r"^part-(\d{6,})\.(parquet|json)$")
@@ -93,7 +92,7 @@ def read_table_file(path: Path, schema: pa.Schema | None) -> pa.Table:
     schema None: as stored (for files an older version wrote, upgraded by the caller).
     """
     if not path.exists():
-        return empty_table(schema) if schema is not None else pa.table({})
+        return schema.empty_table() if schema is not None else pa.table({})
     try:
         return pq.read_table(path, schema=schema)
     except (OSError, pa.ArrowException) as exc:
@@ -318,7 +317,7 @@ class Library:
             empty = schema if columns is None else pa.schema([schema.field(c) for c in columns])
             if with_part:
                 empty = empty.append(pa.field("part", pa.int64()))
-            return empty_table(empty)
+            return empty.empty_table()
         return pa.concat_tables(pieces)
 
     def finished_parts(self, table: str) -> list[int]:
@@ -472,7 +471,7 @@ class Library:
             table = table.append_column("mode", table["cluster_id"])
         if table.num_rows and "core" not in table.column_names:  # written before cores: every member
             table = table.append_column("core", pc.greater_equal(table["cluster_id"], 0))
-        return table.select(CLUSTERS_SCHEMA.names).cast(CLUSTERS_SCHEMA) if table.num_rows else empty_table(CLUSTERS_SCHEMA)
+        return table.select(CLUSTERS_SCHEMA.names).cast(CLUSTERS_SCHEMA) if table.num_rows else CLUSTERS_SCHEMA.empty_table()
 
     def read_cluster_pairs(self) -> pa.Table:
         return read_table_file(self.cluster_pairs_path, CLUSTER_PAIRS_SCHEMA)
@@ -495,7 +494,7 @@ class Library:
     def read_labels(self) -> pa.Table:
         """The whole history of what the user said (oldest first); empty before the first label."""
         table = read_table_file(self.labels_path, None)
-        return _upgrade_labels(table) if table.num_rows else empty_table(LABELS_SCHEMA)
+        return _upgrade_labels(table) if table.num_rows else LABELS_SCHEMA.empty_table()
 
     def append_labels(self, rows: pa.Table) -> pa.Table:
         """Add one action's rows to the history; the file before it is kept as a generation.
@@ -523,7 +522,7 @@ class Library:
             if not path.exists():
                 continue
             table = read_table_file(path, None)
-            table = _upgrade_labels(table) if table.num_rows else empty_table(LABELS_SCHEMA)
+            table = _upgrade_labels(table) if table.num_rows else LABELS_SCHEMA.empty_table()
             gone = forgotten(table)
             count = pc.sum(gone).as_py() or 0
             if count:

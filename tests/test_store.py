@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from datetime import datetime, timezone
 
 import numpy as np
@@ -73,16 +71,6 @@ def test_shards_are_readable_by_pandas_as_datasets(library):
     assert list(frame["face_id"]) == ["f1"]
     assert len(frame["embedding"][0]) == 512
     assert [s["part"] for s in library.shard_stats()] == ["part-000001", "part-000002"]
-
-
-def test_reading_a_new_library_leaves_pandas_unimported(tmp_path):
-    """pyarrow's Schema.empty_table imports pandas: 0.56 s of every first scan's start-up."""
-    code = ("import sys; from pathlib import Path; from facebatch.store import Library; library = Library(Path(sys.argv[1])); "
-            "assert library.read_table('photos').num_rows == 0; "
-            "assert library.read_table('faces', ['face_id'], with_part=True).column_names == ['face_id', 'part']; "
-            "assert library.read_labels().num_rows == 0; assert library.read_clusters().num_rows == 0; "
-            "assert 'pandas' not in sys.modules, 'pandas was imported'")
-    subprocess.run([sys.executable, "-c", code, str(tmp_path / "new")], check=True)
 
 
 def test_parts_without_stats_are_removed_on_resume(library):

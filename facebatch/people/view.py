@@ -16,7 +16,7 @@ from facebatch.models.scale import DistanceScale
 from facebatch.people.embeddings import embedding_space
 from facebatch.people.stored_adapter import PLAIN_SPACE
 from facebatch.people.labels import KIND_IGNORE, LabelState, group_clusters, replay
-from facebatch.schema import UNCLUSTERED, empty_table
+from facebatch.schema import UNCLUSTERED
 from facebatch.store import Library
 
 
@@ -166,7 +166,7 @@ def build_view(library: Library, table: pa.Table | None = None, history: pa.Tabl
             infos[c].ignored = True
     scale = library.scale()
     pairs = library.read_cluster_pairs()
-    _attach_similar(infos, pairs if current else empty_table(pairs.schema), scale)
+    _attach_similar(infos, pairs if current else pairs.schema.empty_table(), scale)
     return View(face_ids, cluster_ids, modes, distance, core, first_run, state, history, labels, infos, scale)
 
 

@@ -43,7 +43,7 @@ from facebatch.scan.pipeline import (
     reembed_shard,
     run_shard,
 )
-from facebatch.schema import FACES_SCHEMA, LIVE_STATUSES, embedding_column, empty_table, PHOTOS_SCHEMA, STATUS_ERROR, STATUS_GONE, STATUS_NO_FACES
+from facebatch.schema import FACES_SCHEMA, LIVE_STATUSES, embedding_column, PHOTOS_SCHEMA, STATUS_ERROR, STATUS_GONE, STATUS_NO_FACES
 from facebatch.store import Library, LibraryModel
 from facebatch.wording import counted
 from facebatch.models.weights import DEFAULT_WEIGHTS
@@ -331,7 +331,7 @@ def _write_gone(library: Library, rows: list[dict[str, Any]], model: str) -> Non
         for row in rows
     ]
     stats = {"kind": "gone", "photos": len(rows), "faces": 0, "model": model, "finished_at": now.isoformat()}
-    library.write_shard(pa.Table.from_pylist(tombstones, PHOTOS_SCHEMA), empty_table(FACES_SCHEMA), stats, model)
+    library.write_shard(pa.Table.from_pylist(tombstones, PHOTOS_SCHEMA), FACES_SCHEMA.empty_table(), stats, model)
 
 
 def shard_files(files: Sequence[PhotoFile], shard_size: int | None, workers: int) -> list[list[PhotoFile]]:
@@ -410,7 +410,7 @@ def _shard_result(future: Any, shard: list[PhotoFile]) -> ShardResult:
         rows = [photo_row(file, None, error=error) for file in shard]
         return ShardResult(
             photos=pa.Table.from_pylist(rows, PHOTOS_SCHEMA),
-            faces=empty_table(FACES_SCHEMA),
+            faces=FACES_SCHEMA.empty_table(),
             reused=[],
             stage_seconds={},
             errors={"worker_failed": len(rows)},
@@ -574,7 +574,7 @@ def _write_reembedded(library: Library, faces: pa.Table, rows: dict[str, int], r
     columns["embedding"] = embedding_column(embeddings)
     stats = {"kind": "reembed", "photos": 0, "faces": table.num_rows, "stage_seconds": result.stage_seconds,
              "model": model, "finished_at": datetime.now(timezone.utc).isoformat()}
-    library.write_shard(empty_table(PHOTOS_SCHEMA), pa.table({n: columns[n] for n in FACES_SCHEMA.names}), stats, model)
+    library.write_shard(PHOTOS_SCHEMA.empty_table(), pa.table({n: columns[n] for n in FACES_SCHEMA.names}), stats, model)
 
 
 @contextmanager

@@ -37,7 +37,6 @@ from facebatch.schema import (
     STATUS_NO_FACES,
     STATUS_OK,
     embedding_column,
-    empty_table,
 )
 
 STAGES = ("read", "decode", "detect", "crop", "embed")
@@ -310,7 +309,7 @@ def _face_row(photo_id: str, path: str, index: int, face: Face, model: str, vide
 
 def _faces_table(rows: list[dict]) -> pa.Table:
     if not rows:
-        return empty_table(FACES_SCHEMA)
+        return FACES_SCHEMA.empty_table()
     columns = {name: [r[name] for r in rows] for name in FACES_SCHEMA.names if name not in ("embedding", "quality")}
     columns["embedding"] = embedding_column(np.stack([r["embedding"] for r in rows]))
     columns["quality"] = [None] * len(rows)  # Library.write_shard computes it
