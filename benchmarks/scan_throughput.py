@@ -6,8 +6,9 @@ Photo sets, made from ../shared/datasets (never copied into the repo):
 - `lfw`: LFW originals (250x250), one face each.
 
 Methods, each in its own process tree, alternating over --rounds:
-- facebatch: `facebatch scan` with its defaults (local cluster, all cores: ONNX Runtime, FaceNet in
-  int8, MTCNN's batched glue), fresh library;
+- facebatch: `facebatch scan` with its defaults (local cluster, all cores: ONNX Runtime, SFace in
+  int8, MTCNN's batched glue), fresh library, as installed: without this venv's pandas (a test
+  extra; where it is, pyarrow imports it in every process: `--with-pandas` keeps it);
 - facebatch torch: the same with `--runtime torch` (torch fp32 nets, the same batched glue);
 - facebatch before: with `--before DIR`, `facebatch scan` from another source tree (e.g. `git
   archive cb47748 | tar -x -C /tmp/before`: torch and facenet-pytorch's detect_face), this venv;
@@ -196,9 +197,20 @@ class PeakMemory(threading.Thread):
         return max(self.peaks.values(), default=0) / 2**20
 
 
-def measure(command: list[str], tree: Path | None = None) -> tuple[float, float, str]:
-    """Seconds, peak MB of any process of its tree, stdout; `tree`: the facebatch source it runs."""
-    env = {**os.environ, "PYTHONPATH": str(tree)} if tree else None
+def without_pandas(folder: Path) -> Path:
+    """A folder that, first on PYTHONPATH, makes `import pandas` fail, as on a user's install: pandas
+    is only a test extra of this venv, and where it is installed pyarrow imports it (0.5 s of CPU)
+    in every process that makes an Arrow array, the driver and each worker."""
+    (folder / "pandas").mkdir(parents=True, exist_ok=True)
+    (folder / "pandas" / "__init__.py").write_text('raise ImportError("facebatch does not install pandas")\n')
+    return folder
+
+
+def measure(command: list[str], tree: Path | None = None, hidden: Path | None = None) -> tuple[float, float, str]:
+    """Seconds, peak MB of any process of its tree, stdout; `tree`: the facebatch source it runs;
+    `hidden`: a without_pandas() folder."""
+    paths = [str(p) for p in (hidden, tree) if p is not None]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)} if paths else None
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env, cwd=tree)
     sampler = PeakMemory(process.pid)
@@ -351,6 +363,8 @@ def main() -> None:
     parser.add_argument("--model", action="append", default=[], metavar="NAME",
                         help="also `facebatch scan --model NAME`, as `facebatch NAME` (repeatable)")
     parser.add_argument("--no-torch", action="store_true", help="leave out `facebatch --runtime torch`")
+    parser.add_argument("--with-pandas", action="store_true",
+                        help="let facebatch see this venv's pandas (a test extra, which a user's install lacks)")
     parser.add_argument("--child", nargs=2, metavar=("METHOD", "FOLDER"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -382,9 +396,10 @@ def main() -> None:
         # first timed run pays neither for the disk's write-back nor for a cold start.
         os.sync()
         make_small(Path(tmp) / "warm-up", 8)
+        hidden = None if args.with_pandas else without_pandas(Path(tmp) / "no-pandas")
         for method, (tree, options) in facebatch_runs.items():
             measure([*cli, "--library", str(Path(tmp) / f"lib-warm-up-{method.replace(' ', '-')}"), "scan",
-                     str(Path(tmp) / "warm-up"), "-q", *options], tree)
+                     str(Path(tmp) / "warm-up"), "-q", *options], tree, hidden)
         results: dict[tuple[str, str], list[tuple[float, float, int, int]]] = {}
         for round_ in range(args.rounds):
             for name, truth in sets.items():
@@ -394,7 +409,7 @@ def main() -> None:
                         tree, options = facebatch_runs[method]
                         library = Path(tmp) / f"lib-{name}-{method.replace(' ', '-')}-{round_}"
                         seconds, peak, _ = measure([*cli, "--library", str(library), "scan", str(folder), "-q",
-                                                    *options], tree)
+                                                    *options], tree, hidden)
                         found, stages = facebatch_found(library)
                         stage_totals.setdefault((name, method), Counter()).update(stages)
                     else:
@@ -434,6 +449,7 @@ def main() -> None:
           f"{(ours['detect'] + ours['embed']) / sum(ours.values()):.0%}")
     before = (f" --before {args.before}" if args.before else "") + "".join(f" --tree {t}" for t in args.tree)
     before += "".join(f" --model {m}" for m in args.model) + (" --no-torch" if args.no_torch else "")
+    before += " --with-pandas" if args.with_pandas else ""
     print(f"\nmachine: {os.cpu_count()} cores, CPU flags {cpu_flags()}, load {os.getloadavg()[0]:.1f} at the end; "
           "reproduce: .venv/bin/python "
           f"benchmarks/scan_throughput.py --photos {args.photos} --small {args.small} --rounds {args.rounds}{before}")
