@@ -61,6 +61,7 @@ class FaceDetector:
         """The faces kept in the detection copy turned `turn` degrees clockwise, best first, in the
         photo's own original pixels."""
         height, width = pixels.shape[:2]
+        # np.rot90 turns counter-clockwise; a view, which the summed-area table copies once.
         boxes, points = detect_faces(np.rot90(pixels, -turn // 90), min_size, self.nets)
         faces = []
         for box, landmarks in zip(boxes.astype(float), points.astype(float)):
