@@ -457,10 +457,12 @@ def main() -> None:
 
 def print_stages(name: str, by_method: dict[str, Counter]) -> None:
     """Worker seconds per stage (summed over the workers, over the rounds) and their share, a column pair per method."""
+    from facebatch.scan.pipeline import STAGES
+
     print(f"\nworker time per stage on {name} (all workers, all rounds):\n")
     print("| stage | " + " | ".join(f"{method} s | share" for method in by_method) + " |")
     print("|---|" + "---|---|" * len(by_method))
-    for stage in ("read", "decode", "detect", "crop", "embed"):
+    for stage in STAGES:
         cells = [f"{t[stage]:.1f} | {t[stage] / max(sum(t.values()), 1e-9):.0%}" for t in by_method.values()]
         print(f"| {stage} | " + " | ".join(cells) + " |")
     print("| all | " + " | ".join(f"{sum(t.values()):.1f} | 100%" for t in by_method.values()) + " |")
