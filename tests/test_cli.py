@@ -138,8 +138,30 @@ def test_ctrl_c_says_that_running_again_resumes_and_exits_130(monkeypatch, capsy
     monkeypatch.setattr(driver, "scan", interrupted)
     monkeypatch.setattr("sys.argv", ["facebatch", "--library", str(tmp_path / "lib"), "scan", str(tmp_path)])
     with pytest.raises(SystemExit) as exit_:
-        cli_module.main()
+        cli_module.cli_main()
     assert exit_.value.code == 130
     # click starts a new line first: on a terminal the ^C is left on the current one.
     assert capsys.readouterr().err == (
         "\nError: interrupted; run the same command again to go on (a scan resumes where it stopped)\n")
+
+
+EXIT_PROBE = """
+import atexit, sys, threading, time
+from facebatch.cli import _exit_now
+atexit.register(lambda: print("atexit ran", flush=True))
+if sys.argv[1] == "thread":  # a thread the interpreter would wait for: the usual exit waits too
+    threading.Thread(target=lambda: (time.sleep(0.3), print("thread done"))).start()
+print("output", end="")  # unflushed: a pipe is block-buffered
+_exit_now(int(sys.argv[2]))
+"""
+
+
+@pytest.mark.parametrize(("case", "code"), [("plain", 0), ("plain", 3), ("thread", 0)])
+def test_the_quick_exit_runs_atexit_flushes_and_keeps_the_code(case, code):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", EXIT_PROBE, case, str(code)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == code
+    assert done.stdout.startswith("output") and "atexit ran" in done.stdout
+    assert ("thread done" in done.stdout) == (case == "thread")

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -334,11 +334,25 @@ def _write_gone(library: Library, rows: list[dict[str, Any]], model: str) -> Non
     library.write_shard(pa.Table.from_pylist(tombstones, PHOTOS_SCHEMA), FACES_SCHEMA.empty_table(), stats, model)
 
 
-def shard_files(files: Sequence[PhotoFile], shard_size: int | None, workers: int) -> list[list[PhotoFile]]:
-    """Consecutive runs of photos; small scans get small shards so every worker has work."""
-    if shard_size is None:
-        shard_size = max(1, min(DEFAULT_SHARD_SIZE, -(-len(files) // (workers * 4))))
-    return [list(files[i : i + shard_size]) for i in range(0, len(files), shard_size)]
+T = TypeVar("T")
+# The guided schedule's smallest shard: below it a shard's own cost (its task, its three files)
+# outweighs the balance it buys.
+MIN_SHARD_SIZE = 2
+
+
+def shard_files(items: Sequence[T], shard_size: int | None, workers: int) -> list[list[T]]:
+    """Consecutive runs of photos: `shard_size` each when given, else guided self-scheduling
+    (Polychronopoulos and Kuck, 1987): each shard takes 1/(2 x workers) of what is left, at most
+    DEFAULT_SHARD_SIZE and at least MIN_SHARD_SIZE. Big shards while there is much to do, small ones
+    at the end, so no worker sits idle while another finishes a big last shard (on 2 workers the
+    last of 8 equal shards of 465 LFW-size photos left one idle for 1 s of an 8 s scan)."""
+    shards, start = [], 0
+    while start < len(items):
+        left = len(items) - start
+        size = shard_size or max(MIN_SHARD_SIZE, min(DEFAULT_SHARD_SIZE, -(-left // (2 * workers))))
+        shards.append(list(items[start : start + size]))
+        start += size
+    return shards
 
 
 def _run_shards(
@@ -359,15 +373,16 @@ def _run_shards(
         resources, warning = task_resources(info)
         if warning:
             summary.warnings.append(warning)
-        slots = sum(int(w.get("resources", {}).get(MODEL_RESOURCE, 1)) for w in info.values()) if resources else len(info)
-        shards = shard_files(plan.todo, config.shard_size, max(1, slots))
+        slots = model_slots(info, resources)
+        shards = shard_files(plan.todo, config.shard_size, slots)
         # Sent once to every worker, not once per task; wrapped so scatter doesn't split the set.
         known = client.scatter([known_ids], broadcast=True)[0] if known_ids else known_ids
         if forgotten:
             forgotten = client.scatter([forgotten], broadcast=True)[0]
         if progress:
             progress(0, len(plan.todo), 0, 0)
-        for shard, future in _finished(client, run_shard, builder, shards, (known, forgotten), "shard", resources):
+        for shard, future in _finished(client, run_shard, builder, shards, (known, forgotten), "shard", resources,
+                                        slots):
             result = _shard_result(future, shard)
             _write_result(library, result, plan, summary, model)
             done += len(shard)
@@ -387,18 +402,35 @@ def _forgotten_boxes(library: Library) -> Forgotten:
 
 def _finished(
     client: Any, task: Callable[..., Any], builder: PipelineBuilder, shards: Sequence[list[Any]], extra: tuple[Any, ...],
-    kind: str, resources: dict[str, int] | None,
+    kind: str, resources: dict[str, int] | None, slots: int,
 ) -> Iterator[tuple[list[Any], Any]]:
     """task(builder, shard, *extra) on the workers for every shard, each asking for `resources`:
-    (shard, future) as each finishes, whichever first."""
+    (shard, future) as each finishes, whichever first.
+
+    Shards go out in order, two per slot at a time: each worker has its next shard at hand, and the
+    rest wait here until a worker is nearly free. Dask hands out tasks that ask for resources as
+    soon as they arrive, by count: given all at once, one worker of two was left with the guided
+    schedule's bigger shards and the other idled."""
     from distributed import as_completed
 
     run_id = uuid.uuid4().hex[:8]
-    futures = {client.submit(task, builder, shard, *extra, key=f"facebatch-{kind}-{run_id}-{i}", pure=False,
-                             resources=resources): shard
-               for i, shard in enumerate(shards)}
-    for future in as_completed(futures):
-        yield futures.pop(future), future
+    waiting = iter(enumerate(shards))
+    in_flight: dict[Any, list[Any]] = {}
+    finished = as_completed()
+
+    def submit_next() -> None:
+        if (item := next(waiting, None)) is not None:
+            i, shard = item
+            future = client.submit(task, builder, shard, *extra, key=f"facebatch-{kind}-{run_id}-{i}", pure=False,
+                                   resources=resources)
+            in_flight[future] = shard
+            finished.add(future)
+
+    for _ in range(2 * slots):
+        submit_next()
+    for future in finished:
+        submit_next()
+        yield in_flight.pop(future), future
 
 
 def _shard_result(future: Any, shard: list[PhotoFile]) -> ShardResult:
@@ -461,6 +493,13 @@ def _write_result(library: Library, result: ShardResult, plan: ScanPlan, summary
 MODEL_RESOURCE = "model"
 
 
+def model_slots(workers: dict[str, Any], resources: dict[str, int] | None) -> int:
+    """How many shards the workers run at once: their `model` slots, or one each."""
+    if resources:
+        return max(1, sum(int(w.get("resources", {}).get(MODEL_RESOURCE, 1)) for w in workers.values()))
+    return max(1, len(workers))
+
+
 def task_resources(workers: dict[str, Any]) -> tuple[dict[str, int] | None, str | None]:
     """(resources each shard asks for, a warning) for the workers the scheduler knows."""
     if workers and all(w.get("resources", {}).get(MODEL_RESOURCE, 0) >= 1 for w in workers.values()):
@@ -505,8 +544,8 @@ def _reembed_notice(library: Library, previous: str, model: str) -> str:
             "detecting again; face ids and names are kept")
 
 
-def plan_reembed(faces: pa.Table, model: str, shard_size: int | None) -> list[list[KnownPhoto]]:
-    """Photos with faces embedded by another model than `model` (REEMBED_COLUMNS rows), in shards."""
+def plan_reembed(faces: pa.Table, model: str) -> list[KnownPhoto]:
+    """Photos with faces embedded by another model than `model` (REEMBED_COLUMNS rows)."""
     fresh = {m: same_model(m, model) for m in pc.unique(faces["model"]).to_pylist()}  # a few tags, many faces
     stale = {p for p, m in zip(faces["photo_id"].to_pylist(), faces["model"].to_pylist()) if not fresh[m]}
     by_photo: dict[str, list[int]] = {}
@@ -519,8 +558,7 @@ def plan_reembed(faces: pa.Table, model: str, shard_size: int | None) -> list[li
                          tuple(tuple(points[i]) for i in rows), tuple(turns[i] or 0 for i in rows),
                          tuple(times[i] for i in rows))
               for photo_id, rows in by_photo.items()]
-    size = shard_size or DEFAULT_SHARD_SIZE
-    return [photos[i : i + size] for i in range(0, len(photos), size)]
+    return photos
 
 
 def _reembed(
@@ -536,14 +574,17 @@ def _reembed(
     if all(same_model(m, model) for m in pc.unique(library.read_faces(["model"], pending=True)["model"]).to_pylist()):
         return
     faces = library.read_faces(REEMBED_COLUMNS, pending=True)
-    shards = plan_reembed(faces, model, config.shard_size)
-    if not shards:
+    photos = plan_reembed(faces, model)
+    if not photos:
         return
     rows = {face_id: i for i, face_id in enumerate(faces["face_id"].to_pylist())}
-    total, done, skipped = sum(len(s) for s in shards), 0, 0
+    total, done, skipped = len(photos), 0, 0
     with dask_client(config) as client:
-        resources, _ = task_resources(client.scheduler_info().get("workers", {}))  # as the scan's shards ask
-        for shard, future in _finished(client, reembed_shard, builder(), shards, (), "reembed", resources):
+        workers = client.scheduler_info().get("workers", {})
+        resources, _ = task_resources(workers)  # as the scan's shards ask
+        slots = model_slots(workers, resources)
+        shards = shard_files(photos, config.shard_size, slots)
+        for shard, future in _finished(client, reembed_shard, builder(), shards, (), "reembed", resources, slots):
             try:
                 result: ReembedResult = future.result()
             except Exception as exc:  # noqa: BLE001 - a dead worker: these faces wait for the next scan
@@ -634,5 +675,5 @@ class EarlyCluster:
                 self._future.result().close()
             except Exception:  # noqa: BLE001 - it failed to start: nothing to close, the scan says why
                 pass
-        self._executor.shutdown(wait=False)
+        self._executor.shutdown()  # its task is done: its thread ends at once
 

@@ -130,10 +130,10 @@ def test_nets_are_made_once_and_made_again_when_damaged(small_home, caplog):
 
 def test_verify_imports_no_torch(tmp_path):
     O.prepare_onnx_models(resolve_weights(), "int8")  # made in this process (with torch) if missing
-    code = ("import sys\nfrom facebatch.cli import main\n"
+    code = ("import sys\nfrom facebatch.cli import cli_main\n"
             f"sys.argv = ['facebatch', 'verify', {str(SAMPLE_DATA / 'people/barack_obama/1.jpg')!r}, "
             f"{str(SAMPLE_DATA / 'people/barack_obama/2.jpg')!r}]\n"
-            "try:\n    main()\nexcept SystemExit as exit:\n    print('exit', exit.code)\n"
+            "try:\n    cli_main()\nexcept SystemExit as exit:\n    print('exit', exit.code)\n"
             "print('torch loaded' if 'torch' in sys.modules else 'no torch')\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT, capture_output=True, text=True, timeout=300)
     assert "same person" in out.stdout and "exit 0" in out.stdout, out.stdout + out.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections import Counter
 from datetime import datetime, timezone
 
@@ -12,10 +13,19 @@ import pyarrow as pa
 
 from conftest import PROJECT
 
-from facebatch.config import ScanConfig
+from facebatch.config import DEFAULT_SHARD_SIZE, ScanConfig
 from facebatch.scan.discovery import PhotoFile
 from facebatch.progress import format_seconds, render
-from facebatch.scan.driver import ScanSummary, dask_client, keep_face_ids, plan_scan, shard_files
+from facebatch.scan.driver import (
+    MIN_SHARD_SIZE,
+    MODEL_RESOURCE,
+    ScanSummary,
+    _finished,
+    dask_client,
+    keep_face_ids,
+    plan_scan,
+    shard_files,
+)
 from facebatch.schema import PHOTOS_SCHEMA
 
 
@@ -82,16 +92,19 @@ def test_the_latest_row_of_a_path_decides(tmp_path):
     assert plan.todo == [] and plan.unchanged == 1 and set(plan.previous) == {"new"}
 
 
-def test_shards_cover_every_photo_once():
-    files = [PhotoFile(f"/p/{i:03d}.jpg", 1, 1) for i in range(1001)]
+def test_shards_cover_every_photo_once_and_shrink_toward_the_end():
+    files = [PhotoFile(f"/p/{i:03d}.jpg", 1, 1) for i in range(465)]
     shards = shard_files(files, None, workers=2)
-    assert sum(len(s) for s in shards) == 1001
+    sizes = [len(s) for s in shards]
     assert [f for s in shards for f in s] == files
-    assert max(len(s) for s in shards) == 126  # ceil(1001 / 8): every worker gets several shards
-    assert len(shard_files(files[:5], None, workers=2)) == 5
-    assert [len(s) for s in shard_files(files[:10], 4, workers=2)] == [4, 4, 2]
+    # A quarter of what is left each (2 workers), down to MIN_SHARD_SIZE: the last shards are small.
+    assert sizes == [117, 87, 66, 49, 37, 28, 21, 15, 12, 9, 6, 5, 4, 3, 2, 2, 2]
+    assert [len(s) for s in shard_files(files[:5], None, workers=2)] == [2, 2, 1]
+    assert [len(s) for s in shard_files(files[:10], 4, workers=2)] == [4, 4, 2]  # --shard-size: as given
     big = [PhotoFile(f"/p/{i}.jpg", 1, 1) for i in range(10_000)]
-    assert max(len(s) for s in shard_files(big, None, workers=2)) == 256
+    big_sizes = [len(s) for s in shard_files(big, None, workers=2)]
+    assert big_sizes[0] == DEFAULT_SHARD_SIZE and big_sizes[-1] <= MIN_SHARD_SIZE
+    assert len(big_sizes) < 10_000 / DEFAULT_SHARD_SIZE + 20  # a few more files than equal shards
 
 
 def test_summary_line_counts_errors_by_kind():
@@ -141,3 +154,34 @@ def test_the_worker_recipe_config_unsets_it_too():
     env = {**os.environ, "DASK_CONFIG": str(PROJECT / "jobs" / "dask" / "worker-config.yaml")}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert "'MALLOC_TRIM_THRESHOLD_': None" in out
+
+
+def _first_photo(builder, shard):
+    time.sleep(0.01)
+    return shard[0]
+
+
+class CountingClient:
+    """A Dask client that counts what it was given."""
+
+    def __init__(self, client):
+        self.client, self.submitted = client, 0
+
+    def submit(self, *args, **kwargs):
+        self.submitted += 1
+        return self.client.submit(*args, **kwargs)
+
+
+def test_shards_go_out_in_order_two_per_slot():
+    from distributed import Client, LocalCluster
+
+    shards = [[i] for i in range(12)]
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0",
+                      resources={MODEL_RESOURCE: 1}) as cluster, Client(cluster) as client:
+        counting = CountingClient(client)
+        finished = []
+        for shard, future in _finished(counting, _first_photo, None, shards, (), "test", {MODEL_RESOURCE: 1}, slots=2):
+            finished.append(future.result())
+            assert future.result() == shard[0]
+            assert counting.submitted - len(finished) <= 4  # the rest wait here, in order
+    assert sorted(finished) == list(range(12)) and counting.submitted == 12

@@ -153,14 +153,12 @@ def test_plan_takes_every_face_of_each_photo_with_another_model():
     })
     faces = faces.append_column("landmarks", pa.array([[0.0] * 10] * 4)).append_column("rotation", pa.array([None, 90, 0, None], pa.int16()))
     faces = faces.append_column("video_time", pa.array([None, None, None, 4.0], pa.float32()))
-    shards = plan_reembed(faces, model, shard_size=1)
-    photos = [photo for shard in shards for photo in shard]
-    assert [len(s) for s in shards] == [1, 1]
+    photos = plan_reembed(faces, model)
     assert [(p.photo_id, p.face_ids, p.path) for p in photos] == [("p1", ("a", "b"), "/x/1.jpg"),
                                                                   ("p3", ("d",), "/x/3.jpg")]
     assert photos[0].boxes == ((0.0, 0, 10, 10), (20.0, 0, 30, 10)) and photos[0].rotations == (0, 90)
     assert photos[0].times == (None, None) and photos[1].times == (4.0,)  # a video's face: its frame
-    assert plan_reembed(faces.slice(2, 1), model, None) == []
+    assert plan_reembed(faces.slice(2, 1), model) == []
 
 
 def config(**given) -> ScanConfig:
