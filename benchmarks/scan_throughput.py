@@ -361,8 +361,10 @@ def main() -> None:
     parser.add_argument("--tree", action="append", default=[], metavar="LABEL=DIR",
                         help="another source tree, scanned with as `facebatch LABEL` (repeatable)")
     parser.add_argument("--model", action="append", default=[], metavar="NAME",
-                        help="also `facebatch scan --model NAME`, as `facebatch NAME` (repeatable)")
+                        help="also `facebatch scan --model NAME`, as `facebatch NAME`, and with each --tree (repeatable)")
     parser.add_argument("--no-torch", action="store_true", help="leave out `facebatch --runtime torch`")
+    parser.add_argument("--no-baselines", action="store_true",
+                        help="leave out the naive loop and face_recognition (facebatch against itself: no ratios)")
     parser.add_argument("--with-pandas", action="store_true",
                         help="let facebatch see this venv's pandas (a test extra, which a user's install lacks)")
     parser.add_argument("--child", nargs=2, metavar=("METHOD", "FOLDER"), help=argparse.SUPPRESS)
@@ -386,8 +388,11 @@ def main() -> None:
     for tree in args.tree:
         label, _, folder = tree.partition("=")
         facebatch_runs[f"facebatch {label}"] = (Path(folder).resolve(), [])
+        for model in args.model:
+            facebatch_runs[f"facebatch {label} {model}"] = (Path(folder).resolve(), ["--model", model])
     me = [sys.executable, __file__, "--child"]
-    methods = [*facebatch_runs, "naive"] + (["face_recognition"] if face_recognition_available() else [])
+    baselines = [] if args.no_baselines else ["naive"] + (["face_recognition"] if face_recognition_available() else [])
+    methods = [*facebatch_runs, *baselines]
     rows: list[tuple] = []
     stage_totals: dict[tuple[str, str], Counter] = {}  # (photo set, facebatch method): worker seconds per stage
     with tempfile.TemporaryDirectory() as tmp:
@@ -430,7 +435,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name, method, photos, seconds, pps, fps, peak, hits, placed in rows:
         versus_dlib = f"{pps / dlib[name]:.2f}" if name in dlib else "-"
-        print(f"| {name} | {method} | {photos} | {seconds:.1f} | {pps:.2f} | {fps:.2f} | {pps / naive[name]:.1f} | "
+        versus_naive = f"{pps / naive[name]:.1f}" if name in naive else "-"
+        print(f"| {name} | {method} | {photos} | {seconds:.1f} | {pps:.2f} | {fps:.2f} | {versus_naive} | "
               f"{versus_dlib} | {peak:.0f} | {hits}/{placed} |")
 
     for name in sets:
@@ -450,6 +456,7 @@ def main() -> None:
     before = (f" --before {args.before}" if args.before else "") + "".join(f" --tree {t}" for t in args.tree)
     before += "".join(f" --model {m}" for m in args.model) + (" --no-torch" if args.no_torch else "")
     before += " --with-pandas" if args.with_pandas else ""
+    before += " --no-baselines" if args.no_baselines else ""
     print(f"\nmachine: {os.cpu_count()} cores, CPU flags {cpu_flags()}, load {os.getloadavg()[0]:.1f} at the end; "
           "reproduce: .venv/bin/python "
           f"benchmarks/scan_throughput.py --photos {args.photos} --small {args.small} --rounds {args.rounds}{before}")

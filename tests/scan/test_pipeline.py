@@ -73,6 +73,47 @@ def test_sface_follows_precision_but_not_facenets_runtime(sample_library):
     assert torch.exit_code == 0 and "embedded again" not in torch.output and "11 unchanged" in torch.output
 
 
+def as_made_with_sface_in_fp32(library: Library) -> str:
+    """The tags a facenet+sface library had when its SFace ran in fp32 beside an int8 FaceNet
+    (`.../onnx-int8`), on its faces and in library.json; returns that tag."""
+    import pyarrow.parquet as pq
+
+    info = json.loads(library.info_path.read_text())
+    head, variant = split_model_tag(info["model"])
+    assert variant == "onnx-int8-sface-int8"
+    legacy = f"{head}/onnx-int8"
+    for part in library.faces_dir.glob("part-*.parquet"):
+        table = pq.read_table(part)
+        tags = pa.array([legacy] * table.num_rows, pa.string())
+        pq.write_table(table.set_column(table.schema.get_field_index("model"), "model", tags), part)
+    library.info_path.write_text(json.dumps({**info, "model": legacy}))
+    return legacy
+
+
+def test_facenet_sface_moves_to_sface_in_int8_keeping_faces_and_names(sample_library):
+    assert run("--library", sample_library.root, "scan", SAMPLE_DATA, "--model", "facenet+sface", "-q").exit_code == 0
+    legacy = as_made_with_sface_in_fp32(sample_library)
+    before = faces_by_id(sample_library)
+    named = next(iter(before))
+    assert run("--library", sample_library.root, "label", "face", named, "Alice").exit_code == 0
+    photo = SAMPLE_DATA / "people" / "barack_obama" / "1.jpg"
+    refused = run("--library", sample_library.root, "identify", photo)
+    assert refused.exit_code != 0
+    assert ("holds embeddings made with onnx-int8, which this version makes as onnx-int8-sface-int8: run "
+            "`facebatch scan` to embed them again (names are kept)") in refused.output
+
+    result = run("--library", sample_library.root, "scan", SAMPLE_DATA)
+    assert result.exit_code == 0, result.output
+    # No `--precision` brings the old variant back, so none is offered.
+    assert "embedded again with onnx-int8-sface-int8 (were onnx-int8), from their stored boxes" in result.output
+    after = faces_by_id(sample_library)
+    assert after.keys() == before.keys() and legacy not in {f["model"] for f in after.values()}
+    assert {split_model_tag(f["model"])[1] for f in after.values()} == {"onnx-int8-sface-int8"}
+    labels = sample_library.read_labels().to_pylist()
+    assert [(r["face_id"], r["value"]) for r in labels if r["active"]] == [(named, "Alice")]
+    assert run("--library", sample_library.root, "identify", photo).exit_code == 0
+
+
 def test_a_killed_re_embed_resumes(facenet_library, monkeypatch):
     sample_library = facenet_library
     before = faces_by_id(sample_library)
