@@ -8,6 +8,7 @@ by the same path).
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import os
 import time
@@ -373,16 +374,14 @@ def _run_shards(
         resources, warning = task_resources(info)
         if warning:
             summary.warnings.append(warning)
-        slots = model_slots(info, resources)
-        shards = shard_files(plan.todo, config.shard_size, slots)
+        shards = shard_files(plan.todo, config.shard_size, model_slots(info, resources))
         # Sent once to every worker, not once per task; wrapped so scatter doesn't split the set.
         known = client.scatter([known_ids], broadcast=True)[0] if known_ids else known_ids
         if forgotten:
             forgotten = client.scatter([forgotten], broadcast=True)[0]
         if progress:
             progress(0, len(plan.todo), 0, 0)
-        for shard, future in _finished(client, run_shard, builder, shards, (known, forgotten), "shard", resources,
-                                        slots):
+        for shard, future in _finished(client, run_shard, builder, shards, (known, forgotten), "shard", resources):
             result = _shard_result(future, shard)
             _write_result(library, result, plan, summary, model)
             done += len(shard)
@@ -400,17 +399,23 @@ def _forgotten_boxes(library: Library) -> Forgotten:
     return found
 
 
+# How often the scan looks for workers that joined (a SLURM job out of the queue) while no shard finishes.
+_TOP_UP_SECONDS = 2.0
+_POLL_SECONDS = 0.05
+
+
 def _finished(
     client: Any, task: Callable[..., Any], builder: PipelineBuilder, shards: Sequence[list[Any]], extra: tuple[Any, ...],
-    kind: str, resources: dict[str, int] | None, slots: int,
+    kind: str, resources: dict[str, int] | None,
 ) -> Iterator[tuple[list[Any], Any]]:
     """task(builder, shard, *extra) on the workers for every shard, each asking for `resources`:
     (shard, future) as each finishes, whichever first.
 
-    Shards go out in order, two per slot at a time: each worker has its next shard at hand, and the
-    rest wait here until a worker is nearly free. Dask hands out tasks that ask for resources as
-    soon as they arrive, by count: given all at once, one worker of two was left with the guided
-    schedule's bigger shards and the other idled."""
+    Shards go out in order, two per model slot of the workers there now (counted again as shards
+    finish, and every few seconds for workers that join later): each worker has its next shard at
+    hand, and the rest wait here until a worker is nearly free. Dask hands out tasks that ask for
+    resources as soon as they arrive, by count: given all at once, one worker of two was left with
+    the guided schedule's bigger shards while the other idled."""
     from distributed import as_completed
 
     run_id = uuid.uuid4().hex[:8]
@@ -418,19 +423,27 @@ def _finished(
     in_flight: dict[Any, list[Any]] = {}
     finished = as_completed()
 
-    def submit_next() -> None:
-        if (item := next(waiting, None)) is not None:
-            i, shard = item
+    def top_up() -> None:
+        room = 2 * model_slots(client.scheduler_info().get("workers", {}), resources) - len(in_flight)
+        for i, shard in itertools.islice(waiting, max(0, room)):
             future = client.submit(task, builder, shard, *extra, key=f"facebatch-{kind}-{run_id}-{i}", pure=False,
                                    resources=resources)
             in_flight[future] = shard
             finished.add(future)
 
-    for _ in range(2 * slots):
-        submit_next()
-    for future in finished:
-        submit_next()
-        yield in_flight.pop(future), future
+    top_up()
+    looked = time.monotonic()
+    while not finished.is_empty():
+        if not finished.has_ready():
+            time.sleep(_POLL_SECONDS)
+            if time.monotonic() - looked > _TOP_UP_SECONDS:
+                top_up()
+                looked = time.monotonic()
+            continue
+        done = [(in_flight.pop(future), future) for future in finished.next_batch(block=False)]
+        top_up()  # before the results are written: the workers stay busy meanwhile
+        looked = time.monotonic()
+        yield from done
 
 
 def _shard_result(future: Any, shard: list[PhotoFile]) -> ShardResult:
@@ -585,9 +598,8 @@ def _reembed(
     with dask_client(config) as client:
         workers = client.scheduler_info().get("workers", {})
         resources, _ = task_resources(workers)  # as the scan's shards ask
-        slots = model_slots(workers, resources)
-        shards = shard_files(photos, config.shard_size, slots)
-        for shard, future in _finished(client, reembed_shard, builder(), shards, (), "reembed", resources, slots):
+        shards = shard_files(photos, config.shard_size, model_slots(workers, resources))
+        for shard, future in _finished(client, reembed_shard, builder(), shards, (), "reembed", resources):
             try:
                 result: ReembedResult = future.result()
             except Exception as exc:  # noqa: BLE001 - a dead worker: these faces wait for the next scan

@@ -10,6 +10,7 @@ from collections import Counter
 from datetime import datetime, timezone
 
 import pyarrow as pa
+import pytest
 
 from conftest import PROJECT
 
@@ -157,31 +158,48 @@ def test_the_worker_recipe_config_unsets_it_too():
 
 
 def _first_photo(builder, shard):
-    time.sleep(0.01)
+    time.sleep(0.05)
     return shard[0]
 
 
 class CountingClient:
-    """A Dask client that counts what it was given."""
+    """A Dask client that records how many of its tasks are unfinished as each is given, and when
+    told, reports that many workers."""
 
-    def __init__(self, client):
-        self.client, self.submitted = client, 0
+    def __init__(self, client, workers=None):
+        self.client, self.futures, self.pending, self.workers = client, [], [], workers
 
     def submit(self, *args, **kwargs):
-        self.submitted += 1
-        return self.client.submit(*args, **kwargs)
+        self.futures.append(self.client.submit(*args, **kwargs))
+        self.pending.append(sum(not f.done() for f in self.futures))
+        return self.futures[-1]
+
+    def scheduler_info(self):
+        info = self.client.scheduler_info()
+        if self.workers is None:
+            return info
+        return {**info, "workers": {f"w{i}": {"resources": {MODEL_RESOURCE: 1}} for i in range(self.workers)}}
 
 
-def test_shards_go_out_in_order_two_per_slot():
+@pytest.fixture(scope="module")
+def two_workers():
     from distributed import Client, LocalCluster
 
-    shards = [[i] for i in range(12)]
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0",
                       resources={MODEL_RESOURCE: 1}) as cluster, Client(cluster) as client:
-        counting = CountingClient(client)
-        finished = []
-        for shard, future in _finished(counting, _first_photo, None, shards, (), "test", {MODEL_RESOURCE: 1}, slots=2):
-            finished.append(future.result())
-            assert future.result() == shard[0]
-            assert counting.submitted - len(finished) <= 4  # the rest wait here, in order
-    assert sorted(finished) == list(range(12)) and counting.submitted == 12
+        yield client
+
+
+def test_shards_go_out_two_per_slot_and_all_come_back(two_workers):
+    counting = CountingClient(two_workers)
+    finished = [(shard, future.result()) for shard, future in
+                _finished(counting, _first_photo, None, [[i] for i in range(12)], (), "test", {MODEL_RESOURCE: 1})]
+    assert all(shard == [result] for shard, result in finished) and sorted(r for _, r in finished) == list(range(12))
+    assert len(counting.futures) == 12 and max(counting.pending) == 4  # the rest waited here
+
+
+def test_more_shards_go_out_as_workers_join(two_workers):
+    counting = CountingClient(two_workers, workers=1)  # a SLURM job still in the queue: one worker so far
+    for _ in _finished(counting, _first_photo, None, [[i] for i in range(30)], (), "test", {MODEL_RESOURCE: 1}):
+        counting.workers = 3  # two more joined
+    assert counting.pending[:2] == [1, 2] and max(counting.pending) == 6 and len(counting.futures) == 30
