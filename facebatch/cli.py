@@ -195,7 +195,7 @@ def model_options(weights_help: str = "casia-webface, vggface2 or a FILE.pt.", o
     runtime_help = (f"onnx or torch {ours}." if of_library
                     else "onnx (no torch) or torch [default: onnx; torch with --device cuda].")
     precision_help = (f"fp32 or int8 {ours}." if of_library
-                      else "FaceNet in fp32 or int8 (ONNX Runtime) [default: int8 on the CPU].")
+                      else "FaceNet and SFace in fp32 or int8 (ONNX Runtime) [default: int8 on the CPU].")
     options = [
         click.option("--model", type=click.Choice(list(MODELS)), help=f"Embedding model (README, \"Models\") {model_default}; "
                      "facenet with other --weights."),
@@ -1352,8 +1352,9 @@ def _exit_now(code: Any) -> None:
         sys.exit(code)
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):  # a reader that has gone, a stream closed
-            stream.flush()
+        if stream is not None:  # None: started with it closed (`>&-`)
+            with contextlib.suppress(OSError, ValueError):  # a reader that has gone, a stream closed
+                stream.flush()
     os._exit(code or 0)
 
 

@@ -70,10 +70,16 @@ def runtime_and_precision(variant: str) -> tuple[str, str]:
     return runtime, precision
 
 
+def still_made(variant: str, embedding: str) -> bool:
+    """Whether this version still makes embeddings of this variant for the model (`onnx-int8` of
+    facenet+sface, with SFace in fp32, it no longer does): --runtime and --precision bring it back."""
+    return ModelSettings(*runtime_and_precision(variant), embedding).variant == variant
+
+
 @dataclass(frozen=True)
 class ModelSettings:
-    """The embedding model (models.catalog), and the runtime and precision of FaceNet and MTCNN.
-    Picklable: it travels to every worker."""
+    """The embedding model (models.catalog), and the runtime and precision of its nets (MTCNN always
+    runs in fp32, SFace in ONNX Runtime). Picklable: it travels to every worker."""
 
     runtime: str = DEFAULT_RUNTIME
     precision: str = DEFAULT_PRECISION

@@ -148,7 +148,7 @@ def test_ctrl_c_says_that_running_again_resumes_and_exits_130(monkeypatch, capsy
 EXIT_PROBE = """
 import atexit, sys, threading, time
 from facebatch.cli import _exit_now
-atexit.register(lambda: print("atexit ran", flush=True))
+atexit.register(lambda: sys.stderr.write("atexit ran\\n"))  # stderr: flushing it leaves stdout as it is
 if sys.argv[1] == "thread":  # a thread the interpreter would wait for: the usual exit waits too
     threading.Thread(target=lambda: (time.sleep(0.3), print("thread done"))).start()
 print("output", end="")  # unflushed: a pipe is block-buffered
@@ -161,7 +161,9 @@ def test_the_quick_exit_runs_atexit_flushes_and_keeps_the_code(case, code):
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-c", EXIT_PROBE, case, str(code)], capture_output=True, text=True, timeout=60)
+    buffered = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    done = subprocess.run([sys.executable, "-c", EXIT_PROBE, case, str(code)], capture_output=True, text=True,
+                          timeout=60, env=buffered)
     assert done.returncode == code
-    assert done.stdout.startswith("output") and "atexit ran" in done.stdout
+    assert done.stdout.startswith("output") and done.stderr == "atexit ran\n"
     assert ("thread done" in done.stdout) == (case == "thread")

@@ -86,8 +86,9 @@ def means_key(model: EmbeddingModel, weights: Weights | None) -> str:
 
 
 def split_model_tag(tag: str) -> tuple[str, str]:
-    """(everything but the runtime, runtime-precision) of a model tag; a tag from before variants
-    were recorded is torch-fp32."""
+    """(everything but the variant, the variant: runtime-precision, `onnx-int8-sface-int8` for
+    facenet+sface with both nets in int8) of a model tag; a tag from before variants were recorded
+    is torch-fp32."""
     head, _, last = tag.rpartition("/")
     if head and "-" in last and "@" not in last and last.split("-")[0] in ("onnx", "torch"):
         return head, last

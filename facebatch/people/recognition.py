@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from facebatch.config import ModelSettings, runtime_and_precision
+from facebatch.config import ModelSettings, runtime_and_precision, still_made
 from facebatch.errors import InputError, NotFound, UsageError
 from facebatch.models.detection import Face
 from facebatch.models.embedding import same_model, split_model_tag
@@ -100,10 +100,10 @@ def library_models(library: Library, runtime: str | None, precision: str | None,
 def check_model(library: Library, pipeline: FacePipeline) -> None:
     recorded = library.model()
     if recorded and not same_model(recorded.tag, pipeline.model):
-        (was, variant), (now, made) = split_model_tag(recorded.tag), split_model_tag(pipeline.model)
-        if was == now and runtime_and_precision(variant) == runtime_and_precision(made):
-            raise UsageError(f"library {library.root} holds embeddings made with {variant}, which this version makes "
-                             f"as {made}: run `facebatch scan` to embed them again (names are kept)")
+        was, variant = split_model_tag(recorded.tag)
+        if was == split_model_tag(pipeline.model)[0] and not still_made(variant, recorded.embedding):
+            raise UsageError(f"library {library.root} holds embeddings made with {variant}, which this version no "
+                             "longer makes: run `facebatch scan` to embed them again (names are kept)")
         raise UsageError(
             f"library {library.root} holds embeddings from {recorded.tag}, not {pipeline.model}: "
             "use the same --model, --weights, --runtime and --precision as its scans"

@@ -8,7 +8,6 @@ by the same path).
 from __future__ import annotations
 
 import functools
-import itertools
 import logging
 import os
 import time
@@ -19,13 +18,13 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from facebatch.config import require_device, runtime_and_precision, DEFAULT_SHARD_SIZE, ScanConfig
+from facebatch.config import require_device, runtime_and_precision, still_made, DEFAULT_SHARD_SIZE, ScanConfig
 from facebatch.imageload import RAW_EXTENSIONS
 from facebatch.scan.discovery import Discovery, PhotoFile, discover, photo_extensions
 from facebatch.videoload import VIDEO_EXTENSIONS
@@ -335,25 +334,21 @@ def _write_gone(library: Library, rows: list[dict[str, Any]], model: str) -> Non
     library.write_shard(pa.Table.from_pylist(tombstones, PHOTOS_SCHEMA), FACES_SCHEMA.empty_table(), stats, model)
 
 
-T = TypeVar("T")
 # The guided schedule's smallest shard: below it a shard's own cost (its task, its three files)
 # outweighs the balance it buys.
 MIN_SHARD_SIZE = 2
 
 
-def shard_files(items: Sequence[T], shard_size: int | None, workers: int) -> list[list[T]]:
-    """Consecutive runs of photos: `shard_size` each when given, else guided self-scheduling
-    (Polychronopoulos and Kuck, 1987): each shard takes 1/(2 x workers) of what is left, at most
-    DEFAULT_SHARD_SIZE and at least MIN_SHARD_SIZE. Big shards while there is much to do, small ones
-    at the end, so no worker sits idle while another finishes a big last shard (on 2 workers the
-    last of 8 equal shards of 465 LFW-size photos left one idle for 1 s of an 8 s scan)."""
-    shards, start = [], 0
-    while start < len(items):
-        left = len(items) - start
-        size = shard_size or max(MIN_SHARD_SIZE, min(DEFAULT_SHARD_SIZE, -(-left // (2 * workers))))
-        shards.append(list(items[start : start + size]))
-        start += size
-    return shards
+def next_shard_size(left: int, slots: int, shard_size: int | None) -> int:
+    """How many of the `left` photos the next shard takes: `shard_size` when given, else guided
+    self-scheduling (Polychronopoulos and Kuck, 1987) with half its share, 1/(2 x slots) of what is
+    left, at most DEFAULT_SHARD_SIZE. Big shards while there is much to do, small ones at the end,
+    so no worker sits idle while another finishes a big last shard (on 2 workers the last of 8
+    equal shards of 465 LFW-size photos left one idle for 1 s of a 10 s scan). At least one photo
+    per slot (and MIN_SHARD_SIZE): the scan writes every shard's three files, and on a big cluster
+    2-photo shards would come back faster than it writes them."""
+    size = shard_size or min(DEFAULT_SHARD_SIZE, max(MIN_SHARD_SIZE, slots, -(-left // (2 * slots))))
+    return min(left, size)
 
 
 def _run_shards(
@@ -370,18 +365,17 @@ def _run_shards(
     forgotten = _forgotten_boxes(library)
     done = 0
     with dask_client(config, early) as client:
-        info = client.scheduler_info().get("workers", {})
-        resources, warning = task_resources(info)
+        resources, warning = task_resources(_first_workers(client))
         if warning:
             summary.warnings.append(warning)
-        shards = shard_files(plan.todo, config.shard_size, model_slots(info, resources))
         # Sent once to every worker, not once per task; wrapped so scatter doesn't split the set.
         known = client.scatter([known_ids], broadcast=True)[0] if known_ids else known_ids
         if forgotten:
             forgotten = client.scatter([forgotten], broadcast=True)[0]
         if progress:
             progress(0, len(plan.todo), 0, 0)
-        for shard, future in _finished(client, run_shard, builder, shards, (known, forgotten), "shard", resources):
+        for shard, future in _finished(client, run_shard, builder, plan.todo, config.shard_size, (known, forgotten),
+                                       "shard", resources):
             result = _shard_result(future, shard)
             _write_result(library, result, plan, summary, model)
             done += len(shard)
@@ -399,50 +393,57 @@ def _forgotten_boxes(library: Library) -> Forgotten:
     return found
 
 
-# How often the scan looks for workers that joined (a SLURM job out of the queue) while no shard finishes.
-_TOP_UP_SECONDS = 2.0
+# How often the scan counts the workers again (one that joined: a SLURM job out of the queue).
+_RECOUNT_SECONDS = 2.0
 _POLL_SECONDS = 0.05
 
 
-def _finished(
-    client: Any, task: Callable[..., Any], builder: PipelineBuilder, shards: Sequence[list[Any]], extra: tuple[Any, ...],
-    kind: str, resources: dict[str, int] | None,
-) -> Iterator[tuple[list[Any], Any]]:
-    """task(builder, shard, *extra) on the workers for every shard, each asking for `resources`:
-    (shard, future) as each finishes, whichever first.
+def _first_workers(client: Any) -> dict[str, Any]:
+    """The workers of the cluster, once there is one (a SLURM job may still be in the queue):
+    the tasks' resources are chosen from them."""
+    client.wait_for_workers(1)
+    return client.scheduler_info().get("workers", {})
 
-    Shards go out in order, two per model slot of the workers there now (counted again as shards
-    finish, and every few seconds for workers that join later): each worker has its next shard at
-    hand, and the rest wait here until a worker is nearly free. Dask hands out tasks that ask for
-    resources as soon as they arrive, by count: given all at once, one worker of two was left with
-    the guided schedule's bigger shards while the other idled."""
+
+def _finished(
+    client: Any, task: Callable[..., Any], builder: PipelineBuilder, items: Sequence[Any], shard_size: int | None,
+    extra: tuple[Any, ...], kind: str, resources: dict[str, int] | None,
+) -> Iterator[tuple[list[Any], Any]]:
+    """task(builder, shard, *extra) on the workers for consecutive shards of `items`
+    (next_shard_size), each asking for `resources`: (shard, future) as each finishes, whichever first.
+
+    Shards go out in order, two per model slot of the workers there now (counted again every few
+    seconds, for workers that join later): each worker has its next shard at hand, and the rest
+    wait here until a worker is nearly free. Dask hands out tasks that ask for resources as soon
+    as they arrive, by count: given all at once, one worker of two was left with the guided
+    schedule's bigger shards while the other idled."""
     from distributed import as_completed
 
     run_id = uuid.uuid4().hex[:8]
-    waiting = iter(enumerate(shards))
+    start, number, slots, counted = 0, 0, 1, -_RECOUNT_SECONDS
     in_flight: dict[Any, list[Any]] = {}
     finished = as_completed()
 
     def top_up() -> None:
-        room = 2 * model_slots(client.scheduler_info().get("workers", {}), resources) - len(in_flight)
-        for i, shard in itertools.islice(waiting, max(0, room)):
-            future = client.submit(task, builder, shard, *extra, key=f"facebatch-{kind}-{run_id}-{i}", pure=False,
-                                   resources=resources)
+        nonlocal start, number, slots, counted
+        if time.monotonic() - counted >= _RECOUNT_SECONDS:
+            slots, counted = model_slots(client.scheduler_info().get("workers", {}), resources), time.monotonic()
+        while start < len(items) and len(in_flight) < 2 * slots:
+            shard = list(items[start : start + next_shard_size(len(items) - start, slots, shard_size)])
+            future = client.submit(task, builder, shard, *extra, key=f"facebatch-{kind}-{run_id}-{number}",
+                                   pure=False, resources=resources)
             in_flight[future] = shard
             finished.add(future)
+            start, number = start + len(shard), number + 1
 
     top_up()
-    looked = time.monotonic()
     while not finished.is_empty():
         if not finished.has_ready():
             time.sleep(_POLL_SECONDS)
-            if time.monotonic() - looked > _TOP_UP_SECONDS:
-                top_up()
-                looked = time.monotonic()
+            top_up()
             continue
         done = [(in_flight.pop(future), future) for future in finished.next_batch(block=False)]
         top_up()  # before the results are written: the workers stay busy meanwhile
-        looked = time.monotonic()
         yield from done
 
 
@@ -546,10 +547,8 @@ REEMBED_COLUMNS = ["face_id", "photo_id", "path", "face_index", "box", "score", 
 def _reembed_notice(library: Library, previous: str, model: str) -> str:
     old, new = model_of_tag(previous).name, model_of_tag(model).name
     if old == new and split_model_tag(previous)[0] == split_model_tag(model)[0]:
-        (runtime, precision), (was_runtime, was_precision) = (runtime_and_precision(split_model_tag(t)[1])
-                                                              for t in (model, previous))
-        # The same options make another variant when how they run changed (config.FUSED_SFACE_INT8).
-        kept = runtime == was_runtime and precision != was_precision
+        (runtime, _), (was_runtime, was_precision) = (runtime_and_precision(split_model_tag(t)[1]) for t in (model, previous))
+        kept = runtime == was_runtime and still_made(split_model_tag(previous)[1], new)
         keeps = f"; `--precision {was_precision}` keeps them" if kept else ""
         change = f"with {split_model_tag(model)[1]} (were {split_model_tag(previous)[1]}{keeps})"
     elif old == new:
@@ -596,10 +595,9 @@ def _reembed(
     rows = {face_id: i for i, face_id in enumerate(faces["face_id"].to_pylist())}
     total, done, skipped = len(photos), 0, 0
     with dask_client(config) as client:
-        workers = client.scheduler_info().get("workers", {})
-        resources, _ = task_resources(workers)  # as the scan's shards ask
-        shards = shard_files(photos, config.shard_size, model_slots(workers, resources))
-        for shard, future in _finished(client, reembed_shard, builder(), shards, (), "reembed", resources):
+        resources, _ = task_resources(_first_workers(client))  # as the scan's shards ask
+        for shard, future in _finished(client, reembed_shard, builder(), photos, config.shard_size, (), "reembed",
+                                       resources):
             try:
                 result: ReembedResult = future.result()
             except Exception as exc:  # noqa: BLE001 - a dead worker: these faces wait for the next scan

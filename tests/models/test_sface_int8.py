@@ -8,7 +8,7 @@ import onnx
 import pytest
 
 from conftest import dataset
-from facebatch.config import ModelSettings, runtime_and_precision
+from facebatch.config import ModelSettings, runtime_and_precision, still_made
 from facebatch.errors import FacebatchError
 from facebatch.models import sface as S
 from facebatch.models import sface_int8 as Q
@@ -102,3 +102,8 @@ def test_sface_runs_in_int8_in_onnx_runtime_alone_or_beside_facenet():
     assert ModelSettings("torch", "fp32", "facenet+sface").variant == "torch-fp32"
     assert ModelSettings().variant == "onnx-int8" and ModelSettings(embedding="facenet").variant == "onnx-int8"
     assert runtime_and_precision("onnx-int8-sface-int8") == ("onnx", "int8")
+    # What options can still make: not the fused model's SFace in fp32 beside an int8 FaceNet.
+    assert not still_made("onnx-int8", "facenet+sface")
+    assert all(still_made(variant, model) for variant, model in [
+        ("onnx-int8-sface-int8", "facenet+sface"), ("onnx-fp32", "facenet+sface"), ("torch-fp32", "facenet+sface"),
+        ("onnx-int8", "sface"), ("onnx-int8", "facenet"), ("torch-fp32", "facenet")])

@@ -17,6 +17,7 @@ from conftest import PROJECT
 from facebatch.config import DEFAULT_SHARD_SIZE, ScanConfig
 from facebatch.scan.discovery import PhotoFile
 from facebatch.progress import format_seconds, render
+from facebatch.scan import driver
 from facebatch.scan.driver import (
     MIN_SHARD_SIZE,
     MODEL_RESOURCE,
@@ -24,8 +25,8 @@ from facebatch.scan.driver import (
     _finished,
     dask_client,
     keep_face_ids,
+    next_shard_size,
     plan_scan,
-    shard_files,
 )
 from facebatch.schema import PHOTOS_SCHEMA
 
@@ -93,19 +94,22 @@ def test_the_latest_row_of_a_path_decides(tmp_path):
     assert plan.todo == [] and plan.unchanged == 1 and set(plan.previous) == {"new"}
 
 
-def test_shards_cover_every_photo_once_and_shrink_toward_the_end():
-    files = [PhotoFile(f"/p/{i:03d}.jpg", 1, 1) for i in range(465)]
-    shards = shard_files(files, None, workers=2)
-    sizes = [len(s) for s in shards]
-    assert [f for s in shards for f in s] == files
-    # A quarter of what is left each (2 workers), down to MIN_SHARD_SIZE: the last shards are small.
-    assert sizes == [117, 87, 66, 49, 37, 28, 21, 15, 12, 9, 6, 5, 4, 3, 2, 2, 2]
-    assert [len(s) for s in shard_files(files[:5], None, workers=2)] == [2, 2, 1]
-    assert [len(s) for s in shard_files(files[:10], 4, workers=2)] == [4, 4, 2]  # --shard-size: as given
-    big = [PhotoFile(f"/p/{i}.jpg", 1, 1) for i in range(10_000)]
-    big_sizes = [len(s) for s in shard_files(big, None, workers=2)]
-    assert big_sizes[0] == DEFAULT_SHARD_SIZE and big_sizes[-1] <= MIN_SHARD_SIZE
-    assert len(big_sizes) < 10_000 / DEFAULT_SHARD_SIZE + 20  # a few more files than equal shards
+def shard_sizes(photos: int, slots: int, shard_size: int | None = None) -> list[int]:
+    sizes: list[int] = []
+    while (left := photos - sum(sizes)) > 0:
+        sizes.append(next_shard_size(left, slots, shard_size))
+    return sizes
+
+
+def test_shards_shrink_toward_the_end():
+    # A quarter of what is left each (2 slots), down to MIN_SHARD_SIZE: the last shards are small.
+    assert shard_sizes(465, 2) == [117, 87, 66, 49, 37, 28, 21, 15, 12, 9, 6, 5, 4, 3, 2, 2, 2]
+    assert shard_sizes(5, 2) == [2, 2, 1]
+    assert shard_sizes(10, 2, shard_size=4) == [4, 4, 2]  # --shard-size: as given
+    big = shard_sizes(10_000, 2)
+    assert big[0] == DEFAULT_SHARD_SIZE and big[-1] <= MIN_SHARD_SIZE and len(big) < 10_000 / DEFAULT_SHARD_SIZE + 20
+    # On a big cluster the last shards keep a photo per slot: the scan writes each shard's files.
+    assert min(shard_sizes(10_000, 64)[:-1]) == 64
 
 
 def test_summary_line_counts_errors_by_kind():
@@ -167,9 +171,10 @@ class CountingClient:
     told, reports that many workers."""
 
     def __init__(self, client, workers=None):
-        self.client, self.futures, self.pending, self.workers = client, [], [], workers
+        self.client, self.futures, self.pending, self.shards, self.workers = client, [], [], [], workers
 
     def submit(self, *args, **kwargs):
+        self.shards.append(args[2])
         self.futures.append(self.client.submit(*args, **kwargs))
         self.pending.append(sum(not f.done() for f in self.futures))
         return self.futures[-1]
@@ -193,13 +198,22 @@ def two_workers():
 def test_shards_go_out_two_per_slot_and_all_come_back(two_workers):
     counting = CountingClient(two_workers)
     finished = [(shard, future.result()) for shard, future in
-                _finished(counting, _first_photo, None, [[i] for i in range(12)], (), "test", {MODEL_RESOURCE: 1})]
+                _finished(counting, _first_photo, None, list(range(12)), 1, (), "test", {MODEL_RESOURCE: 1})]
     assert all(shard == [result] for shard, result in finished) and sorted(r for _, r in finished) == list(range(12))
     assert len(counting.futures) == 12 and max(counting.pending) == 4  # the rest waited here
 
 
-def test_more_shards_go_out_as_workers_join(two_workers):
+def test_shards_go_out_in_order_of_the_guided_sizes(two_workers):
+    counting = CountingClient(two_workers)
+    finished = [shard for shard, _ in _finished(counting, _first_photo, None, list(range(40)), None, (), "test", None)]
+    assert counting.shards == [list(range(0, 10)), list(range(10, 18)), list(range(18, 24)), list(range(24, 28)),
+                               [28, 29, 30], [31, 32, 33], [34, 35], [36, 37], [38, 39]]
+    assert sorted(finished) == counting.shards
+
+
+def test_more_shards_go_out_as_workers_join(two_workers, monkeypatch):
+    monkeypatch.setattr(driver, "_RECOUNT_SECONDS", 0.0)
     counting = CountingClient(two_workers, workers=1)  # a SLURM job still in the queue: one worker so far
-    for _ in _finished(counting, _first_photo, None, [[i] for i in range(30)], (), "test", {MODEL_RESOURCE: 1}):
+    for _ in _finished(counting, _first_photo, None, list(range(30)), 1, (), "test", {MODEL_RESOURCE: 1}):
         counting.workers = 3  # two more joined
     assert counting.pending[:2] == [1, 2] and max(counting.pending) == 6 and len(counting.futures) == 30

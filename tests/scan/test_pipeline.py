@@ -99,8 +99,8 @@ def test_facenet_sface_moves_to_sface_in_int8_keeping_faces_and_names(sample_lib
     photo = SAMPLE_DATA / "people" / "barack_obama" / "1.jpg"
     refused = run("--library", sample_library.root, "identify", photo)
     assert refused.exit_code != 0
-    assert ("holds embeddings made with onnx-int8, which this version makes as onnx-int8-sface-int8: run "
-            "`facebatch scan` to embed them again (names are kept)") in refused.output
+    assert ("holds embeddings made with onnx-int8, which this version no longer makes: run `facebatch scan` to "
+            "embed them again (names are kept)") in refused.output
 
     result = run("--library", sample_library.root, "scan", SAMPLE_DATA)
     assert result.exit_code == 0, result.output
