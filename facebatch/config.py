@@ -26,7 +26,7 @@ DEFAULT_MIN_SCORE = 0.95
 DEFAULT_BATCH_SIZE = 32
 # Photos per shard at most: big enough that a shard's Parquet files are not tiny, small enough that
 # a killed scan loses little work and the progress bar moves. Shards shrink toward the end of a scan
-# (scan.driver.shard_files), so small scans get small ones too.
+# (scan.driver.next_shard_size), so small scans get small ones too.
 DEFAULT_SHARD_SIZE = 256
 
 
@@ -132,7 +132,7 @@ class ScanConfig:
     model: str | None = None  # the embedding model (models.catalog); None: the library's, or the default
     detection: DetectionSettings = field(default_factory=DetectionSettings)
     batch_size: int = DEFAULT_BATCH_SIZE
-    shard_size: int | None = None  # None: at most DEFAULT_SHARD_SIZE, smaller toward the end (shard_files)
+    shard_size: int | None = None  # None: at most DEFAULT_SHARD_SIZE, smaller toward the end (next_shard_size)
     workers: int | None = None  # None: one worker process per core (local cluster only)
     threads_per_worker: int = 1
     scheduler: str | None = None  # address of an existing Dask scheduler

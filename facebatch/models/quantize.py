@@ -19,7 +19,7 @@ from __future__ import annotations
 import tempfile
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -49,29 +49,37 @@ def shipped_crops(key: str) -> np.ndarray:
 
 def quantize_facenet(fp32: OnnxModel) -> bytes:
     """The int8 model's bytes, from the fp32 export; checked against it on the calibration faces."""
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
     from onnxruntime.quantization import quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     faces = calibration_faces()
     inputs = to_model_input(np.concatenate([faces, faces[:, :, ::-1]]))
 
-    class Faces(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.batches = iter([{"input": inputs[i : i + 1]} for i in range(len(inputs))])
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self.batches, None)
-
     with tempfile.TemporaryDirectory(prefix="facebatch-quantize-") as scratch:
         prepared, quantized = Path(scratch) / "prepared.onnx", Path(scratch) / "int8.onnx"
         quant_pre_process(str(fp32.path), str(prepared))  # shapes and fused ops, as the quantiser expects
-        quantize_static(str(prepared), str(quantized), Faces(), quant_format=QuantFormat.QDQ, per_channel=True,
+        quantize_static(str(prepared), str(quantized), face_by_face(inputs, "input"), quant_format=QuantFormat.QDQ, per_channel=True,
                         reduce_range=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=_kept_in_fp32(prepared))
         data = quantized.read_bytes()
     _check_quantized(fp32, data, inputs)
     return data
+
+
+def face_by_face(inputs: np.ndarray, name: str) -> Any:
+    """ONNX Runtime's calibration reader over `inputs`, one face a batch (the percentile calibrator
+    stacks the batches, which must be one shape), fed as the graph's input `name`."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Faces(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter([{name: inputs[i : i + 1]} for i in range(len(inputs))])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.batches, None)
+
+    return Faces()
 
 
 def _kept_in_fp32(model: Path) -> list[str]:

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from facebatch.errors import FacebatchError
-from facebatch.models.quantize import _unit
+from facebatch.models.quantize import _unit, face_by_face
 from facebatch.models.sface import _INPUT, _fp32, _session, to_model_input
 
 # Part of the int8 file's name: another recipe makes a new file.
@@ -178,24 +178,16 @@ def _prelus_as_residuals(graph: Any) -> None:
 
 def _quantize(model: Any, inputs: np.ndarray) -> bytes:
     import onnx
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
     from onnxruntime.quantization import quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    class Faces(CalibrationDataReader):
-        def __init__(self) -> None:
-            # One face a batch: the percentile calibrator stacks the batches, which must be one shape.
-            self.batches = iter([{_INPUT: inputs[i : i + 1]} for i in range(len(inputs))])
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self.batches, None)
 
     # The calibrator prints its progress: a scan's output is not the place for it.
     with tempfile.TemporaryDirectory(prefix="facebatch-quantize-") as scratch, contextlib.redirect_stdout(io.StringIO()):
         rewritten, prepared, quantized = (Path(scratch) / f"{n}.onnx" for n in ("rewritten", "prepared", "int8"))
         onnx.save(model, str(rewritten))
         quant_pre_process(str(rewritten), str(prepared), skip_symbolic_shape=True)
-        quantize_static(str(prepared), str(quantized), Faces(), quant_format=QuantFormat.QDQ, per_channel=True,
+        quantize_static(str(prepared), str(quantized), face_by_face(inputs, _INPUT), quant_format=QuantFormat.QDQ, per_channel=True,
                         reduce_range=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.Percentile, op_types_to_quantize=["Conv", "Gemm", "Add", "Relu"],
                         extra_options={"CalibPercentile": PERCENTILE})
